@@ -1,0 +1,79 @@
+"""Quality and rate metrics, following the conventions of REFERENCE.md.
+
+``psnr_10k``: PSNR on ``clamp(x - 1000, 0, 10000)`` with data range 10000, per frame over
+(band, y, x), averaged over frames. ``psnr_full``: the same on ``clamp(x, 0, 10000)`` without the
+offset removal, so errors on dark pixels count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _frames(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a[None] if a.ndim == 3 else a
+
+
+def _psnr(x: np.ndarray, y: np.ndarray, offset: float) -> float:
+    x = np.clip(_frames(x) - offset, 0, 10000)
+    y = np.clip(_frames(y) - offset, 0, 10000)
+    mse = ((x - y) ** 2).reshape(len(x), -1).mean(axis=1)
+    with np.errstate(divide="ignore"):
+        psnr = 10 * np.log10(10000.0**2 / mse)
+    return float(np.mean(psnr))
+
+
+def psnr_10k(original: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR in the "10k" convention (offset 1000 removed), mean over frames.
+
+    Examples
+    --------
+    >>> x = np.full((12, 4, 4), 3000.0)
+    >>> round(psnr_10k(x, x + 10), 2)
+    60.0
+    """
+    return _psnr(original, decoded, 1000.0)
+
+
+def psnr_full(original: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR on the full range ``clamp(x, 0, 10000)``, mean over frames.
+
+    Examples
+    --------
+    >>> x = np.full((12, 4, 4), 500.0)
+    >>> round(psnr_full(x, x + 100), 2)
+    40.0
+    """
+    return _psnr(original, decoded, 0.0)
+
+
+def bpppb(n_bytes: int, shape: tuple[int, ...]) -> float:
+    """Bits per pixel per band of ``n_bytes`` for a cube of ``shape``.
+
+    Examples
+    --------
+    >>> bpppb(1536, (12, 32, 32))
+    1.0
+    """
+    return 8.0 * n_bytes / float(np.prod(shape))
+
+
+def rate_at_psnr(rates: np.ndarray, psnrs: np.ndarray, target: float) -> float:
+    """Rate a codec needs for ``target`` PSNR, interpolating log(rate) linearly between points.
+
+    Returns NaN when the curve does not reach ``target`` on both sides.
+
+    Examples
+    --------
+    >>> round(rate_at_psnr(np.array([0.1, 0.4]), np.array([30.0, 40.0]), 35.0), 3)
+    0.2
+    """
+    order = np.argsort(psnrs)
+    p = np.asarray(psnrs, dtype=np.float64)[order]
+    r = np.asarray(rates, dtype=np.float64)[order]
+    keep = np.isfinite(p) & (r > 0)
+    p, r = p[keep], r[keep]
+    if len(p) < 2 or not p[0] <= target <= p[-1]:
+        return float("nan")
+    return float(np.exp(np.interp(target, p, np.log(r))))

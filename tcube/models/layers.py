@@ -1,0 +1,107 @@
+"""Building blocks: simplified GDN, the analysis/synthesis stacks, and exact integer convolutions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """Round half up, with the identity as gradient (straight-through)."""
+    return x + (torch.floor(x + 0.5) - x).detach()
+
+
+def floor_ste(x: Tensor) -> Tensor:
+    """Floor with the identity as gradient."""
+    return x + (torch.floor(x) - x).detach()
+
+
+class SimplifiedGDN(nn.Module):
+    """``x / (beta + gamma |x|)`` across channels (``inverse=True``: multiply), Johnston et al. 2019."""
+
+    def __init__(self, channels: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta = nn.Parameter(torch.ones(channels))
+        self.gamma = nn.Parameter(0.1 * torch.eye(channels) + 1e-3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gamma = self.gamma.abs().view(*self.gamma.shape, 1, 1)
+        norm = F.conv2d(x.abs(), gamma, self.beta.abs() + 1e-6)
+        return x * norm if self.inverse else x / norm
+
+
+def analysis(c_in: int, n: int, m: int, layers: int = 4) -> nn.Sequential:
+    """``layers`` stride-2 5x5 convolutions with GDN in between: (B, c_in, H, W) -> (B, m, H/16, W/16)."""
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        last = i == layers - 1
+        mods.append(nn.Conv2d(c_in if i == 0 else n, m if last else n, 5, stride=2, padding=2))
+        if not last:
+            mods.append(SimplifiedGDN(n))
+    return nn.Sequential(*mods)
+
+
+def synthesis(m: int, n: int, c_out: int, layers: int = 4) -> nn.Sequential:
+    """Mirror of :func:`analysis` with transposed convolutions and inverse GDN."""
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        last = i == layers - 1
+        c_in = m if i == 0 else n
+        mods.append(nn.ConvTranspose2d(c_in, c_out if last else n, 5, stride=2, padding=2, output_padding=1))
+        if not last:
+            mods.append(SimplifiedGDN(n, inverse=True))
+    return nn.Sequential(*mods)
+
+
+class IntegerConv2d(nn.Module):
+    """Convolution on a fixed-point grid, computable exactly on any device.
+
+    Weights have ``W_FRAC`` fractional bits, inputs ``in_frac`` and (with ``relu``) outputs
+    ``out_frac`` fractional bits, clamped to ``[0, A_MAX]``. :meth:`forward` simulates the grid in
+    float with straight-through gradients for training; :meth:`forward_exact` takes the integer
+    representation in float64 and returns integers: every product and partial sum is an integer
+    below 2**53, so the result does not depend on device, thread count or summation order.
+    """
+
+    W_FRAC = 8
+    W_MAX = 2**12  # in integer units
+    A_MAX = 256.0
+
+    def __init__(self, c_in: int, c_out: int, in_frac: int, out_frac: int, relu: bool = True, kernel: int = 3):
+        super().__init__()
+        self.in_frac, self.out_frac, self.relu, self.kernel = in_frac, out_frac, relu, kernel
+        self.weight = nn.Parameter(torch.randn(c_out, c_in, kernel, kernel) * (2.0 / (c_in * kernel * kernel)) ** 0.5)
+        self.bias = nn.Parameter(torch.zeros(c_out))
+
+    def _int_weight(self) -> Tensor:
+        return torch.floor(self.weight * 2**self.W_FRAC + 0.5).clamp(-self.W_MAX, self.W_MAX)
+
+    def _int_bias(self) -> Tensor:
+        return torch.floor(self.bias * 2 ** (self.W_FRAC + self.in_frac) + 0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = (self.weight + (self._int_weight() / 2**self.W_FRAC - self.weight).detach())
+        b_scale = 2 ** (self.W_FRAC + self.in_frac)
+        b = self.bias + (self._int_bias() / b_scale - self.bias).detach()
+        out = F.conv2d(x, w, b, padding=self.kernel // 2)
+        if self.relu:
+            out = floor_ste(out * 2**self.out_frac).clamp(0, self.A_MAX * 2**self.out_frac) / 2**self.out_frac
+        return out
+
+    @torch.no_grad()
+    def forward_exact(self, x: Tensor) -> Tensor:
+        """Integer input (float64, scaled by 2**in_frac) -> integer output.
+
+        With ``relu`` the output is scaled by 2**out_frac; without, by 2**(in_frac + W_FRAC).
+        """
+        b, _, h, w = x.shape
+        weight = self._int_weight().to(torch.float64).flatten(1)
+        cols = F.unfold(x, self.kernel, padding=self.kernel // 2)
+        acc = torch.matmul(weight, cols) + self._int_bias().to(torch.float64).view(1, -1, 1)
+        acc = acc.view(b, -1, h, w)
+        if self.relu:
+            shift = 2.0 ** (self.in_frac + self.W_FRAC - self.out_frac)
+            acc = torch.floor(acc / shift).clamp(0, self.A_MAX * 2**self.out_frac)
+        return acc

@@ -1,0 +1,119 @@
+"""Model registry: names, architectures, and loading of the shipped safetensors weights."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tcube.entropy import TableSet
+from tcube.errors import TcubeError, UnknownModelError
+from tcube.models.base import CodecConfig, LearnedCodec
+from tcube.models.fp import FactorizedPriorCodec
+from tcube.models.hp import HyperpriorCodec
+
+ARCHITECTURES: dict[str, type[LearnedCodec]] = {"fp": FactorizedPriorCodec, "hp": HyperpriorCodec}
+#: Registered model name -> architecture of its shipped weights.
+MODELS: dict[str, str] = {"tec-fp": "fp", "tec-hp": "hp"}
+
+
+def list_models() -> list[str]:
+    """Names of the registered models.
+
+    Examples
+    --------
+    >>> list_models()
+    ['tec-fp', 'tec-hp']
+    """
+    return sorted(MODELS)
+
+
+def _check_name(name: str) -> str:
+    if name not in MODELS:
+        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return name
+
+
+def weights_path(name: str) -> Path:
+    """Path of the shipped weights of model ``name``."""
+    return Path(str(resources.files("tcube") / "weights" / f"{_check_name(name)}.safetensors"))
+
+
+def build_model(arch: str, **overrides) -> LearnedCodec:
+    """A new, untrained model of architecture ``arch`` ("fp" or "hp")."""
+    if arch not in ARCHITECTURES:
+        raise UnknownModelError(f"unknown architecture {arch!r}; available: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](CodecConfig(arch=arch, **overrides))
+
+
+def save_weights(model: LearnedCodec, path: str | Path, metadata: dict[str, str] | None = None) -> str:
+    """Freeze tables and write ``model`` as safetensors; returns the file's SHA-256."""
+    model.export_tables()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for name, table in model.tables.items():
+        tensors.update(table.state_dict(f"tables.{name}"))
+    meta = {"tcube_config": json.dumps(model.config.to_dict()), **(metadata or {})}
+    save_file(tensors, str(path), metadata=meta)
+    return file_digest(path)
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_weights(path: str | Path) -> LearnedCodec:
+    """Load a model from a safetensors file written by :func:`save_weights` (no pickle involved)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        config = CodecConfig(**json.loads(meta["tcube_config"]))
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise TcubeError(f"cannot read tcube weights from {path}: {exc}") from exc
+    model = ARCHITECTURES[config.arch](config)
+    table_names = {k.split(".")[1] for k in tensors if k.startswith("tables.")}
+    model.tables = {n: TableSet.from_state_dict(tensors, f"tables.{n}") for n in table_names}
+    model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("tables.")})
+    return model.eval()
+
+
+@cache
+def _cached(name: str, device: str) -> tuple[LearnedCodec, str]:
+    path = weights_path(name)
+    if not path.exists():
+        raise TcubeError(f"weights of {name!r} are missing from the installation ({path})")
+    return read_weights(path).to(device), file_digest(path)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(name: str, device: str | None = None) -> LearnedCodec:
+    """The shipped model ``name`` in eval mode, loaded once per process and device.
+
+    Examples
+    --------
+    >>> load_model("tec-hp").config.bands
+    12
+    """
+    return _cached(_check_name(name), device or default_device())[0]
+
+
+def model_digest(name: str) -> str:
+    """SHA-256 (hex) of the shipped weights of ``name``: blobs record it."""
+    return _cached(_check_name(name), "cpu")[1]
+
+
+def model_card_summary(name: str) -> dict:
+    """Short description of an installed model (for ``tcube info``)."""
+    model = load_model(name, "cpu")
+    return {"architecture": model.config.arch, "bands": model.config.bands, "qualities": "1..16",
+            "parameters": sum(p.numel() for p in model.parameters()), "weights": str(weights_path(name)),
+            "sha256": model_digest(name)}
