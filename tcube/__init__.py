@@ -1,0 +1,14 @@
+"""tcube: learned compression of Sentinel-2 datacubes.
+
+>>> import numpy as np, tcube
+>>> blob = tcube.encode(np.full((12, 32, 32), 1500, dtype=np.uint16), model="tec-hp", quality=8)
+>>> tcube.decode(blob).shape
+(12, 32, 32)
+"""
+
+from tcube import errors, models
+from tcube.api import decode, encode, info
+from tcube.errors import TcubeError
+from tcube.models import list_models
+
+__all__ = ["TcubeError", "decode", "encode", "errors", "info", "list_models", "models"]
