@@ -14,6 +14,8 @@ from tcube.models import FramePayload, list_models, load_model, model_digest
 #: Input dtypes accepted by :func:`encode` (decoded cubes come back in the same dtype).
 DTYPES = ("uint16", "int16", "float32")
 CODER = "constriction-range/categorical-v1"
+#: Largest magnitude accepted in float32 cubes (digital numbers are below 2**16).
+FLOAT_LIMIT = 1e6
 
 
 def _package_version() -> str:
@@ -37,8 +39,12 @@ def check_cube(cube: np.ndarray, bands: int) -> np.ndarray:
         raise InputError(f"cube has {c4.shape[1]} bands on axis {cube.ndim - 3}; this model codes {bands}")
     if min(c4.shape) == 0:
         raise InputError(f"cube has an empty dimension: shape {cube.shape}")
-    if c4.dtype.kind == "f" and not np.isfinite(c4).all():
-        raise InputError("cube contains NaN or infinite values; fill or mask them before encoding")
+    if c4.dtype.kind == "f":
+        if not np.isfinite(c4).all():
+            raise InputError("cube contains NaN or infinite values; fill or mask them before encoding")
+        if np.abs(c4).max() > FLOAT_LIMIT:
+            raise InputError(f"cube has values beyond +-{FLOAT_LIMIT:g}: not Sentinel-2 digital numbers "
+                             "(reflectance x 10000)")
     return c4
 
 

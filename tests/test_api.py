@@ -81,6 +81,7 @@ def test_info(small):
         (np.zeros((0, 12, 16, 16), np.uint16), {}, "empty"),
         (np.full((1, 12, 16, 16), np.nan, np.float32), {}, "NaN"),
         (np.full((1, 12, 16, 16), np.inf, np.float32), {}, "infinite"),
+        (np.full((1, 12, 16, 16), 3e7, np.float32), {}, "beyond"),
         (np.zeros((1, 12, 16, 16), np.uint16), {"quality": 0}, "quality"),
         (np.zeros((1, 12, 16, 16), np.uint16), {"quality": 17}, "quality"),
         (np.zeros((1, 12, 16, 16), np.uint16), {"quality": 2.5}, "quality"),

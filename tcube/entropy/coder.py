@@ -33,7 +33,7 @@ def encode_symbols(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) 
     --------
     >>> ts = TableSet.from_pmfs([np.array([0.2, 0.6, 0.2])], offsets=[-1])
     >>> v = np.array([0, 1, -1, 40]); i = np.zeros(4, dtype=np.int64)
-    >>> (decode_symbols(encode_symbols(v, i, ts), i, ts) == v).all()
+    >>> bool((decode_symbols(encode_symbols(v, i, ts), i, ts) == v).all())
     True
     """
     values = np.asarray(values, dtype=np.int64).ravel()

@@ -16,6 +16,8 @@ from tcube.errors import InputError, SymbolChecksumError
 from tcube.models.layers import analysis, synthesis
 
 N_QUALITIES = 16
+#: Largest latent magnitude the coder accepts (escapes code up to 2**31).
+SYMBOL_LIMIT = 2**30
 
 
 def default_lambdas() -> list[float]:
@@ -76,15 +78,26 @@ class LearnedCodec(nn.Module):
         self.register_buffer("lambdas", torch.tensor(config.lambdas, dtype=torch.float32))
         self.g_a = analysis(c, config.n, config.m)
         self.g_s = synthesis(config.m, config.n, c)
-        init = torch.linspace(np.log(0.25), np.log(4.0), N_QUALITIES).view(-1, 1).repeat(1, config.m)
-        self.log_gain = nn.Parameter(init.clone())
-        self.log_inv_gain = nn.Parameter(-init.clone())
+        # quality gains (Cui et al. 2021): per quality and channel, increasing with quality by
+        # construction (a base plus positive steps), so a higher quality quantises every channel finer
+        low, high = np.log(0.25), np.log(6.0)
+        step = (high - low) / (N_QUALITIES - 1)
+        self.gain_base = nn.Parameter(torch.full((1, config.m), low))
+        self.gain_steps = nn.Parameter(torch.full((N_QUALITIES - 1, config.m), float(np.log(np.expm1(step)))))
+        init = torch.linspace(low, high, N_QUALITIES).view(-1, 1).repeat(1, config.m)
+        self.log_inv_gain = nn.Parameter(-init)
         self.tables: dict[str, TableSet] = {}
 
     # -- helpers -------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return self.mean.device
+
+    @property
+    def log_gain(self) -> Tensor:
+        """Log gain per (quality, channel), shape (16, m)."""
+        steps = torch.cumsum(F.softplus(self.gain_steps), dim=0)
+        return self.gain_base + torch.cat([torch.zeros_like(self.gain_base), steps])
 
     def gain(self, q: Tensor) -> Tensor:
         return torch.exp(self.log_gain[q])[:, :, None, None]
@@ -153,6 +166,8 @@ class LearnedCodec(nn.Module):
         q = self.quality_index(quality, x.shape[0])
         xn = self.pad(self.normalise(x.to(self.device, torch.float32)))
         syms = self.analyse(xn, q)
+        if any(syms[n].abs().max() > SYMBOL_LIMIT for n in self.stream_names):
+            raise InputError("input too far outside the Sentinel-2 value range for this model")
         shapes = self.latent_shapes(*xn.shape[-2:])
         streams: list[dict[str, bytes]] = [{} for _ in range(x.shape[0])]
         for name in self.stream_names:

@@ -90,6 +90,15 @@ class IntegerConv2d(nn.Module):
             out = floor_ste(out * 2**self.out_frac).clamp(0, self.A_MAX * 2**self.out_frac) / 2**self.out_frac
         return out
 
+    def _exact_parameters(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Integer weights (as a matrix) and biases in float64, cached until the parameters change."""
+        key = (self.weight.data_ptr(), self.weight._version, self.bias.data_ptr(), self.bias._version, device)
+        if getattr(self, "_exact_key", None) != key:
+            weight = self._int_weight().to(device, torch.float64).flatten(1)
+            bias = self._int_bias().to(device, torch.float64).view(1, -1, 1)
+            self._exact, self._exact_key = (weight, bias), key
+        return self._exact
+
     @torch.no_grad()
     def forward_exact(self, x: Tensor) -> Tensor:
         """Integer input (float64, scaled by 2**in_frac) -> integer output.
@@ -97,9 +106,9 @@ class IntegerConv2d(nn.Module):
         With ``relu`` the output is scaled by 2**out_frac; without, by 2**(in_frac + W_FRAC).
         """
         b, _, h, w = x.shape
-        weight = self._int_weight().to(torch.float64).flatten(1)
+        weight, bias = self._exact_parameters(x.device)
         cols = F.unfold(x, self.kernel, padding=self.kernel // 2)
-        acc = torch.matmul(weight, cols) + self._int_bias().to(torch.float64).view(1, -1, 1)
+        acc = torch.matmul(weight, cols) + bias
         acc = acc.view(b, -1, h, w)
         if self.relu:
             shift = 2.0 ** (self.in_frac + self.W_FRAC - self.out_frac)
