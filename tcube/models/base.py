@@ -34,6 +34,7 @@ class CodecConfig:
     n: int = 64
     m: int = 128
     nh: int = 64
+    layers: int = 4  # stride-2 stages of the analysis transform: latents at 1 / 2**layers
     mean: list[float] = field(default_factory=lambda: list(L2A_MEAN))
     std: list[float] = field(default_factory=lambda: list(L2A_STD))
     lambdas: list[float] = field(default_factory=default_lambdas)
@@ -66,7 +67,6 @@ class LearnedCodec(nn.Module):
     a normalised image), ``latent_shapes`` and ``stream_names``.
     """
 
-    stride = 16
     stream_names: tuple[str, ...] = ()
 
     def __init__(self, config: CodecConfig):
@@ -76,8 +76,9 @@ class LearnedCodec(nn.Module):
         self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("lambdas", torch.tensor(config.lambdas, dtype=torch.float32))
-        self.g_a = analysis(c, config.n, config.m)
-        self.g_s = synthesis(config.m, config.n, c)
+        self.stride = 2**config.layers
+        self.g_a = analysis(c, config.n, config.m, config.layers)
+        self.g_s = synthesis(config.m, config.n, c, config.layers)
         # quality gains (Cui et al. 2021): per quality and channel, increasing with quality by
         # construction (a base plus positive steps), so a higher quality quantises every channel finer
         low, high = np.log(0.25), np.log(6.0)

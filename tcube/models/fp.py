@@ -38,7 +38,7 @@ class FactorizedPriorCodec(LearnedCodec):
         return self.g_s(syms["y"].float() * self.inv_gain(q))
 
     def latent_shapes(self, hp: int, wp: int) -> dict[str, tuple[int, ...]]:
-        return {"y": (self.config.m, hp // 16, wp // 16)}
+        return {"y": (self.config.m, hp // self.stride, wp // self.stride)}
 
     def export_tables(self) -> None:
         gains = torch.exp(self.log_gain.detach()).double().cpu().numpy()

@@ -108,7 +108,7 @@ class HyperpriorCodec(LearnedCodec):
         return self.g_s((syms["y"].float() + syms["_mean"]) * self.inv_gain(q))
 
     def latent_shapes(self, hp: int, wp: int) -> dict[str, tuple[int, ...]]:
-        h, w = hp // 16, wp // 16
+        h, w = hp // self.stride, wp // self.stride
         zh, zw = (h + 3) // 4, (w + 3) // 4
         return {"z": (self.config.nh, zh, zw), "y": (self.config.m, h, w)}
 

@@ -33,7 +33,7 @@ class SimplifiedGDN(nn.Module):
 
 
 def analysis(c_in: int, n: int, m: int, layers: int = 4) -> nn.Sequential:
-    """``layers`` stride-2 5x5 convolutions with GDN in between: (B, c_in, H, W) -> (B, m, H/16, W/16)."""
+    """``layers`` stride-2 5x5 convolutions with GDN in between: (B, c_in, H, W) -> (B, m, H/2**L, W/2**L)."""
     mods: list[nn.Module] = []
     for i in range(layers):
         last = i == layers - 1
