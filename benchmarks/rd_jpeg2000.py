@@ -104,6 +104,21 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def markdown(summary: list[dict]) -> str:
+    """Summary as a Markdown table (bpppb at each PSNR, ratio to tec-hp, MB/s)."""
+    hp = next(s for s in summary if s["codec"] == "tec-hp")
+    head = ["codec"] + [f"bpppb @{t:g} dB {m}" for m in ("10k", "full") for t in TARGETS]
+    head += ["x tec-hp @40 dB 10k", "encode MB/s", "decode MB/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summary:
+        rates = [s[f"{m}@{t:g}"] for m in ("psnr_10k", "psnr_full") for t in TARGETS]
+        ratio = s["psnr_10k@40"] / hp["psnr_10k@40"]
+        cells = [s["codec"], *(f"{r:.4f}" for r in rates), f"{ratio:.2f}", f"{s['encode_MBps']:.1f}",
+                 f"{s['decode_MBps']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="+", default=[str(DEFAULT_DATA)])
@@ -135,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             ratios = " ".join(f"{m}@{t:g}: {s[f'{m}@{t:g}'] / hp[f'{m}@{t:g}']:.2f}"
                               for m in ("psnr_10k", "psnr_full") for t in TARGETS)
             print(f"{s['codec']:>20} {ratios}")
-    print(f"\nwrote {out / 'rd_jpeg2000.csv'} and {out / 'rd_jpeg2000.png'}")
+    (out / "rd_jpeg2000.md").write_text(markdown(summary) + "\n")
+    print(f"\nwrote {out / 'rd_jpeg2000.csv'}, .png and .md (the README table)")
     return 0
 
 
