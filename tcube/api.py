@@ -7,13 +7,13 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import torch
 
-from tcube.bitstream import FORMAT_VERSION, pack, unpack
+from tcube.bitstream import DIGEST_BYTES, FORMAT_VERSION, pack, unpack
 from tcube.errors import BitstreamError, InputError, UnknownModelError, WeightsMismatchError
 from tcube.models import FramePayload, list_models, load_model, model_digest
 
 #: Input dtypes accepted by :func:`encode` (decoded cubes come back in the same dtype).
 DTYPES = ("uint16", "int16", "float32")
-CODER = "constriction-range/categorical-v1"
+CODER = "constriction-range-v1"
 #: Largest magnitude accepted in float32 cubes (digital numbers are below 2**16).
 FLOAT_LIMIT = 1e6
 
@@ -107,7 +107,7 @@ def _check_header(h: dict) -> None:
     if model not in list_models():
         raise UnknownModelError(f"blob was made with model {model!r}, which this installation does not have "
                                 f"(available: {', '.join(list_models())})")
-    if h.get("weights") != model_digest(model):
+    if h.get("weights") != model_digest(model)[: 2 * DIGEST_BYTES]:
         raise WeightsMismatchError(
             f"blob was made with other weights of {model!r} (digest {str(h.get('weights'))[:12]}…, installed "
             f"{model_digest(model)[:12]}…); install the tcube version that wrote it ({h.get('tcube')})"

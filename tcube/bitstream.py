@@ -5,19 +5,21 @@ Layout (little endian)::
     magic      8 bytes   b"\\x89TCUBE\\r\\n"
     version    u16       FORMAT_VERSION
     hlen       u32       length of the header
-    header     hlen      UTF-8 JSON: model, weights digest, quality, dtype, shape, normalisation,
-                         and per frame the byte length of each entropy-coded stream and the
-                         CRC32 of its symbols
-    payload              the streams, frame after frame, each frame's in name order
+    header     hlen      model name, first 16 bytes of the weights' SHA-256, quality, dtype,
+                         shape, entropy coder, package version, per-band normalisation (f32),
+                         stream names, and per frame the CRC32 of its symbols and the byte
+                         length (LEB128) of each stream
+    payload              the streams, frame after frame, in header order
     crc        u32       CRC32 of everything before it
 
-Every way a blob can be damaged raises a :class:`~tcube.errors.BitstreamError` subclass that
-says what is wrong: foreign bytes, an unknown version, truncation, a checksum mismatch.
+The header is binary and small (about 180 bytes plus 8 per frame): blobs are often zarr chunks
+of a few kilobytes. Every way a blob can be damaged raises a
+:class:`~tcube.errors.BitstreamError` subclass that says what is wrong: foreign bytes, an
+unknown version, truncation, a checksum mismatch.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ from tcube.errors import CorruptBlobError, NotATcubeBlobError, TruncatedBlobErro
 
 MAGIC = b"\x89TCUBE\r\n"
 FORMAT_VERSION = 1
+DIGEST_BYTES = 16
+DTYPE_CODES = ("uint16", "int16", "float32")
 _PREFIX = struct.Struct("<8sHI")
 _CRC = struct.Struct("<I")
 
@@ -38,21 +42,119 @@ class Container:
     frames: list[dict[str, bytes]] = field(default_factory=list)
 
 
+class _Writer:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def fmt(self, f: str, *values) -> None:
+        self.buf += struct.pack("<" + f, *values)
+
+    def text(self, s: str) -> None:
+        data = s.encode()
+        if len(data) > 255:
+            raise ValueError(f"header string too long: {s[:40]!r}…")
+        self.fmt("B", len(data))
+        self.buf += data
+
+    def varint(self, n: int) -> None:
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            self.buf.append(byte | (0x80 if n else 0))
+            if not n:
+                return
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def fmt(self, f: str):
+        values = struct.unpack_from("<" + f, self.data, self.pos)
+        self.pos += struct.calcsize("<" + f)
+        return values if len(values) > 1 else values[0]
+
+    def raw(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise struct.error("header ends early")
+        out = self.data[self.pos: self.pos + n]
+        self.pos += n
+        return out
+
+    def text(self) -> str:
+        return self.raw(self.fmt("B")).decode()
+
+    def varint(self) -> int:
+        n, shift = 0, 0
+        while True:
+            byte = self.fmt("B")
+            n |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return n
+            shift += 7
+            if shift > 63:
+                raise struct.error("varint too long")
+
+
+def _encode_header(h: dict, frames: list[dict[str, bytes]]) -> bytes:
+    w = _Writer()
+    w.text(h["model"])
+    w.buf += bytes.fromhex(h["weights"])[:DIGEST_BYTES].ljust(DIGEST_BYTES, b"\0")
+    w.fmt("BB", h["quality"], DTYPE_CODES.index(h["dtype"]))
+    w.fmt("B" + "I" * len(h["shape"]), len(h["shape"]), *h["shape"])
+    w.text(h["coder"])
+    w.text(h["tcube"])
+    n = len(h["mean"])
+    w.fmt("B" + "f" * 2 * n, n, *h["mean"], *h["std"])
+    names = sorted(frames[0]) if frames else []
+    w.fmt("B", len(names))
+    for name in names:
+        w.text(name)
+    w.fmt("I", len(frames))
+    for meta, streams in zip(h["frames"], frames):
+        if sorted(streams) != names:
+            raise ValueError("every frame must have the same streams")
+        w.fmt("I", meta["crc"])
+        for name in names:
+            w.varint(len(streams[name]))
+    return bytes(w.buf)
+
+
+def _decode_header(data: bytes) -> dict:
+    r = _Reader(data)
+    h: dict = {"model": r.text(), "weights": r.raw(DIGEST_BYTES).hex()}
+    h["quality"], dtype = r.fmt("BB")
+    h["dtype"] = DTYPE_CODES[dtype]
+    ndim = r.fmt("B")
+    h["shape"] = list(struct.unpack_from(f"<{ndim}I", r.raw(4 * ndim)))
+    h["coder"], h["tcube"] = r.text(), r.text()
+    n = r.fmt("B")
+    values = struct.unpack_from(f"<{2 * n}f", r.raw(8 * n))
+    h["mean"], h["std"] = list(values[:n]), list(values[n:])
+    names = [r.text() for _ in range(r.fmt("B"))]
+    n_frames = r.fmt("I")
+    if n_frames > len(data):
+        raise struct.error("frame count larger than the header")
+    h["frames"] = [{"crc": r.fmt("I"), "streams": {name: r.varint() for name in names}} for _ in range(n_frames)]
+    if r.pos != len(data):
+        raise struct.error(f"{len(data) - r.pos} unread header bytes")
+    return h
+
+
 def pack(header: dict, frames: list[dict[str, bytes]]) -> bytes:
-    """Serialise ``header`` and frame streams; the stream lengths are added to the header.
+    """Serialise ``header`` and the frames' streams into a blob.
+
+    ``header`` holds model, weights (hex), quality, dtype, shape, coder, tcube (version), mean,
+    std and frames (a list of ``{"crc": int}``); the stream lengths are added by this function.
 
     Examples
     --------
-    >>> blob = pack({"model": "m", "frames": [{"crc": 0}]}, [{"y": b"abcd"}])
-    >>> unpack(blob).frames[0]["y"]
-    b'abcd'
+    >>> h = {"model": "m", "weights": "ab" * 16, "quality": 3, "dtype": "int16", "shape": [1, 2, 4, 4],
+    ...      "coder": "c", "tcube": "0", "mean": [0.0, 1.0], "std": [1.0, 2.0], "frames": [{"crc": 7}]}
+    >>> c = unpack(pack(h, [{"y": b"abcd"}]))
+    >>> c.frames[0]["y"], c.header["frames"]
+    (b'abcd', [{'crc': 7, 'streams': {'y': 4}}])
     """
-    header = dict(header)
-    header["frames"] = [
-        {**meta, "streams": {name: len(streams[name]) for name in sorted(streams)}}
-        for meta, streams in zip(header["frames"], frames)
-    ]
-    hbytes = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    hbytes = _encode_header(header, frames)
     body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(hbytes)) + hbytes + b"".join(
         streams[name] for streams in frames for name in sorted(streams)
     )
@@ -84,11 +186,11 @@ def unpack(blob: bytes) -> Container:
     if start + _CRC.size > len(blob):
         raise TruncatedBlobError(f"blob truncated: header needs {start + _CRC.size} bytes, blob has {len(blob)}")
     try:
-        header = json.loads(blob[_PREFIX.size: start].decode())
-        sizes = [dict(f["streams"]) for f in header["frames"]]
-        expected = start + sum(int(n) for f in sizes for n in f.values()) + _CRC.size
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CorruptBlobError(f"blob corrupt: header unreadable ({exc.__class__.__name__})") from exc
+        header = _decode_header(blob[_PREFIX.size: start])
+    except (struct.error, UnicodeDecodeError, IndexError, ValueError) as exc:
+        what = "checksum mismatch" if not _crc_ok(blob) else "checksum passes"
+        raise CorruptBlobError(f"blob corrupt: header unreadable ({exc}; {what})") from exc
+    expected = start + sum(n for f in header["frames"] for n in f["streams"].values()) + _CRC.size
     if len(blob) < expected:
         raise TruncatedBlobError(f"blob truncated: {len(blob)} bytes, header announces {expected}")
     if len(blob) > expected:
@@ -96,11 +198,11 @@ def unpack(blob: bytes) -> Container:
     if not _crc_ok(blob):
         raise CorruptBlobError("blob corrupt: CRC32 checksum mismatch")
     frames, pos = [], start
-    for f in sizes:
+    for f in header["frames"]:
         streams = {}
-        for name, n in f.items():
-            streams[name] = blob[pos: pos + int(n)]
-            pos += int(n)
+        for name, n in f["streams"].items():
+            streams[name] = blob[pos: pos + n]
+            pos += n
         frames.append(streams)
     return Container(header, frames)
 
