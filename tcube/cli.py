@@ -15,7 +15,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(arch=args.arch, name=args.name or f"tec-{args.arch}", data=args.data, holdout=args.holdout,
                       out=args.out, steps=args.steps, epoch_steps=args.epoch_steps, batch=args.batch,
                       crop=args.crop, lr=args.lr, max_minutes=args.max_minutes, threads=args.threads,
-                      seed=args.seed, device=args.device, export=args.export)
+                      seed=args.seed, device=args.device, export=args.export,
+                      model={k: v for k, v in (("widths", args.widths), ("m", args.latents), ("nh", args.hyper),
+                                               ("kernels", args.kernels)) if v is not None})
     train(cfg)
     return 0
 
@@ -52,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", choices=["fp", "hp"], required=True,
                    help="fp: factorized prior; hp: mean-scale hyperprior")
     t.add_argument("--name", help="model name written in the weights (default tec-ARCH)")
+    t.add_argument("--widths", type=int, nargs="+", help="hidden channels of the analysis stages (default 64 64 64)")
+    t.add_argument("--kernels", type=int, nargs="+", help="kernel size of each stride-2 stage (default 5 5 5 5)")
+    t.add_argument("--latents", type=int, help="latent channels (default 128)")
+    t.add_argument("--hyper", type=int, help="hyper-latent channels, hp only (default 64)")
     t.add_argument("--data", nargs="+", required=True, help="GeoTIFF / NetCDF / zarr / npy files or folders")
     t.add_argument("--holdout", default="0080717", help="files whose path contains this are used for validation only")
     t.add_argument("--out", default="runs/model", help="run folder (checkpoint, resumable)")

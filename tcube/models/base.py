@@ -31,10 +31,10 @@ class CodecConfig:
 
     arch: str
     bands: int = 12
-    n: int = 64
-    m: int = 128
-    nh: int = 64
-    layers: int = 4  # stride-2 stages of the analysis transform: latents at 1 / 2**layers
+    widths: list[int] = field(default_factory=lambda: [64, 64, 64])  # hidden channels of the analysis stages
+    m: int = 128  # latent channels
+    nh: int = 64  # hyper-latent channels
+    kernels: list[int] = field(default_factory=lambda: [5, 5, 5, 5])  # one stride-2 stage each: latents at 1/16
     mean: list[float] = field(default_factory=lambda: list(L2A_MEAN))
     std: list[float] = field(default_factory=lambda: list(L2A_STD))
     lambdas: list[float] = field(default_factory=default_lambdas)
@@ -76,9 +76,9 @@ class LearnedCodec(nn.Module):
         self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("lambdas", torch.tensor(config.lambdas, dtype=torch.float32))
-        self.stride = 2**config.layers
-        self.g_a = analysis(c, config.n, config.m, config.layers)
-        self.g_s = synthesis(config.m, config.n, c, config.layers)
+        self.stride = 2 ** len(config.kernels)
+        self.g_a = analysis(c, config.widths, config.m, config.kernels)
+        self.g_s = synthesis(config.m, config.widths, c, config.kernels)
         # quality gains (Cui et al. 2021): per quality and channel, increasing with quality by
         # construction (a base plus positive steps), so a higher quality quantises every channel finer
         low, high = np.log(0.25), np.log(6.0)

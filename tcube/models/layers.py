@@ -32,26 +32,28 @@ class SimplifiedGDN(nn.Module):
         return x * norm if self.inverse else x / norm
 
 
-def analysis(c_in: int, n: int, m: int, layers: int = 4) -> nn.Sequential:
-    """``layers`` stride-2 5x5 convolutions with GDN in between: (B, c_in, H, W) -> (B, m, H/2**L, W/2**L)."""
+def analysis(c_in: int, widths: list[int], m: int, kernels: list[int]) -> nn.Sequential:
+    """Stride-2 convolutions (``kernels[i]`` wide) with GDN in between.
+
+    Channels go ``c_in -> widths[0] -> ... -> m``: (B, c_in, H, W) -> (B, m, H / 2**L, W / 2**L).
+    """
+    channels = [c_in, *widths, m]
     mods: list[nn.Module] = []
-    for i in range(layers):
-        last = i == layers - 1
-        mods.append(nn.Conv2d(c_in if i == 0 else n, m if last else n, 5, stride=2, padding=2))
-        if not last:
-            mods.append(SimplifiedGDN(n))
+    for i, k in enumerate(kernels):
+        mods.append(nn.Conv2d(channels[i], channels[i + 1], k, stride=2, padding=k // 2))
+        if i < len(kernels) - 1:
+            mods.append(SimplifiedGDN(channels[i + 1]))
     return nn.Sequential(*mods)
 
 
-def synthesis(m: int, n: int, c_out: int, layers: int = 4) -> nn.Sequential:
-    """Mirror of :func:`analysis` with transposed convolutions and inverse GDN."""
+def synthesis(m: int, widths: list[int], c_out: int, kernels: list[int]) -> nn.Sequential:
+    """Mirror of :func:`analysis`: transposed convolutions and inverse GDN, ``m -> ... -> c_out``."""
+    channels = [m, *reversed(widths), c_out]
     mods: list[nn.Module] = []
-    for i in range(layers):
-        last = i == layers - 1
-        c_in = m if i == 0 else n
-        mods.append(nn.ConvTranspose2d(c_in, c_out if last else n, 5, stride=2, padding=2, output_padding=1))
-        if not last:
-            mods.append(SimplifiedGDN(n, inverse=True))
+    for i, k in enumerate(reversed(kernels)):
+        mods.append(nn.ConvTranspose2d(channels[i], channels[i + 1], k, stride=2, padding=k // 2, output_padding=1))
+        if i < len(kernels) - 1:
+            mods.append(SimplifiedGDN(channels[i + 1], inverse=True))
     return nn.Sequential(*mods)
 
 

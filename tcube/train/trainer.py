@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     export: str | None = None
+    model: dict = field(default_factory=dict)  # CodecConfig overrides (widths, m, nh, kernels)
     command: str = field(default_factory=lambda: " ".join(["tcube", *sys.argv[1:]]))
 
 
@@ -109,7 +110,7 @@ def train(cfg: TrainConfig, log=print) -> LearnedCodec:
     out.mkdir(parents=True, exist_ok=True)
     frames, val, train_files, val_files = load_frames(cfg.data, cfg.holdout, cfg.crop)
     log(f"training frames: {len(frames)} from {len(train_files)} files; validation frames: {len(val)}")
-    model = build_model(cfg.arch).to(cfg.device)
+    model = build_model(cfg.arch, **cfg.model).to(cfg.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt = out / "checkpoint.pt"
     step, history, elapsed = 0, [], 0.0
@@ -162,8 +163,9 @@ def export(model, cfg: TrainConfig, step, history, seconds, train_files, val_fil
     rows = coded_rd(model, val) if val else []
     card = [
         f"# {cfg.name}", "",
-        f"Architecture `{cfg.arch}`: {json.dumps(model.config.to_dict()['n'])} filters, "
-        f"{model.config.m} latent channels; {sum(p.numel() for p in model.parameters())} parameters.",
+        f"Architecture `{cfg.arch}`: analysis widths {model.config.widths}, kernels {model.config.kernels}, "
+        f"{model.config.m} latent channels, {model.config.nh} hyper-latent channels; "
+        f"{sum(p.numel() for p in model.parameters())} parameters.",
         f"Weights: `{path.name}`, SHA-256 `{digest}`.", "",
         "## Training", "",
         f"- Command: `{cfg.command}`",
