@@ -164,7 +164,8 @@ def export(model, cfg: TrainConfig, step, history, seconds, train_files, val_fil
     card = [
         f"# {cfg.name}", "",
         f"Architecture `{cfg.arch}`: analysis widths {model.config.widths}, kernels {model.config.kernels}, "
-        f"{model.config.m} latent channels, {model.config.nh} hyper-latent channels; "
+        f"{model.config.m} latent channels" + (f", {model.config.nh} hyper-latent channels" if cfg.arch == "hp" else "")
+        + "; "
         f"{sum(p.numel() for p in model.parameters())} parameters.",
         f"Weights: `{path.name}`, SHA-256 `{digest}`.", "",
         "## Training", "",
