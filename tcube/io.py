@@ -121,14 +121,14 @@ def read_cube(path: str | Path) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
         a = _from_channels(_read_tiff(path), str(path))
-    elif suffix == ".npy":
+    elif suffix in (".npy", ".npz"):
         a = np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with a as z:
+                a = z[z.files[0]]
         if a.ndim == 4 and a.shape[-1] in (12, 13) and a.shape[1] not in (12, 13):
             a = np.moveaxis(a, -1, 1)
         a = _from_channels(a, str(path))
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            a = _from_channels(z[z.files[0]], str(path))
     elif suffix in (".nc", ".zarr") or (path.is_dir() and (path / "zarr.json").exists()):
         a = _read_xarray(path)
     elif path.is_dir():
