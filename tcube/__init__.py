@@ -6,9 +6,9 @@
 (12, 32, 32)
 """
 
-from tcube import errors, models
+from tcube import data, errors, metrics, models
 from tcube.api import decode, encode, info
 from tcube.errors import TcubeError
 from tcube.models import list_models
 
-__all__ = ["TcubeError", "decode", "encode", "errors", "info", "list_models", "models"]
+__all__ = ["TcubeError", "data", "decode", "encode", "errors", "info", "list_models", "metrics", "models"]
