@@ -53,10 +53,6 @@ def _frames(n: int, batch_size: int):
         yield slice(start, min(n, start + batch_size))
 
 
-def _resolve_device(device: str | None) -> str:
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def encode(cube: np.ndarray, model: str = "tec-hp", quality: int = 8, *, device: str | None = None,
            batch_size: int = 8) -> bytes:
     """Compress a Sentinel-2 cube into a self-describing blob.
@@ -82,9 +78,7 @@ def encode(cube: np.ndarray, model: str = "tec-hp", quality: int = 8, *, device:
     >>> tcube.decode(blob).shape
     (2, 12, 40, 52)
     """
-    if model not in list_models():
-        raise UnknownModelError(f"unknown model {model!r}; available: {', '.join(list_models())}")
-    codec = load_model(model, _resolve_device(device))
+    codec = load_model(model, device)
     frames4 = check_cube(cube, codec.config.bands)
     codec.quality_index(quality, 1)
     payloads: list[FramePayload] = []
@@ -118,7 +112,7 @@ def _check_header(h: dict) -> None:
         raise BitstreamError(f"blob uses entropy coder {h.get('coder')!r}; this package reads {CODER!r}")
 
 
-def _to_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
+def to_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
     """Decoded floats to ``dtype``: integers are rounded half up and saturated to the dtype's range."""
     if dtype == "float32":
         return x.astype(np.float32)
@@ -142,7 +136,7 @@ def decode(blob: bytes, *, device: str | None = None, batch_size: int = 8) -> np
     container = unpack(blob)
     h = container.header
     _check_header(h)
-    codec = load_model(h["model"], _resolve_device(device))
+    codec = load_model(h["model"], device)
     shape = h["shape"]
     t = shape[0] if len(shape) == 4 else 1
     height, width = shape[-2:]
@@ -152,7 +146,7 @@ def decode(blob: bytes, *, device: str | None = None, batch_size: int = 8) -> np
     for sl in _frames(t, batch_size):
         payloads = [FramePayload(s, m["crc"]) for s, m in zip(container.frames[sl], h["frames"][sl])]
         out.append(codec.decompress(payloads, h["quality"], height, width).cpu().numpy())
-    return _to_dtype(np.concatenate(out).reshape(shape), h["dtype"])
+    return to_dtype(np.concatenate(out).reshape(shape), h["dtype"])
 
 
 def info(blob: bytes) -> dict:

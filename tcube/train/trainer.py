@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tcube.api import to_dtype
 from tcube.metrics import bpppb, psnr_10k, psnr_full
 from tcube.models.base import N_QUALITIES, LearnedCodec
 from tcube.models.registry import build_model, save_weights
@@ -86,7 +87,7 @@ def coded_rd(model: LearnedCodec, frames: list[np.ndarray], qualities=range(1, N
             payload = model.compress(x, quality)[0]
             n_bytes += sum(len(s) for s in payload.streams.values())
             dec = model.decompress([payload], quality, *f.shape[-2:]).cpu().numpy()[0]
-            dec = np.clip(np.floor(dec + 0.5), 0, 65535)
+            dec = to_dtype(dec, "uint16")
             p10.append(psnr_10k(f, dec))
             pfull.append(psnr_full(f, dec))
         rows.append({"quality": quality, "bpppb": bpppb(n_bytes, (len(frames), *frames[0].shape)),
