@@ -7,10 +7,15 @@ Layout (little endian)::
     hlen       u32       length of the header
     header     hlen      model name, first 16 bytes of the weights' SHA-256, quality, dtype,
                          shape, entropy coder, package version, per-band normalisation (f32),
-                         stream names, and per frame the CRC32 of its symbols and the byte
-                         length (LEB128) of each stream
+                         [version 2: the no-data value, a flag byte and an f64], stream names,
+                         and per frame the CRC32 of its symbols and the byte length (LEB128) of
+                         each stream
     payload              the streams, frame after frame, in header order
     crc        u32       CRC32 of everything before it
+
+Version 2 adds the no-data value and reserves the per-frame stream ``"mask"``: the
+lossless record of the pixels that were not coded by the model (see :mod:`tcube.masks`).
+Version 1 blobs still decode.
 
 The header is binary and small (about 180 bytes plus 8 per frame): blobs are often zarr chunks
 of a few kilobytes. Every way a blob can be damaged raises a
@@ -27,7 +32,8 @@ from dataclasses import dataclass, field
 from tcube.errors import CorruptBlobError, NotATcubeBlobError, TruncatedBlobError, UnsupportedVersionError
 
 MAGIC = b"\x89TCUBE\r\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 DIGEST_BYTES = 16
 DTYPE_CODES = ("uint16", "int16", "float32")
 _PREFIX = struct.Struct("<8sHI")
@@ -105,6 +111,8 @@ def _encode_header(h: dict, frames: list[dict[str, bytes]]) -> bytes:
     w.text(h["tcube"])
     n = len(h["mean"])
     w.fmt("B" + "f" * 2 * n, n, *h["mean"], *h["std"])
+    nodata = h.get("nodata")
+    w.fmt("Bd", nodata is not None, 0.0 if nodata is None else nodata)
     names = sorted(frames[0]) if frames else []
     w.fmt("B", len(names))
     for name in names:
@@ -119,7 +127,7 @@ def _encode_header(h: dict, frames: list[dict[str, bytes]]) -> bytes:
     return bytes(w.buf)
 
 
-def _decode_header(data: bytes) -> dict:
+def _decode_header(data: bytes, version: int) -> dict:
     r = _Reader(data)
     h: dict = {"model": r.text(), "weights": r.raw(DIGEST_BYTES).hex()}
     h["quality"], dtype = r.fmt("BB")
@@ -130,6 +138,10 @@ def _decode_header(data: bytes) -> dict:
     n = r.fmt("B")
     values = struct.unpack_from(f"<{2 * n}f", r.raw(8 * n))
     h["mean"], h["std"] = list(values[:n]), list(values[n:])
+    h["nodata"] = None
+    if version >= 2:
+        has_nodata, nodata = r.fmt("Bd")
+        h["nodata"] = nodata if has_nodata else None
     names = [r.text() for _ in range(r.fmt("B"))]
     n_frames = r.fmt("I")
     if n_frames > len(data):
@@ -144,7 +156,8 @@ def pack(header: dict, frames: list[dict[str, bytes]]) -> bytes:
     """Serialise ``header`` and the frames' streams into a blob.
 
     ``header`` holds model, weights (hex), quality, dtype, shape, coder, tcube (version), mean,
-    std and frames (a list of ``{"crc": int}``); the stream lengths are added by this function.
+    std, nodata (a number or None) and frames (a list of ``{"crc": int}``); the stream lengths
+    are added by this function.
 
     Examples
     --------
@@ -177,16 +190,17 @@ def unpack(blob: bytes) -> Container:
     if len(blob) < _PREFIX.size + _CRC.size:
         raise TruncatedBlobError(f"blob truncated: {len(blob)} bytes, shorter than the fixed prefix")
     _, version, hlen = _PREFIX.unpack_from(blob)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         what = "" if _crc_ok(blob) else " (or the blob is corrupt: its checksum fails too)"
         raise UnsupportedVersionError(
-            f"tcube format version {version} is not supported by this package (reads version {FORMAT_VERSION}){what}"
+            f"tcube format version {version} is not supported by this package "
+            f"(reads versions {', '.join(map(str, READABLE_VERSIONS))}){what}"
         )
     start = _PREFIX.size + hlen
     if start + _CRC.size > len(blob):
         raise TruncatedBlobError(f"blob truncated: header needs {start + _CRC.size} bytes, blob has {len(blob)}")
     try:
-        header = _decode_header(blob[_PREFIX.size: start])
+        header = _decode_header(blob[_PREFIX.size: start], version)
     except (struct.error, UnicodeDecodeError, IndexError, ValueError) as exc:
         what = "checksum mismatch" if not _crc_ok(blob) else "checksum passes"
         raise CorruptBlobError(f"blob corrupt: header unreadable ({exc}; {what})") from exc
@@ -204,6 +218,7 @@ def unpack(blob: bytes) -> Container:
             streams[name] = blob[pos: pos + n]
             pos += n
         frames.append(streams)
+    header["version"] = version
     return Container(header, frames)
 
 

@@ -43,4 +43,8 @@ class WeightsMismatchError(BitstreamError):
 
 
 class SymbolChecksumError(BitstreamError):
-    """The decoded symbols differ from the encoded ones."""
+    """The decoded symbols differ from the encoded ones; ``frame`` is the failing frame's index."""
+
+    def __init__(self, message: str, frame: int | None = None) -> None:
+        super().__init__(message)
+        self.frame = frame

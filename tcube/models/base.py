@@ -193,7 +193,7 @@ class LearnedCodec(nn.Module):
             if symbol_crc([syms[n][b].cpu().numpy() for n in self.stream_names]) != p.symbol_crc:
                 raise SymbolChecksumError(
                     f"frame {b}: decoded symbols do not match the encoder's checksum "
-                    "(corrupt payload or a different entropy model)"
+                    "(corrupt payload or a different entropy model)", frame=b
                 )
         out = self.synthesise(syms, q)
         return self.denormalise(out[..., :height, :width])
