@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -91,8 +92,13 @@ def _cached(name: str, device: str) -> tuple[LearnedCodec, str]:
     return read_weights(path).to(device), file_digest(path)
 
 
+#: Environment variable naming the torch device for the transforms (e.g. ``cuda:1``).
+DEVICE_ENV = "TCUBE_DEVICE"
+
+
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """``$TCUBE_DEVICE`` when set, else CUDA when present, else CPU."""
+    return os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_model(name: str, device: str | None = None) -> LearnedCodec:

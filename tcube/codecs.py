@@ -1,0 +1,276 @@
+"""tcube inside zarr: a numcodecs codec (zarr format 2) and a native zarr format 3 codec.
+
+Both are registered under the name ``"tcube"`` through entry points (``numcodecs.codecs`` and
+``zarr.codecs``), so a store written with them opens with plain ``zarr`` or ``xarray`` in a new
+process. Each chunk is one tcube blob (see :mod:`tcube.bitstream`): chunks must hold every band
+of the model, on axis 0 of (band, y, x) chunks or axis 1 of (time, band, y, x) chunks; y, x and
+time may be chunked freely, edge chunks included. NaN and no-data pixels are kept exactly.
+
+The device is a run-time choice, never stored: the ``device`` argument, else the environment
+variable ``TCUBE_DEVICE``, else CUDA when present, else CPU. Blobs decode on any device.
+
+Batching (zarr 3): the codec codes all the chunks zarr hands it at once in shared forward passes.
+zarr hands it ``codec_pipeline.batch_size`` chunks (default 1); raise it for speed, e.g.
+``zarr.config.set({"codec_pipeline.batch_size": 16})``, before the array is opened or created
+(zarr reads the setting then). Memory grows with it: about 60 MB per 12 x 256 x 256 frame on CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numcodecs.abc import Codec
+from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, ndarray_copy
+from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin
+from zarr.core.common import concurrent_map, parse_named_configuration
+from zarr.core.config import config as zarr_config
+
+from tcube.api import DTYPES, decode_batch, encode_batch
+from tcube.errors import InputError, TcubeError
+from tcube.masks import check_nodata
+from tcube.models import load_model
+
+CODEC_ID = "tcube"
+#: One model call at a time per process: bounded memory, no oversubscribed cores or GPU.
+_MODEL_LOCK = threading.Lock()
+
+
+def check_settings(model: str, quality: int, nodata: float | None) -> None:
+    """Fail early on a configuration no chunk could be coded with.
+
+    Examples
+    --------
+    >>> check_settings("tec-hp", 17, None)
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: quality must be an integer from 1 to 16, got 17
+    """
+    if isinstance(quality, bool) or not isinstance(quality, int | np.integer):
+        raise InputError(f"quality must be an integer from 1 to 16, got {quality!r}")
+    load_model(model, "cpu").quality_index(int(quality), 1)
+    check_nodata(nodata, np.float64)
+
+
+def _code(chunks: list[np.ndarray], model: str, quality: int, nodata: float | None, device: str | None,
+          batch_frames: int) -> list[bytes]:
+    with _MODEL_LOCK:
+        return encode_batch(chunks, model, quality, nodata=nodata, device=device, batch_size=batch_frames)
+
+
+def _uncode(blobs: list[bytes], names: list[str], device: str | None, batch_frames: int) -> list[np.ndarray]:
+    with _MODEL_LOCK:
+        return decode_batch(blobs, device=device, batch_size=batch_frames, names=names)
+
+
+def _check_chunk(chunk: np.ndarray) -> np.ndarray:
+    if chunk.ndim not in (3, 4):
+        raise InputError(f"tcube codes chunks of dims (time, band, y, x) or (band, y, x); got shape {chunk.shape} "
+                         "(as a zarr format 2 compressor it needs the chunk's shape: do not use it behind filters)")
+    return chunk
+
+
+class TecCodec(Codec):
+    """numcodecs codec ``"tcube"``: learned lossy compression of Sentinel-2 chunks (zarr format 2).
+
+    Parameters
+    ----------
+    model, quality
+        As in :func:`tcube.encode`.
+    nodata : number or None
+        Pixels equal to it are kept exactly, as NaN always is. The default 0 is both the
+        Sentinel-2 no-data value and zarr format 2's default fill value, so edge chunks and
+        missing pixels cost (almost) nothing.
+    device : str, optional
+        Run-time only, not part of the config (see the module docstring).
+    batch_frames : int
+        Frames per forward pass; run-time only.
+
+    Examples
+    --------
+    >>> import numcodecs, numpy as np
+    >>> codec = numcodecs.get_codec({"id": "tcube", "model": "tec-fp", "quality": 4})
+    >>> chunk = np.full((1, 12, 32, 32), 1500, dtype=np.uint16)
+    >>> codec.decode(codec.encode(chunk)).shape
+    (1, 12, 32, 32)
+    >>> codec.get_config()
+    {'id': 'tcube', 'model': 'tec-fp', 'quality': 4, 'nodata': 0}
+    """
+
+    codec_id = CODEC_ID
+
+    def __init__(self, model: str = "tec-hp", quality: int = 8, nodata: float | None = 0, *,
+                 device: str | None = None, batch_frames: int = 16) -> None:
+        check_settings(model, quality, nodata)
+        self.model, self.quality, self.nodata = model, int(quality), nodata
+        self._device, self._batch_frames = device, batch_frames
+
+    def encode(self, buf: Any) -> bytes:
+        chunk = _check_chunk(ensure_ndarray_like(buf))
+        return _code([np.ascontiguousarray(chunk)], self.model, self.quality, self.nodata, self._device,
+                     self._batch_frames)[0]
+
+    def decode(self, buf: Any, out: Any = None) -> np.ndarray:
+        chunk = _uncode([bytes(ensure_contiguous_ndarray(buf))], ["zarr format 2 chunk"], self._device,
+                        self._batch_frames)[0]
+        return ndarray_copy(chunk, out) if out is not None else chunk
+
+    def get_config(self) -> dict:
+        return {"id": self.codec_id, "model": self.model, "quality": self.quality, "nodata": self.nodata}
+
+    def __repr__(self) -> str:
+        return f"TecCodec(model={self.model!r}, quality={self.quality}, nodata={self.nodata!r})"
+
+
+def chunk_name(byte_getter: Any) -> str:
+    """Which chunk of which array a zarr byte getter points at, for error messages.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> chunk_name(SimpleNamespace(path="site/cube/c/0/1/0/2", store="file:///data/x.zarr"))
+    "chunk 'c/0/1/0/2' of zarr array 'site/cube' in file:///data/x.zarr"
+    """
+    path = str(getattr(byte_getter, "path", ""))
+    array, sep, key = ("/" + path).rpartition("/c/")
+    if not sep:
+        array, _, key = ("/" + path).rpartition("/")
+    else:
+        key = "c/" + key
+    where = f" in {byte_getter.store}" if hasattr(byte_getter, "store") else ""
+    return f"chunk {key!r} of zarr array {array.strip('/') or '/'!r}{where}"
+
+
+@dataclass(frozen=True)
+class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
+    """zarr format 3 array-to-bytes codec ``"tcube"`` (use it as ``serializer=``).
+
+    Parameters
+    ----------
+    model, quality
+        As in :func:`tcube.encode`.
+    nodata : number or None
+        Pixels equal to it are kept exactly, as NaN always is; None (default) takes the array's
+        fill value, so edge chunks and unwritten pixels cost (almost) nothing.
+    device : str, optional
+        Run-time only, not stored (see the module docstring).
+    batch_frames : int
+        Frames per forward pass; run-time only.
+
+    Examples
+    --------
+    >>> import numpy as np, zarr
+    >>> arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(2, 12, 40, 40), chunks=(1, 12, 32, 32),
+    ...                         dtype="uint16", serializer=TecZarrCodec(model="tec-fp", quality=4))
+    >>> arr[:] = 1500
+    >>> int(arr[1, 3, 39, 39]) - 1500 in range(-50, 50)
+    True
+    """
+
+    is_fixed_size = False
+
+    model: str = "tec-hp"
+    quality: int = 8
+    nodata: float | None = None
+    device: str | None = field(default=None, compare=False)
+    batch_frames: int = field(default=16, compare=False)
+
+    def __post_init__(self) -> None:
+        check_settings(self.model, self.quality, self.nodata)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TecZarrCodec:
+        _, config = parse_named_configuration(data, CODEC_ID)
+        unknown = set(config) - {"model", "quality", "nodata"}
+        if unknown:
+            raise InputError(f"unknown tcube codec settings {sorted(unknown)} (a newer tcube wrote them?)")
+        return cls(**config)
+
+    def to_dict(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"model": self.model, "quality": self.quality}
+        if self.nodata is not None:
+            config["nodata"] = self.nodata
+        return {"name": CODEC_ID, "configuration": config}
+
+    def validate(self, *, shape: tuple[int, ...], dtype: Any, chunk_grid: Any) -> None:
+        native = dtype.to_native_dtype()
+        if native.name not in DTYPES:
+            raise InputError(f"tcube codes {', '.join(DTYPES)} arrays, not {native}")
+        if len(shape) not in (3, 4):
+            raise InputError(f"tcube codes arrays of dims (time, band, y, x) or (band, y, x); got shape {shape}")
+        bands = load_model(self.model, "cpu").config.bands
+        chunks = getattr(chunk_grid, "chunk_shape", None)
+        if chunks is not None and chunks[-3] != bands:
+            raise InputError(f"chunks {tuple(chunks)} split the band axis: {self.model} needs all {bands} bands "
+                             f"in every chunk (chunk size {bands} on axis {len(shape) - 3})")
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
+        raise NotImplementedError  # variable-size output
+
+    def _nodata(self, spec: Any) -> float | None:
+        if self.nodata is not None:
+            return self.nodata
+        fill = spec.fill_value
+        return None if fill is None or np.isnan(float(fill)) else float(fill)
+
+    def _encode_arrays(self, chunks: list[np.ndarray], specs: list[Any]) -> list[bytes]:
+        """Encode chunks, one batch per distinct no-data value (normally one)."""
+        out: list[bytes] = [b""] * len(chunks)
+        by_nodata: dict = {}
+        for i, spec in enumerate(specs):
+            by_nodata.setdefault(self._nodata(spec), []).append(i)
+        for nodata, members in by_nodata.items():
+            blobs = _code([_check_chunk(chunks[i]) for i in members], self.model, self.quality, nodata,
+                          self.device, self.batch_frames)
+            for i, blob in zip(members, blobs):
+                out[i] = blob
+        return out
+
+    def _decode_arrays(self, blobs: list[bytes], names: list[str], specs: list[Any]) -> list[np.ndarray]:
+        arrays = _uncode(blobs, names, self.device, self.batch_frames)
+        for name, array, spec in zip(names, arrays, specs):
+            native = spec.dtype.to_native_dtype()
+            if array.shape != tuple(spec.shape) or array.dtype != native:
+                raise TcubeError(f"{name}: blob holds a {array.dtype} chunk of shape {array.shape}, "
+                                 f"the array expects {native} {tuple(spec.shape)}")
+        return arrays
+
+    async def encode(self, chunks_and_specs: Iterable[tuple[Any, Any]]) -> list[Any]:
+        items = list(chunks_and_specs)
+        present = [(i, chunk, spec) for i, (chunk, spec) in enumerate(items) if chunk is not None]
+        blobs = await asyncio.to_thread(
+            self._encode_arrays, [c.as_numpy_array() for _, c, _ in present], [s for _, _, s in present])
+        out: list[Any] = [None] * len(items)
+        for (i, _, spec), blob in zip(present, blobs):
+            out[i] = spec.prototype.buffer.from_bytes(blob)
+        return out
+
+    async def _decode_present(self, items: list[tuple[Any, Any, str]]) -> list[Any]:
+        """Decode (buffer or None, spec, name) items in one batch; None stays None."""
+        present = [(i, buf, spec, name) for i, (buf, spec, name) in enumerate(items) if buf is not None]
+        arrays = await asyncio.to_thread(self._decode_arrays, [b.to_bytes() for _, b, _, _ in present],
+                                         [n for *_, n in present], [s for _, _, s, _ in present])
+        out: list[Any] = [None] * len(items)
+        for (i, *_), array in zip(present, arrays):
+            out[i] = array
+        return out
+
+    async def decode(self, chunks_and_specs: Iterable[tuple[Any, Any]]) -> list[Any]:
+        items = [(buf, spec, "chunk (zarr did not say which: a bytes-to-bytes codec follows tcube)")
+                 for buf, spec in chunks_and_specs]
+        arrays = await self._decode_present(items)
+        return [None if a is None else s.prototype.nd_buffer.from_numpy_array(a) for a, (_, s, _) in zip(arrays, items)]
+
+    async def decode_partial(self, batch_info: Iterable[tuple[Any, Any, Any]]) -> list[Any]:
+        batch = list(batch_info)
+        bufs = await concurrent_map([(getter, spec.prototype) for getter, _, spec in batch],
+                                    lambda getter, prototype: getter.get(prototype),
+                                    zarr_config.get("async.concurrency"))
+        arrays = await self._decode_present([(buf, spec, chunk_name(getter))
+                                             for buf, (getter, _, spec) in zip(bufs, batch)])
+        return [None if a is None else spec.prototype.nd_buffer.from_numpy_array(a[selection])
+                for a, (_, selection, spec) in zip(arrays, batch)]

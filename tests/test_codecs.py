@@ -1,0 +1,249 @@
+"""tcube as a zarr codec: formats 2 and 3, three stores, fresh processes, xarray, errors, batching."""
+
+import base64
+import json
+import subprocess
+import sys
+import textwrap
+
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+from zarr.storage import LocalStore, MemoryStore, ZipStore
+
+import tcube.codecs
+from tcube.codecs import TecCodec, TecZarrCodec
+from tcube.errors import BitstreamError, CorruptBlobError, InputError, TruncatedBlobError, UnknownModelError
+from tcube.io import read_cube
+from tcube.metrics import psnr_10k
+
+CHUNKS = (2, 12, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def real(s2_dir):
+    """Held-out place, 4 seasons, cropped so that edge chunks are smaller in time, y and x."""
+    seasons = [read_cube(p) for p in sorted((s2_dir / "terracodec").glob("*0080717_*.tif"))]
+    cube = np.concatenate(seasons)[:3, :, 30:130, 50:190]
+    return np.ascontiguousarray(cube.astype(np.uint16))
+
+
+@pytest.fixture(scope="module")
+def clouded(real):
+    cube = real.astype(np.float32)
+    cube[1, :, 10:40, 20:70] = np.nan
+    return cube
+
+
+DIMS = ("time", "band", "y", "x")
+
+
+def _create(store, data, zarr_format, quality=8, chunks=CHUNKS, **kwargs):
+    """A zarr array named "cube" coded by tcube, with dimension names xarray understands."""
+    dims = DIMS[4 - data.ndim:]
+    if zarr_format == 3:
+        codec = dict(serializer=TecZarrCodec(quality=quality), compressors=None, dimension_names=dims)
+    else:
+        codec = dict(compressors=TecCodec(quality=quality), attributes={"_ARRAY_DIMENSIONS": list(dims)})
+    arr = zarr.create_array(store, name="cube", shape=data.shape, chunks=chunks[4 - data.ndim:], dtype=data.dtype,
+                            zarr_format=zarr_format, **codec, **kwargs)
+    arr[:] = data
+    return arr
+
+
+def _store(kind, tmp_path, mode="w"):
+    if kind == "local":
+        return LocalStore(tmp_path / "cube.zarr")
+    if kind == "zip":
+        return ZipStore(tmp_path / "cube.zip", mode=mode)
+    return MemoryStore()
+
+
+def _memory_dump(store: MemoryStore) -> dict:
+    return {k: base64.b64encode(v.to_bytes()).decode() for k, v in store._store_dict.items()}
+
+
+FRESH_READER = textwrap.dedent("""
+    import base64, json, sys
+    import numpy as np, xarray as xr, zarr
+    from zarr.storage import LocalStore, MemoryStore, ZipStore
+    kind, where, out = sys.argv[1:]
+    if kind == "local":
+        store = LocalStore(where, read_only=True)
+    elif kind == "zip":
+        store = ZipStore(where, mode="r")
+    else:
+        from zarr.core.buffer import default_buffer_prototype
+        raw = json.load(open(where))
+        store = MemoryStore({k: default_buffer_prototype().buffer.from_bytes(base64.b64decode(v))
+                             for k, v in raw.items()})
+    assert "tcube" not in sys.modules  # nothing imported by hand: the entry points do it
+    direct = zarr.open_array(store, path="cube", mode="r")[:]
+    ds = xr.open_zarr(store, consolidated=False)
+    assert type(ds["cube"].data).__module__.startswith("dask"), type(ds["cube"].data)
+    np.savez(out, direct=direct, xarray=ds["cube"].values, dims=np.array(ds["cube"].dims))
+""")
+
+
+def _fresh_read(kind, tmp_path, store):
+    where = {"local": tmp_path / "cube.zarr", "zip": tmp_path / "cube.zip"}.get(kind)
+    if kind == "memory":
+        where = tmp_path / "memory.json"
+        where.write_text(json.dumps(_memory_dump(store)))
+    out = tmp_path / "fresh.npz"
+    subprocess.run([sys.executable, "-c", FRESH_READER, kind, str(where), str(out)], check=True)
+    with np.load(out) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("kind", ["local", "zip", "memory"])
+def test_write_and_reopen_in_fresh_process(real, tmp_path, kind, zarr_format):
+    store = _store(kind, tmp_path)
+    arr = _create(store, real, zarr_format)
+    here = arr[:]
+    if kind == "zip":
+        store.close()
+    fresh = _fresh_read(kind, tmp_path, store)
+    np.testing.assert_array_equal(fresh["direct"], here)
+    np.testing.assert_array_equal(fresh["xarray"], here)
+    assert tuple(fresh["dims"]) == DIMS
+    assert here.dtype == real.dtype and here.shape == real.shape
+    assert 36 < psnr_10k(real, here) < 50
+
+
+def test_configs_round_trip_and_register_in_fresh_process():
+    codec = TecCodec(model="tec-fp", quality=3, nodata=None)
+    assert numcodecs.get_codec(codec.get_config()) == codec
+    v3 = TecZarrCodec(model="tec-fp", quality=3, nodata=-1, device="cpu")
+    assert TecZarrCodec.from_dict(v3.to_dict()) == v3 and "device" not in json.dumps(v3.to_dict())
+    script = ("import numcodecs, zarr.registry, json; "
+              "c = numcodecs.get_codec({'id': 'tcube', 'model': 'tec-fp', 'quality': 3}); "
+              "z = zarr.registry.get_codec_class('tcube'); "
+              "print(json.dumps([type(c).__module__, c.get_config(), z.__name__]))")
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
+    assert json.loads(out) == ["tcube.codecs", {"id": "tcube", "model": "tec-fp", "quality": 3, "nodata": 0},
+                               "TecZarrCodec"]
+
+
+@pytest.mark.parametrize("settings, error", [
+    ({"model": "tec-xx"}, UnknownModelError), ({"quality": 0}, InputError), ({"quality": "8"}, InputError),
+    ({"nodata": "none"}, InputError)])
+def test_bad_settings_fail_at_construction(settings, error):
+    for cls in (TecCodec, TecZarrCodec):
+        with pytest.raises(error):
+            cls(**settings)
+    with pytest.raises(InputError, match="unknown tcube codec settings"):
+        TecZarrCodec.from_dict({"name": "tcube", "configuration": {"quality": 3, "levels": 2}})
+
+
+@pytest.mark.parametrize("shape, chunks, dtype, match", [
+    ((2, 12, 64, 64), (1, 6, 64, 64), "uint16", "split the band axis"),
+    ((12, 64, 64), (4, 64, 64), "uint16", "split the band axis"),
+    ((2, 12, 64, 64), (1, 12, 64, 64), "uint8", "not uint8"),
+    ((64, 64), (64, 64), "uint16", "dims"),
+])
+def test_array_layouts_are_checked_at_creation(shape, chunks, dtype, match):
+    with pytest.raises(InputError, match=match):
+        zarr.create_array(MemoryStore(), shape=shape, chunks=chunks, dtype=dtype, serializer=TecZarrCodec())
+
+
+def test_numcodecs_codec_rejects_flat_buffers():
+    with pytest.raises(InputError, match="chunk's shape"):
+        TecCodec().encode(np.zeros(12 * 16 * 16, np.uint16))
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_band_first_layout_int16(real, zarr_format):
+    data = real[1].astype(np.int16)
+    arr = _create(MemoryStore(), data, zarr_format, quality=12)
+    out = arr[:]
+    assert out.shape == data.shape and out.dtype == np.int16 and psnr_10k(data, out) > 38
+    np.testing.assert_array_equal(arr[:, 70:90, 100:140], out[:, 70:90, 100:140])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_nan_and_fill_values_survive(clouded, zarr_format):
+    fill = np.nan if zarr_format == 3 else 0  # v2 fill values meet the codec's default no-data 0
+    codec = {"serializer": TecZarrCodec(), "compressors": None} if zarr_format == 3 else {"compressors": TecCodec()}
+    arr = zarr.create_array(MemoryStore(), shape=(5, 12, 100, 140), chunks=CHUNKS, dtype="float32",
+                            fill_value=fill, zarr_format=zarr_format, **codec)
+    arr[:3, :, :, :100] = clouded[:, :, :, :100]  # leaves chunks unwritten and edge chunks half written
+    out = arr[:]
+    written = out[:3, :, :, :100]
+    nan = np.isnan(clouded[:, :, :, :100])
+    np.testing.assert_array_equal(np.isnan(written), nan)
+    assert psnr_10k(clouded[:, :, :, :100][~nan], written[~nan]) > 36
+    rest = np.concatenate([out[3:].ravel(), out[:3, :, :, 100:].ravel()])
+    np.testing.assert_array_equal(rest, np.full(rest.shape, fill, np.float32))
+    assert arr.nchunks_initialized < arr.nchunks
+
+
+def _count_decoded(monkeypatch):
+    calls = []
+    original = tcube.codecs._uncode
+
+    def counting(blobs, *args, **kwargs):
+        calls.append(len(blobs))
+        return original(blobs, *args, **kwargs)
+
+    monkeypatch.setattr(tcube.codecs, "_uncode", counting)
+    return calls
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_partial_reads_decode_only_the_chunks_they_touch(real, monkeypatch, zarr_format):
+    arr = _create(MemoryStore(), real, zarr_format)  # 2 x 2 x 3 chunks
+    calls = _count_decoded(monkeypatch)
+    arr[0, :, :10, :10]
+    assert sum(calls) == 1
+    arr[2, 5, 60:70, 60:70]  # one date, across a chunk corner
+    assert sum(calls) == 1 + 4
+
+
+def test_a_batch_of_chunks_is_decoded_in_one_model_call(real, monkeypatch):
+    arr = _create(MemoryStore(), real, 3)
+    calls = _count_decoded(monkeypatch)
+    with zarr.config.set({"codec_pipeline.batch_size": 4}):  # read when the array is opened
+        out = zarr.open_array(arr.store, path="cube")[:]
+    assert sorted(calls) == [4, 4, 4]
+    calls.clear()
+    np.testing.assert_array_equal(arr[:], out)  # batching does not change the result
+    assert calls == [1] * 12
+
+
+def _damage(arr, key, how):
+    raw = arr.store_path.store._store_dict
+    full = f"cube/{key}"
+    blob = bytearray(raw[full].to_bytes())
+    if how == "flip":
+        blob[len(blob) // 2] ^= 0x10
+    else:
+        blob = blob[: len(blob) // 2]
+    raw[full] = raw[full].from_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("how, error", [("flip", CorruptBlobError), ("truncate", TruncatedBlobError)])
+def test_corrupt_chunk_error_names_array_and_key(real, how, error):
+    arr = _create(MemoryStore(), real, 3)
+    _damage(arr, "c/1/0/1/0", how)
+    arr[0]  # other chunks still read
+    with pytest.raises(error, match=r"chunk 'c/1/0/1/0' of zarr array 'cube'"):
+        arr[2]
+
+
+def test_corrupt_chunk_in_format_2(real):
+    arr = _create(MemoryStore(), real, 2)
+    _damage(arr, "1.0.1.0", "flip")
+    with pytest.raises(BitstreamError, match="zarr format 2 chunk: blob corrupt"):
+        arr[:]
+
+
+def test_device_comes_from_the_environment(monkeypatch):
+    from tcube.models.registry import default_device
+
+    monkeypatch.setenv("TCUBE_DEVICE", "cpu")
+    assert default_device() == "cpu"
+    monkeypatch.delenv("TCUBE_DEVICE")
+    assert default_device() in ("cpu", "cuda")
