@@ -146,8 +146,8 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str = "tec-hp", quality: in
         for i in members:
             n = len(prepared[i].frames)
             payloads[i], coded = coded[:n], coded[n:]
-    base = {"model": model, "weights": model_digest(model), "quality": int(quality), "mean": codec.config.mean,
-            "std": codec.config.std, "coder": CODER, "tcube": _package_version()}
+    base = {"model": model, "weights": model_digest(model), "quality": int(quality), "coder": CODER,
+            "tcube": _package_version()}
     return [
         pack({**base, "dtype": p.cube.dtype.name, "shape": list(p.cube.shape), "nodata": p.nodata,
               "frames": [{"crc": f.symbol_crc} for f in frames]},

@@ -6,18 +6,18 @@ Layout (little endian)::
     version    u16       FORMAT_VERSION
     hlen       u32       length of the header
     header     hlen      model name, first 16 bytes of the weights' SHA-256, quality, dtype,
-                         shape, entropy coder, package version, per-band normalisation (f32),
-                         [version 2: the no-data value, a flag byte and an f64], stream names,
-                         and per frame the CRC32 of its symbols and the byte length (LEB128) of
-                         each stream
+                         shape, entropy coder, package version, the no-data value (a flag byte
+                         and an f64), stream names, and per frame the CRC32 of its symbols and
+                         the byte length (LEB128) of each stream
     payload              the streams, frame after frame, in header order
     crc        u32       CRC32 of everything before it
 
 Version 2 adds the no-data value and reserves the per-frame stream ``"mask"``: the
 lossless record of the pixels that were not coded by the model (see :mod:`tcube.masks`).
-Version 1 blobs still decode.
+Version 1 had the per-band normalisation (f32) where version 2 has the no-data value; it is
+part of the weights, which the digest already pins. Version 1 blobs still decode.
 
-The header is binary and small (about 180 bytes plus 8 per frame): blobs are often zarr chunks
+The header is binary and small (about 90 bytes plus 8 per frame): blobs are often zarr chunks
 of a few kilobytes. Every way a blob can be damaged raises a
 :class:`~tcube.errors.BitstreamError` subclass that says what is wrong: foreign bytes, an
 unknown version, truncation, a checksum mismatch.
@@ -109,8 +109,6 @@ def _encode_header(h: dict, frames: list[dict[str, bytes]]) -> bytes:
     w.fmt("B" + "I" * len(h["shape"]), len(h["shape"]), *h["shape"])
     w.text(h["coder"])
     w.text(h["tcube"])
-    n = len(h["mean"])
-    w.fmt("B" + "f" * 2 * n, n, *h["mean"], *h["std"])
     nodata = h.get("nodata")
     w.fmt("Bd", nodata is not None, 0.0 if nodata is None else nodata)
     names = sorted(frames[0]) if frames else []
@@ -135,11 +133,12 @@ def _decode_header(data: bytes, version: int) -> dict:
     ndim = r.fmt("B")
     h["shape"] = list(struct.unpack_from(f"<{ndim}I", r.raw(4 * ndim)))
     h["coder"], h["tcube"] = r.text(), r.text()
-    n = r.fmt("B")
-    values = struct.unpack_from(f"<{2 * n}f", r.raw(8 * n))
-    h["mean"], h["std"] = list(values[:n]), list(values[n:])
     h["nodata"] = None
-    if version >= 2:
+    if version == 1:  # the normalisation is part of the weights, which the digest pins
+        n = r.fmt("B")
+        values = struct.unpack_from(f"<{2 * n}f", r.raw(8 * n))
+        h["mean"], h["std"] = list(values[:n]), list(values[n:])
+    else:
         has_nodata, nodata = r.fmt("Bd")
         h["nodata"] = nodata if has_nodata else None
     names = [r.text() for _ in range(r.fmt("B"))]
@@ -155,14 +154,14 @@ def _decode_header(data: bytes, version: int) -> dict:
 def pack(header: dict, frames: list[dict[str, bytes]]) -> bytes:
     """Serialise ``header`` and the frames' streams into a blob.
 
-    ``header`` holds model, weights (hex), quality, dtype, shape, coder, tcube (version), mean,
-    std, nodata (a number or None) and frames (a list of ``{"crc": int}``); the stream lengths
-    are added by this function.
+    ``header`` holds model, weights (hex), quality, dtype, shape, coder, tcube (version), nodata
+    (a number or None) and frames (a list of ``{"crc": int}``); the stream lengths are added by
+    this function.
 
     Examples
     --------
     >>> h = {"model": "m", "weights": "ab" * 16, "quality": 3, "dtype": "int16", "shape": [1, 2, 4, 4],
-    ...      "coder": "c", "tcube": "0", "mean": [0.0, 1.0], "std": [1.0, 2.0], "frames": [{"crc": 7}]}
+    ...      "coder": "c", "tcube": "0", "frames": [{"crc": 7}]}
     >>> c = unpack(pack(h, [{"y": b"abcd"}]))
     >>> c.frames[0]["y"], c.header["frames"]
     (b'abcd', [{'crc': 7, 'streams': {'y': 4}}])
