@@ -247,3 +247,35 @@ def test_device_comes_from_the_environment(monkeypatch):
     assert default_device() == "cpu"
     monkeypatch.delenv("TCUBE_DEVICE")
     assert default_device() in ("cpu", "cuda")
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_xarray_encoding_writes_and_reads_lazily(clouded, tmp_path, zarr_format, monkeypatch):
+    xr = pytest.importorskip("xarray")
+    ds = xr.Dataset({"reflectance": (DIMS, clouded)}, coords={"time": np.arange(len(clouded))},
+                    attrs={"title": "held-out place"})
+    codec = {"serializer": TecZarrCodec(quality=10), "compressors": None} if zarr_format == 3 else {
+        "compressors": [TecCodec(quality=10)]}
+    ds.to_zarr(tmp_path / "ds.zarr", encoding={"reflectance": {**codec, "chunks": CHUNKS}}, zarr_format=zarr_format,
+               consolidated=False)
+    calls = _count_decoded(monkeypatch)
+    back = xr.open_zarr(tmp_path / "ds.zarr", consolidated=False)
+    assert back.attrs["title"] == "held-out place" and not calls  # lazy: nothing decoded yet
+    one = back["reflectance"].isel(time=0, x=slice(0, 10)).values
+    assert sum(calls) == 2  # one date, x in one chunk column: the two y chunks
+    values = back["reflectance"].values
+    np.testing.assert_array_equal(one, values[0, :, :, :10])
+    nan = np.isnan(clouded)
+    np.testing.assert_array_equal(np.isnan(values), nan)
+    assert psnr_10k(clouded[~nan], values[~nan]) > 38
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_chunks_decode_on_cpu(real, monkeypatch):
+    store = MemoryStore()
+    gpu = zarr.create_array(store, name="cube", shape=real.shape, chunks=CHUNKS, dtype=real.dtype,
+                            serializer=TecZarrCodec(device="cuda"), compressors=None)
+    gpu[:] = real
+    monkeypatch.setenv("TCUBE_DEVICE", "cpu")
+    cpu = zarr.open_array(store, path="cube")  # a fresh codec from the stored config, on the CPU
+    np.testing.assert_allclose(cpu[:].astype(float), gpu[:].astype(float), atol=1)
