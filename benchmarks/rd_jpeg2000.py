@@ -11,13 +11,13 @@ tec-hp against each JPEG2000 variant, and encode / decode MB/s (raw uint16) on t
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import write_rows
 
 import tcube
 from tcube.baselines import J2K_MODES, j2k_decode, j2k_encode
@@ -136,11 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cube {cube.shape}, {cube.nbytes / 1e6:.1f} MB raw uint16, torch threads {args.threads}")
     rows = run(cube)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "rd_jpeg2000.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(rows, out / "rd_jpeg2000.csv")
     plot(rows, out / "rd_jpeg2000.png")
     summary = summarise(rows)
     keys = [k for k in summary[0] if k != "codec"]

@@ -21,7 +21,6 @@ rate) and its ratio to JPEG2000's. Writes ``zarr_codecs.csv``, ``zarr_codecs.png
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
+from common import write_rows
 from numcodecs import Zstd
 from zarr.storage import LocalStore
 
@@ -180,11 +180,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"read {r['read_MBps']:6.1f} MB/s", flush=True)
     add_ratios(rows)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "zarr_codecs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, out / "zarr_codecs.csv")
     text = table(rows, cube.shape, chunks, torch.get_num_threads())
     (out / "zarr_codecs.md").write_text(text + "\n")
     plot(rows, out / "zarr_codecs.png")

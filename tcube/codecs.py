@@ -18,17 +18,21 @@ zarr hands it ``codec_pipeline.batch_size`` chunks (default 1); raise it for spe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import zarr
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, ndarray_copy
 from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.common import concurrent_map, parse_named_configuration
 from zarr.core.config import config as zarr_config
+from zarr.core.sync import sync
 
 from tcube.api import DTYPES, decode_batch, encode_batch
 from tcube.errors import InputError, TcubeError
@@ -274,3 +278,49 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
                                              for buf, (getter, _, spec) in zip(bufs, batch)])
         return [None if a is None else spec.prototype.nd_buffer.from_numpy_array(a[selection])
                 for a, (_, selection, spec) in zip(arrays, batch)]
+
+
+def _sole_tcube_codec(array: zarr.Array) -> TecCodec | TecZarrCodec:
+    """The tcube codec of ``array`` when it is the only codec, so that stored chunks are tcube blobs."""
+    codecs = [*array.filters, *array.compressors, *([array.serializer] if array.serializer is not None else [])]
+    tecs = [c for c in codecs if isinstance(c, TecCodec | TecZarrCodec)]
+    if len(tecs) != 1 or len(codecs) != 1:
+        raise InputError(f"array {array.path!r} is not coded by tcube alone (codecs: {codecs})")
+    return tecs[0]
+
+
+def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, str]:
+    """Decode every stored chunk of a tcube-coded zarr array; returns {chunk key: error} for those that fail.
+
+    Works for both zarr formats (in format 2 it is the way to learn the keys of damaged chunks).
+    Chunks never written are not damaged: zarr reads them as the fill value.
+
+    Examples
+    --------
+    >>> import numpy as np, zarr
+    >>> arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(12, 40, 40), chunks=(12, 32, 32),
+    ...                         dtype="uint16", zarr_format=2, compressors=TecCodec(model="tec-fp"))
+    >>> arr[:, :32, :32] = 1200
+    >>> raw = arr.store._store_dict
+    >>> raw["0.0.0"] = raw["0.0.0"][:-1]  # cut one byte off a stored chunk
+    >>> damaged_chunks(arr)
+    {'0.0.0': 'zarr format 2 chunk 0.0.0: blob truncated: 283 bytes, header announces 284'}
+    """
+    codec = _sole_tcube_codec(array)
+    prototype = default_buffer_prototype()
+    expected = (tuple(array.chunks), array.dtype)
+    out = {}
+    for coords in itertools.product(*map(range, array.cdata_shape)):
+        key = array.metadata.encode_chunk_key(coords)
+        buf = sync(array.store.get(f"{array.path}/{key}" if array.path else key, prototype))
+        if buf is None:
+            continue
+        name = f"zarr format {array.metadata.zarr_format} chunk {key}"
+        try:
+            chunk = _uncode([buf.to_bytes()], [name], device or getattr(codec, "device", None), 1)[0]
+            if (chunk.shape, chunk.dtype) != expected:
+                raise TcubeError(f"{name}: holds {chunk.dtype} {chunk.shape}, the array has {expected[1]} chunks "
+                                 f"{expected[0]}")
+        except TcubeError as exc:
+            out[key] = str(exc)
+    return out

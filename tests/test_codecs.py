@@ -240,6 +240,18 @@ def test_corrupt_chunk_in_format_2(real):
         arr[:]
 
 
+@pytest.mark.parametrize("zarr_format, key", [(2, "1.0.1.0"), (3, "c/1/0/1/0")])
+def test_damaged_chunks_lists_the_keys(real, zarr_format, key):
+    arr = _create(MemoryStore(), real, zarr_format)
+    assert tcube.codecs.damaged_chunks(arr) == {}
+    _damage(arr, key, "flip")
+    found = tcube.codecs.damaged_chunks(arr)
+    assert list(found) == [key] and "checksum" in found[key]
+    plain = zarr.create_array(MemoryStore(), shape=(12, 8, 8), dtype="uint16")
+    with pytest.raises(InputError, match="not coded by tcube alone"):
+        tcube.codecs.damaged_chunks(plain)
+
+
 def test_device_comes_from_the_environment(monkeypatch):
     from tcube.models.registry import default_device
 
