@@ -26,3 +26,18 @@ L1C_STD: tuple[float, ...] = (
     786.523, 849.702, 875.318, 1143.578, 1126.248, 1161.98, 1273.505,
     1246.79, 1342.755, 576.795, 45.626, 1340.347, 1145.036,
 )
+
+#: Central wavelengths (nm, Sentinel-2A) of the L2A bands, used to stand in for missing bands.
+L2A_WAVELENGTH_NM: tuple[float, ...] = (443, 490, 560, 665, 705, 740, 783, 842, 865, 945, 1610, 2190)
+
+
+def nearest_present(missing: str, present: list[str]) -> str:
+    """The present band closest in wavelength to ``missing``.
+
+    Examples
+    --------
+    >>> nearest_present("B05", ["B02", "B04", "B08"])
+    'B04'
+    """
+    wl = dict(zip(L2A_BANDS, L2A_WAVELENGTH_NM))
+    return min(present, key=lambda b: abs(wl[b] - wl[missing]))

@@ -1,0 +1,186 @@
+"""Whole datasets through xarray2tec / tec2xarray: real files, masks, rules, dask inputs."""
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from zarr.storage import MemoryStore
+
+import tcube.codecs
+from tcube.errors import InputError
+from tcube.io import open_dataset
+from tcube.metrics import psnr_full
+from tcube.xarray import tec2xarray, xarray2tec
+
+
+def assert_same(ds: xr.Dataset, back: xr.Dataset, min_psnr: float = 30.0, coded=None) -> None:
+    """Everything intact: names, order, dims, dtypes, coordinates, attributes, encodings, CRS;
+    reflectance within tolerance with its NaN / no-data exact, everything else equal."""
+    assert list(back.data_vars) == list(ds.data_vars)
+    assert set(back.coords) == set(ds.coords)
+    np.testing.assert_equal(back.attrs, ds.attrs)
+    coded = coded if coded is not None else [n for n in ds.data_vars if str(n).startswith("B")]
+    for name, var in ds.variables.items():
+        got = back[name]
+        assert got.dims == var.dims and got.dtype == var.dtype, name
+        np.testing.assert_equal(dict(got.attrs), dict(var.attrs))
+        for key in {"dtype", "scale_factor", "add_offset", "_FillValue"} & set(var.encoding):
+            expected, found = var.encoding[key], got.encoding.get(key)
+            same = (np.dtype(found) == np.dtype(expected) if key == "dtype"
+                    else np.array_equal(found, expected, equal_nan=True))
+            assert same, (name, key, found, expected)
+        a, b = var.values, got.values
+        if name in ds.coords or name not in coded:
+            np.testing.assert_array_equal(b, a, err_msg=str(name))
+        else:
+            nan = np.isnan(a) if a.dtype.kind == "f" else np.zeros(a.shape, bool)
+            np.testing.assert_array_equal(np.isnan(b) if b.dtype.kind == "f" else nan, nan)
+            scale = var.encoding.get("scale_factor", 1.0) if a.dtype.kind == "f" else 1.0
+            assert psnr_full(np.where(nan, 0, a / scale)[None], np.where(nan, 0, b / scale)[None]) > min_psnr, name
+
+
+def _store(tmp_path, name="out.zarr"):
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize("resolution", ["10m", "20m"])
+def test_nrt_romania_round_trip(s2_dir, tmp_path, resolution):
+    ds = xr.open_dataset(s2_dir / "nrt_romania" / f"sentinel2_cube_subset_romania_{resolution}.nc").isel(
+        time=slice(40, 52))
+    rows = xarray2tec(ds, _store(tmp_path), compute_stats=True)
+    back = tec2xarray(_store(tmp_path))
+    assert isinstance(back["B4"].data, __import__("dask").array.Array)
+    assert_same(ds, back, min_psnr=20)  # dates 50 and 51 are thick cloud (B2 ~ 9000 DN): about 20-25 dB
+    stats = {r["variable"]: r for r in rows}
+    assert stats["SCL"]["psnr_10k"] == np.inf and stats["B4"]["ratio"] > 10 and 0 < stats["B4"]["ssim"] <= 1
+    assert back["spatial_ref"].attrs["spatial_ref"].startswith("PROJCS")
+
+
+@pytest.mark.parametrize("which", ["10m", "20m"])
+def test_worldcereal_round_trip(s2_dir, tmp_path, which):
+    path = sorted((s2_dir / "worldcereal").glob(f"S2_L2A_{which}_*.nc"))[0]
+    # the 20 m files have integer angle variables with a fill value that xarray cannot CF-decode:
+    # open_dataset falls back to the stored values there (and CF-decodes the 10 m file)
+    ds = open_dataset(path).isel(timestamp=slice(0, 10))
+    xarray2tec(ds, _store(tmp_path))
+    back = tec2xarray(_store(tmp_path))
+    assert_same(ds, back, min_psnr=20)  # cloudy dates included (B02 up to ~4400 DN on average)
+    band = "B04" if which == "10m" else "B05"
+    scale = back[band].encoding.get("scale_factor", back[band].attrs.get("scale_factor"))
+    assert scale == 1e-4  # reflectance 0..1 (10 m) or raw integers (20 m), coded as digital numbers
+
+
+def test_terracodec_folder_of_dates(s2_dir, tmp_path):
+    folder = tmp_path / "dates"
+    folder.mkdir()
+    for p in sorted((s2_dir / "terracodec").glob("*0080717_*.tif")):
+        (folder / p.name).symlink_to(p)
+    ds = open_dataset(folder)
+    assert ds.sizes["time"] == 4 and list(ds.data_vars)[:2] == ["B01", "B02"]
+    xarray2tec(ds, _store(tmp_path), quality=12)
+    back = tec2xarray(_store(tmp_path))
+    assert_same(ds, back, min_psnr=35)
+    assert list(back["file"].values) == list(ds["file"].values)
+
+
+def test_bigearthnet_mixed_resolutions(s2_dir, tmp_path):
+    folder = sorted(p for p in (s2_dir / "bigearthnet_example").iterdir() if p.is_dir())[0]
+    ds = open_dataset(folder)
+    xarray2tec(ds, _store(tmp_path))
+    group = zarr.open_group(_store(tmp_path), mode="r")
+    assert sorted(k for k in group.array_keys() if k.startswith("tcube_")) == [
+        "tcube_y_2_x_2", "tcube_y_6_x_6", "tcube_y_x"]  # each resolution coded on its own grid
+    back = tec2xarray(_store(tmp_path))
+    assert_same(ds, back, min_psnr=27)  # 4, 6 and 2 real bands per grid (60 m: 20 x 20 px): quality drops
+    assert back["spatial_ref"].attrs["spatial_ref"] == "EPSG:32633"
+
+
+@pytest.fixture()
+def synthetic(sample):
+    """Held-out sample with NaN clouds, an integer mask, a missing band and an unknown band name."""
+    cube = sample[:, :, :80, :96].astype(np.float32)
+    names = [b for b in tcube.bands.L2A_BANDS if b != "B09"]  # B09 missing
+    data = {b: (("time", "y", "x"), cube[:, tcube.bands.L2A_BANDS.index(b)]) for b in names}
+    ds = xr.Dataset(data, coords={"time": np.arange(4), "y": np.arange(80) * 10.0, "x": np.arange(96) * 10.0},
+                    attrs={"title": "synthetic", "history": "made in a test"})
+    ds["B04"][1, 10:30, 20:50] = np.nan
+    ds = ds.rename({"B8A": "narrow_nir"})  # a band tcube cannot recognise by name
+    ds["cloud_mask"] = (("time", "y", "x"), np.isnan(ds["B04"].values).astype(np.uint8))
+    ds["B02"].attrs = {"long_name": "blue", "units": "DN"}
+    return ds
+
+
+def test_masks_missing_band_and_rules(synthetic):
+    store = MemoryStore()
+    xarray2tec(synthetic, store, rules={"narrow_nir": {"band": "B8A"}, "B01": {"skip": True},
+                                        "B12": {"lossless": True}, "*": {"quality": 10}})
+    back = tec2xarray(store)
+    assert "B01" not in back and "B01" not in zarr.open_group(store).array_keys()
+    expected = synthetic.drop_vars("B01")
+    coded = [n for n in expected.data_vars if n not in ("B12", "cloud_mask")]
+    assert_same(expected, back, coded=coded)
+    np.testing.assert_array_equal(back["B12"].values, synthetic["B12"].values)  # lossless on request
+    meta = zarr.open_array(store, path="tcube_y_x").attrs["tcube"]["variables"]
+    assert meta["narrow_nir"]["bands"] == {"B8A": 8} and "B09" not in str(meta)
+
+
+def test_unknown_band_names_without_rules_are_stored_losslessly(synthetic):
+    store = MemoryStore()
+    xarray2tec(synthetic, store)
+    back = tec2xarray(store)
+    assert_same(synthetic, back)  # narrow_nir is not a band name: stored as is
+
+
+@pytest.mark.parametrize("rules, match", [
+    ({"B99": {"quality": 3}}, "not a data variable"), ({"B02": {"levels": 3}}, "unknown keys"),
+    ({"B02": {"band": "B13"}}, "not one of"), ({"B02": {"chunks": (1, 0, 64)}}, "chunks")])
+def test_bad_rules(synthetic, rules, match):
+    with pytest.raises(InputError, match=match):
+        xarray2tec(synthetic, MemoryStore(), rules=rules)
+
+
+def test_band_dimension_larger_than_a_chunk_in_every_dim(sample):
+    cube = np.tile(sample[:, :, :70, :90], (2, 1, 1, 1)).astype(np.uint16)  # 8 dates
+    da = xr.DataArray(cube, dims=("time", "band", "y", "x"),
+                      coords={"band": list(tcube.bands.L2A_BANDS), "time": np.arange(8)})
+    ds = xr.Dataset({"reflectance": da})
+    store = MemoryStore()
+    xarray2tec(ds, store, rules={"reflectance": {"chunks": (3, 32, 40)}})
+    arr = zarr.open_array(store, path="tcube_y_x")
+    assert arr.chunks == (3, 12, 32, 40) and arr.nchunks == 3 * 3 * 3
+    back = tec2xarray(store)
+    assert back["reflectance"].dims == da.dims and list(back["band"].values) == list(da["band"].values)
+    assert psnr_full(cube, back["reflectance"].values) > 35
+
+
+def test_dask_input_is_never_loaded_whole(sample, monkeypatch):
+    dask_array = pytest.importorskip("dask.array")
+    cube = np.tile(sample[:, :, :64, :64], (1, 1, 2, 2)).astype(np.uint16)  # (4, 12, 128, 128)
+    seen = []
+
+    def load(block, block_info=None):
+        seen.append(block.size)
+        return block
+
+    bands = {b: dask_array.from_array(cube[:, i], chunks=(1, 64, 64)).map_blocks(load, dtype=cube.dtype)
+             for i, b in enumerate(tcube.bands.L2A_BANDS)}
+    ds = xr.Dataset({b: (("time", "y", "x"), a) for b, a in bands.items()})
+    xarray2tec(ds, MemoryStore(), rules={"*": {"chunks": (1, 64, 64)}}, batch_chunks=2)
+    assert seen and max(seen) <= 64 * 64
+    assert sum(seen) == cube.size  # every block read once, none whole
+
+
+def test_progress_callback(synthetic):
+    calls = []
+    xarray2tec(synthetic, MemoryStore(), progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1][0] == calls[-1][1] == len(calls)
+
+
+def test_corrupt_stack_chunk_names_it(synthetic):
+    store = MemoryStore()
+    xarray2tec(synthetic, store)
+    key = "tcube_y_x/c/0/0/0/0"
+    raw = store._store_dict
+    raw[key] = raw[key].from_bytes(raw[key].to_bytes()[:-3])
+    with pytest.raises(tcube.errors.TruncatedBlobError, match="c/0/0/0/0"):
+        tec2xarray(store)["B04"].load()
