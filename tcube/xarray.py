@@ -39,7 +39,8 @@ STACK_PREFIX = "tcube_"
 ORDER_ATTR = "tcube:variables"
 ENCODINGS_ATTR = "tcube:encodings"
 FILL_ATTR = "tcube:fill_value_attrs"  # variables whose own attributes had a _FillValue
-RULE_KEYS = frozenset({"model", "quality", "chunks", "lossless", "skip", "band", "scale", "offset", "nodata"})
+RULE_KEYS = frozenset({"model", "quality", "chunks", "lossless", "skip", "band", "scale", "offset", "nodata",
+                       "native_grid"})
 DEFAULT_CHUNKS = {"time": 1, "y": 256, "x": 256}
 _Y_NAMES = ("y", "lat", "latitude", "row", "rows", "northing")
 _X_NAMES = ("x", "lon", "longitude", "col", "cols", "easting")
@@ -54,6 +55,9 @@ class _Member:
     name: str
     band: str
     label: Any = None  # the label on the variable's band dimension, if it has one
+    ydim: str = ""  # the variable's own spatial dims
+    xdim: str = ""
+    factor: int = 1  # the stack's grid is this many times finer than the variable's
 
 
 @dataclass
@@ -138,20 +142,48 @@ def _chunks(rule: Mapping, sizes: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(min(int(c), s) for c, s in zip(chunks, sizes))
 
 
-def _plan(ds: xr.DataArray, rules: Mapping[str, Mapping], model: str, quality: int) -> tuple[list[_Stack], list[str]]:
-    """Which variables go to which stack, and which are skipped."""
-    stacks: dict[tuple, _Stack] = {}
-    skipped = []
+def _edge(ds: xr.Dataset, dim: str) -> float | None:
+    """Outer edge of a regular coordinate (first centre minus half a step), if the dim has one."""
+    if dim not in ds.coords or ds.sizes[dim] < 2 or ds[dim].dtype.kind not in "fiu":
+        return None
+    c = ds[dim].values.astype(np.float64)
+    return float(c[0] - (c[1] - c[0]) / 2)
+
+
+def _nesting(ds: xr.Dataset, grids: set[tuple]) -> dict[tuple, tuple[tuple, int]]:
+    """For each (time, y, x) grid, the finest grid it nests in and the integer factor (1: itself).
+
+    Grids nest when the finer one is exactly ``factor`` times larger in y and x and, where they
+    have coordinates, both start at the same edge (Sentinel-2's 10 / 20 / 60 m grids of a tile).
+    """
+    out = {}
+    for grid in grids:
+        t, y, x = grid
+        best = (grid, 1)
+        for other in grids:
+            ot, oy, ox = other
+            f, rem = divmod(ds.sizes[oy], ds.sizes[y])
+            if ot != t or f <= best[1] or rem or ds.sizes[ox] != f * ds.sizes[x]:
+                continue
+            edges = [(_edge(ds, a), _edge(ds, b), ds[a].values[1] - ds[a].values[0] if _edge(ds, a) is not None
+                      else 0) for a, b in ((oy, y), (ox, x))]
+            if all(e1 is None or e2 is None or abs(e1 - e2) <= abs(step) / 100 for e1, e2, step in edges):
+                best = (other, f)
+        out[grid] = best
+    return out
+
+
+def _candidates(ds: xr.Dataset, rules: Mapping[str, Mapping]) -> tuple[list[tuple], list[str]]:
+    """(name, members, (time, y, x) layout) of every variable to learn-code, and the skipped names."""
+    found, skipped = [], []
     for name, da in ds.data_vars.items():
         rule = _rules_for(rules, name)
         if rule.get("skip"):
             skipped.append(name)
             continue
-        if rule.get("lossless"):
-            continue
         bdim = _band_dim(da)
         layout = _layout(da, bdim)
-        if layout is None or da.dtype.kind not in "fiu":
+        if rule.get("lossless") or layout is None or da.dtype.kind not in "fiu":
             continue
         if bdim is not None:
             members = [_Member(name, band_name(str(v)), v) for v in da[bdim].values]
@@ -160,7 +192,20 @@ def _plan(ds: xr.DataArray, rules: Mapping[str, Mapping], model: str, quality: i
             if band not in L2A_BANDS:
                 continue
             members = [_Member(name, band)]
-        tdim, ydim, xdim = layout
+        found.append((name, members, layout))
+    return found, skipped
+
+
+def _plan(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str, quality: int) -> tuple[list[_Stack], list[str]]:
+    """Which variables go to which stack (coarser grids nest into the finest), and which are skipped."""
+    candidates, skipped = _candidates(ds, rules)
+    nesting = _nesting(ds, {layout for *_, layout in candidates})
+    stacks: dict[tuple, _Stack] = {}
+    for name, members, layout in candidates:
+        rule = _rules_for(rules, name)
+        (tdim, ydim, xdim), factor = (layout, 1) if rule.get("native_grid") else nesting[layout]
+        for m in members:
+            m.ydim, m.xdim, m.factor = layout[1], layout[2], factor
         sizes = (ds.sizes[tdim] if tdim else 1, ds.sizes[ydim], ds.sizes[xdim])
         key = (tdim, ydim, xdim, rule.get("model", model), int(rule.get("quality", quality)), _chunks(rule, sizes))
         if key not in stacks:
@@ -194,6 +239,7 @@ def _variable_meta(ds: xr.Dataset, stack: _Stack, rules: Mapping) -> dict:
     meta = {}
     for name in dict.fromkeys(m.name for m in stack.members):
         da = ds[name]
+        m = next(m for m in stack.members if m.name == name)
         scale, offset, nodata = _to_dn_params(da, _rules_for(rules, name))
         bdim = _band_dim(da)
         meta[name] = {
@@ -201,25 +247,43 @@ def _variable_meta(ds: xr.Dataset, stack: _Stack, rules: Mapping) -> dict:
             "bands": {str(m.label if bdim else m.band): L2A_BANDS.index(m.band)
                       for m in stack.members if m.name == name},
             "scale": scale, "offset": offset, "nodata": nodata,
+            "grid": [m.ydim, m.xdim, m.factor],
             "attrs": _json_safe(da.attrs), "encoding": _json_safe({k: v for k, v in da.encoding.items()
                                                                    if k in _KEPT_ENCODING}),
         }
     return meta
 
 
+def _own_region(region: dict, stack: _Stack, grid: list) -> dict:
+    """The part of a variable on grid (y, x, factor) that covers a region of the stack's grid."""
+    ydim, xdim, f = grid
+    own = {d: s for d, s in region.items() if d == stack.tdim}
+    for dim, stack_dim in ((ydim, stack.ydim), (xdim, stack.xdim)):
+        s = region[stack_dim]
+        own[dim] = slice(s.start // f, -(-s.stop // f))
+    return own
+
+
 def _read_block(ds: xr.Dataset, stack: _Stack, meta: dict, region: dict) -> np.ndarray:
-    """(t, 12, h, w) float32 digital numbers of one region; missing bands stand in from present ones."""
+    """(t, 12, h, w) float32 digital numbers of one region; coarser bands repeated onto the stack's
+    grid; missing bands stand in from present ones."""
     tn = region[stack.tdim].stop - region[stack.tdim].start if stack.tdim else 1
     hn, wn = (region[d].stop - region[d].start for d in (stack.ydim, stack.xdim))
     block = np.full((tn, len(L2A_BANDS), hn, wn), np.nan, np.float32)
     for name, info in meta.items():
-        da = ds[name].isel({d: s for d, s in region.items() if d in ds[name].dims})
-        order = [d for d in (info["band_dim"], stack.tdim, stack.ydim, stack.xdim) if d]
-        values = da.transpose(*order).values.astype(np.float64)
+        ydim, xdim, f = info["grid"]
+        own = _own_region(region, stack, info["grid"])
+        da = ds[name].isel({d: s for d, s in own.items() if d in ds[name].dims})
+        values = da.transpose(*[d for d in (info["band_dim"], stack.tdim, ydim, xdim) if d]).values
+        values = values.astype(np.float64)
         if info["band_dim"] is None:
             values = values[None]
         if stack.tdim is None:
             values = values[:, None]
+        if f > 1:
+            oy = region[stack.ydim].start - own[ydim].start * f
+            ox = region[stack.xdim].start - own[xdim].start * f
+            values = values.repeat(f, axis=-2).repeat(f, axis=-1)[..., oy:oy + hn, ox:ox + wn]
         if info["nodata"] is not None:
             values[values == info["nodata"]] = np.nan
         dn = ((values - info["offset"]) / info["scale"]).astype(np.float32)
@@ -334,15 +398,21 @@ def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None =
                 progress(done, len(jobs))
     if not compute_stats:
         return None
-    rows = _stats(ds, store, stacks, metas, rest, batch_chunks)
+    rows = _stats(ds, store, stacks, metas, rest)
     print(format_stats(rows))
     return rows
 
 
 def _restore(stack_da: xr.DataArray, info: dict, time_dim: str | None) -> xr.DataArray:
-    """One original variable from its stack: units, dtype, no-data, dims, attributes, encoding."""
-    name_b, tname = stack_da.dims[:2]
-    parts = [stack_da.isel({name_b: index}) * info["scale"] + info["offset"] for index in info["bands"].values()]
+    """One original variable from its stack: grid, units, dtype, no-data, dims, attributes, encoding."""
+    name_b, tname, sy, sx = stack_da.dims
+    ydim, xdim, f = info["grid"]
+    parts = []
+    for index in info["bands"].values():
+        da = stack_da.isel({name_b: index}).drop_vars(list(stack_da.coords))
+        if f > 1:  # back to the variable's grid: the mean of each f x f block (NaN blocks stay NaN)
+            da = da.coarsen({sy: f, sx: f}).mean()
+        parts.append(da.rename({sy: ydim, sx: xdim}) * info["scale"] + info["offset"])
     da = xr.concat(parts, dim=info["band_dim"]) if info["band_dim"] else parts[0]
     if time_dim is None:
         da = da.isel({tname: 0}, drop=True)
@@ -400,57 +470,60 @@ def tec2xarray(store: Any, chunks: Mapping | None = None) -> xr.Dataset:
     return result
 
 
-def _stats(ds: xr.Dataset, store: Any, stacks: list[_Stack], metas: dict, rest: xr.Dataset,
-           batch: int) -> list[dict]:
-    """Per variable: bytes, bpppb, ratio, PSNR (10k convention, valid pixels) and SSIM."""
+def _psnr_valid(a: np.ndarray, b: np.ndarray, valid: np.ndarray, offset: float) -> float:
+    """PSNR over the valid pixels of one date, on clamp(x - offset, 0, 10000)."""
+    if not valid.any():
+        return float("nan")
+    err = (np.clip(a[valid] - offset, 0, 10000) - np.clip(b[valid] - offset, 0, 10000)) ** 2
+    mse = float(err.mean())
+    return float("inf") if mse == 0 else float(10 * np.log10(1e8 / mse))
+
+
+def _variable_quality(original: xr.DataArray, decoded: xr.DataArray, info: dict, tdim: str | None) -> dict:
+    """Mean over dates of PSNR (10k and full range, digital numbers, valid pixels) and SSIM."""
+    psnr10, psnrf, ssims = [], [], []
+    for t in range(original.sizes[tdim] if tdim else 1):
+        a = (original.isel({tdim: t}) if tdim else original).values.astype(np.float64)
+        b = (decoded.isel({tdim: t}) if tdim else decoded).values.astype(np.float64)
+        valid = ~np.isnan(a) & (a != info["nodata"] if info["nodata"] is not None else True)
+        a, b = (a - info["offset"]) / info["scale"], (b - info["offset"]) / info["scale"]
+        psnr10.append(_psnr_valid(a, b, valid, 1000.0))
+        psnrf.append(_psnr_valid(a, b, valid, 0.0))
+        ssims.append(ssim(np.where(valid, a, 0), np.where(valid, b, 0)))
+    return {"psnr_10k": float(np.nanmean(psnr10)), "psnr_full": float(np.nanmean(psnrf)),
+            "ssim": float(np.nanmean(ssims))}
+
+
+def _stats(ds: xr.Dataset, store: Any, stacks: list[_Stack], metas: dict, rest: xr.Dataset) -> list[dict]:
+    """Per variable: stored bytes, bpppb, ratio, and for coded ones PSNR and SSIM of the decoded values.
+
+    A stack's bytes are shared by its variables in proportion to their number of values."""
+    back = tec2xarray(store)
     rows = []
     for stack in stacks:
-        arr = zarr.open_array(store, path=stack.name, mode="r")
-        share = arr.nbytes_stored() / len(stack.members)
+        stored = zarr.open_array(store, path=stack.name, mode="r").nbytes_stored()
+        values = sum(ds[name].size for name in metas[stack.name])
         for name, info in metas[stack.name].items():
-            sq: dict[int, list[float]] = {}
-            ssims, weights = [], []
-            for region in _regions(stack, ds.sizes, batch):
-                original = _read_block(ds, stack, {name: info}, region)
-                decoded = arr[_stack_slices(stack, region)]
-                t0 = region[stack.tdim].start if stack.tdim else 0
-                for index in info["bands"].values():
-                    a, b = original[:, index], decoded[:, index]
-                    valid = ~np.isnan(a)
-                    ca = np.clip(np.nan_to_num(a) - 1000, 0, 10000)
-                    cb = np.clip(np.nan_to_num(b) - 1000, 0, 10000)
-                    err = np.where(valid, (ca - cb) ** 2, 0.0)
-                    for t in range(len(a)):
-                        acc = sq.setdefault(t0 + t, [0.0, 0.0])
-                        acc[0] += float(err[t].sum())
-                        acc[1] += float(valid[t].sum())
-                    ssims.append(ssim(np.where(valid, a, 0), np.where(valid, b, 0)))
-                    weights.append(a.size)
-            psnrs = [10 * np.log10(1e8 / (s / n)) if s > 0 else np.inf for s, n in sq.values() if n > 0]
-            n_bands = len(info["bands"])
-            size = share * n_bands
-            values = ds[name].size
+            size = stored * ds[name].size / values
             rows.append({"variable": name, "stored_as": f"{stack.name} ({stack.model} q{stack.quality})",
-                         "bytes": int(size), "bpppb": 8 * size / values, "ratio": ds[name].nbytes / size,
-                         "psnr_10k": float(np.mean(psnrs)) if psnrs else float("nan"),
-                         "ssim": float(np.average(ssims, weights=weights))})
+                         "bytes": int(size), "bpppb": 8 * size / ds[name].size, "ratio": ds[name].nbytes / size,
+                         **_variable_quality(ds[name], back[name], info, stack.tdim)})
     for name in rest.data_vars:
-        if str(name) == ORDER_ATTR:
-            continue
         size = zarr.open_array(store, path=str(name), mode="r").nbytes_stored()
         rows.append({"variable": name, "stored_as": "zarr default (lossless)", "bytes": int(size),
                      "bpppb": 8 * size / max(rest[name].size, 1), "ratio": rest[name].nbytes / size,
-                     "psnr_10k": float("inf"), "ssim": 1.0})
+                     "psnr_10k": float("inf"), "psnr_full": float("inf"), "ssim": 1.0})
     return rows
 
 
 def format_stats(rows: list[dict]) -> str:
     """The rows of ``compute_stats`` as an aligned text table."""
-    head = f"{'variable':>18} {'stored as':>30} {'bytes':>10} {'bpppb':>8} {'ratio':>8} {'PSNR dB':>8} {'SSIM':>7}"
+    head = (f"{'variable':>18} {'stored as':>30} {'bytes':>10} {'bpppb':>8} {'ratio':>8} {'PSNR 10k':>8} "
+            f"{'PSNR full':>9} {'SSIM':>7}")
     lines = [head]
     for r in rows:
         lines.append(f"{str(r['variable']):>18} {r['stored_as']:>30} {r['bytes']:>10d} {r['bpppb']:>8.4f} "
-                     f"{r['ratio']:>8.1f} {r['psnr_10k']:>8.2f} {r['ssim']:>7.4f}")
+                     f"{r['ratio']:>8.1f} {r['psnr_10k']:>8.2f} {r['psnr_full']:>9.2f} {r['ssim']:>7.4f}")
     total = sum(r["bytes"] for r in rows)
     lines.append(f"{'total':>18} {'':>30} {total:>10d}")
     return "\n".join(lines)

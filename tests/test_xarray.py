@@ -88,11 +88,16 @@ def test_bigearthnet_mixed_resolutions(s2_dir, tmp_path):
     ds = open_dataset(folder)
     xarray2tec(ds, _store(tmp_path))
     group = zarr.open_group(_store(tmp_path), mode="r")
-    assert sorted(k for k in group.array_keys() if k.startswith("tcube_")) == [
-        "tcube_y_2_x_2", "tcube_y_6_x_6", "tcube_y_x"]  # each resolution coded on its own grid
+    assert [k for k in group.array_keys() if k.startswith("tcube_")] == ["tcube_y_x"]  # 20 and 60 m nest in 10 m
+    meta = group["tcube_y_x"].attrs["tcube"]["variables"]
+    assert meta["B05"]["grid"] == ["y_2", "x_2", 2] and meta["B01"]["grid"] == ["y_6", "x_6", 6]
     back = tec2xarray(_store(tmp_path))
-    assert_same(ds, back, min_psnr=27)  # 4, 6 and 2 real bands per grid (60 m: 20 x 20 px): quality drops
+    assert_same(ds, back, min_psnr=30)
     assert back["spatial_ref"].attrs["spatial_ref"] == "EPSG:32633"
+    native = tmp_path / "native.zarr"
+    xarray2tec(ds, str(native), rules={"*": {"native_grid": True}})
+    assert sorted(k for k in zarr.open_group(str(native), mode="r").array_keys() if k.startswith("tcube_")) == [
+        "tcube_y_2_x_2", "tcube_y_6_x_6", "tcube_y_x"]
 
 
 @pytest.fixture()
