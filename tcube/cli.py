@@ -1,12 +1,41 @@
-"""Command line: ``tcube demo``, ``tcube train``, ``tcube info``."""
+"""Command line: ``tcube compress | decompress | info | preview | demo | train``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 
-from tcube.errors import TcubeError
+from tcube.errors import BitstreamError, InputError, TcubeError, UnknownModelError
+
+#: Exit codes: 0 success, 2 bad usage (argparse), 3 bad input, 4 damaged data, 1 any other tcube error.
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT, EXIT_DAMAGED = 0, 1, 2, 3, 4
+EXIT_CODES = """exit codes: 0 success, 2 bad usage, 3 bad input (unknown file, model, quality, rule, band layout),
+4 damaged data (corrupt, truncated or foreign blob or chunk), 1 any other tcube error."""
+
+
+class Progress:
+    """A one-line progress bar on stderr (silent when ``enabled`` is false)."""
+
+    def __init__(self, label: str, enabled: bool = True) -> None:
+        self.label, self.enabled, self.start = label, enabled, time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * done / max(total, 1))
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / done * (total - done) if done else 0.0
+        end = "\n" if done >= total else ""
+        print(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+              f"{elapsed:5.1f}s eta {eta:5.1f}s", end=end, file=sys.stderr, flush=True)
+
+
+def _emit(payload: object, as_json: bool, text: str) -> None:
+    print(json.dumps(payload, indent=2, default=str) if as_json else text)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -29,20 +58,146 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_rules(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"rules file {path}: {exc}") from exc
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from tcube.io import open_dataset
+    from tcube.xarray import format_stats, xarray2tec
+
+    ds = open_dataset(args.input)
+    rules = _load_rules(args.rules)
+    if args.chunks:
+        rules.setdefault("*", {})["chunks"] = args.chunks
+    start = time.perf_counter()
+    xarray2tec(ds, args.output, rules, model=args.model, quality=args.quality, batch_chunks=args.batch,
+               progress=Progress("compress", not (args.json or args.quiet)))
+    seconds = time.perf_counter() - start
+    summary = {"input": args.input, "output": args.output, "seconds": seconds, **_store_summary(args.output)}
+    text = _summary_text(summary)
+    if args.stats:
+        from tcube.xarray import store_stats
+
+        summary["variables"] = store_stats(ds, args.output)
+        text += "\n" + format_stats(summary["variables"])
+    _emit(summary, args.json, text)
+    return EXIT_OK
+
+
+def _store_summary(store: str) -> dict:
+    from tcube.xarray import describe_store
+
+    return describe_store(store)
+
+
+def _summary_text(d: dict) -> str:
+    lines = [f"{d['store']}: {d['stored_bytes']} bytes stored for {d['raw_bytes']} raw bytes "
+             f"(ratio {d['ratio']:.1f})" + (f" in {d['seconds']:.1f} s" if "seconds" in d else "")]
+    for a in d["arrays"]:
+        lines.append(f"  {a['name']:>24} {a['codec']:>28} {a['stored_bytes']:>10} B  {a['variables']}")
+    return "\n".join(lines)
+
+
+def _cmd_decompress(args: argparse.Namespace) -> int:
+    from tcube.xarray import tec2xarray, writable
+
+    ds = tec2xarray(args.input)
+    out = Path(args.output)
+    progress = Progress("decompress", not (args.json or args.quiet))
+    progress(0, 1)
+    if out.suffix.lower() in (".nc", ".nc4"):
+        ds.to_netcdf(out)
+    elif out.suffix.lower() == ".zarr":
+        writable(ds).to_zarr(out, mode="w", consolidated=False)
+    else:
+        raise InputError(f"{out}: write .nc (NetCDF) or .zarr (plain zarr)")
+    progress(1, 1)
+    _emit({"input": args.input, "output": str(out), "variables": list(map(str, ds.data_vars))}, args.json,
+          f"{args.input} -> {out}: {len(ds.data_vars)} variables")
+    return EXIT_OK
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     import tcube
 
-    if args.blob:
-        with open(args.blob, "rb") as f:
+    target = args.target
+    if target and Path(target).is_dir():
+        summary = _store_summary(target)
+        _emit(summary, args.json, _summary_text(summary))
+    elif target:
+        with open(target, "rb") as f:
             print(json.dumps(tcube.info(f.read()), indent=2))
     else:
         print(json.dumps({m: tcube.models.registry.model_card_summary(m) for m in tcube.list_models()}, indent=2))
-    return 0
+    return EXIT_OK
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from tcube.io import open_dataset
+    from tcube.preview import preview
+    from tcube.xarray import tec2xarray
+
+    stats = preview(open_dataset(args.original), tec2xarray(args.compressed), args.output, date=args.date)
+    _emit(stats, args.json, f"wrote {args.output}: date {stats['date']}, RGB {stats['bands']}, "
+                            f"PSNR {stats['psnr_full']:.2f} dB (full range), mean |error| {stats['mae']:.1f} DN")
+    return EXIT_OK
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a JSON summary (for scripts) instead of text")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tcube", description="Learned compression of Sentinel-2 datacubes.")
+    p = argparse.ArgumentParser(
+        prog="tcube", description="Learned compression of Sentinel-2 datacubes.", epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser(
+        "compress", help="compress a dataset into a tcube zarr store", epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Reflectance bands (B02, B8A, B2..., or a band dimension) are stacked per grid and coded by a "
+                    "learned model; masks, SCL and everything else are stored losslessly; coordinates, attributes, "
+                    "encodings and CRS are kept. Read the result with `tcube decompress`, tcube.tec2xarray, or "
+                    "plain xarray.open_zarr.\n\nexamples:\n"
+                    "  tcube compress scene.nc scene.zarr --quality 10 --stats\n"
+                    "  tcube compress dates_folder/ cube.zarr --model tec-fp --chunks 1 512 512\n"
+                    "  tcube compress in.zarr out.zarr --rules rules.json   "
+                    "# {\"red\": {\"band\": \"B04\"}, \"QA\": {\"skip\": true}}")
+    c.add_argument("input", help="zarr store, NetCDF file, GeoTIFF, or a folder of per-date or per-band GeoTIFFs")
+    c.add_argument("output", help="zarr store to write (overwritten)")
+    c.add_argument("--model", default="tec-hp", help="learned model (tcube info lists them)")
+    c.add_argument("--quality", type=int, default=8, help="1 (smallest) .. 16 (best)")
+    c.add_argument("--chunks", type=int, nargs=3, metavar=("T", "Y", "X"), help="chunk sizes (default 1 256 256)")
+    c.add_argument("--rules", help="JSON file: per variable model, quality, chunks, lossless, skip, band, scale, "
+                                   "offset, nodata, native_grid ('*' for all)")
+    c.add_argument("--batch", type=int, default=8, help="chunks per model call")
+    c.add_argument("--stats", action="store_true", help="decode again and report bytes, bpppb, ratio, PSNR, SSIM")
+    _add_output_flags(c)
+    c.set_defaults(func=_cmd_compress)
+
+    x = sub.add_parser("decompress", help="decode a tcube store into NetCDF (.nc) or plain zarr (.zarr)",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("input", help="zarr store written by tcube compress / xarray2tec")
+    x.add_argument("output", help="file.nc or store.zarr")
+    _add_output_flags(x)
+    x.set_defaults(func=_cmd_decompress)
+
+    v = sub.add_parser("preview", help="PNG: RGB of original and decoded, and the error map, for one date",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("original", help="the dataset that was compressed (any input of compress)")
+    v.add_argument("compressed", help="the tcube store")
+    v.add_argument("output", help="PNG file to write")
+    v.add_argument("--date", type=int, default=0, help="index along time (default 0)")
+    v.add_argument("--json", action="store_true", help="print a JSON summary")
+    v.set_defaults(func=_cmd_preview)
 
     d = sub.add_parser("demo", help="compress the shipped sample cube with every model; print size, ratio, PSNR, time")
     d.add_argument("--models", nargs="+", default=None, help="models to run (default: all)")
@@ -73,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--export", help="write safetensors weights (and a .md model card beside them) here")
     t.set_defaults(func=_cmd_train)
 
-    i = sub.add_parser("info", help="describe a blob (or, without one, the installed models)")
-    i.add_argument("blob", nargs="?", help="a file written by tcube.encode")
+    i = sub.add_parser("info", help="describe a tcube store or blob (or, without one, the installed models)",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    i.add_argument("target", nargs="?", help="a zarr store from tcube compress, or a file from tcube.encode")
+    i.add_argument("--json", action="store_true", help="JSON output (stores; blobs and models are always JSON)")
     i.set_defaults(func=_cmd_info)
     return p
 
@@ -84,9 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except (InputError, UnknownModelError, FileNotFoundError) as exc:
+        return _fail(exc, EXIT_INPUT)
+    except BitstreamError as exc:
+        return _fail(exc, EXIT_DAMAGED)
     except TcubeError as exc:
-        print(f"tcube: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc, EXIT_ERROR)
+
+
+def _fail(exc: Exception, code: int) -> int:
+    print(f"tcube: error: {exc}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -13,8 +13,11 @@ A store is a zarr format 3 group:
 - everything else (masks, SCL, angles, other variables, coordinates, the CRS variable) is written
   by xarray with zarr's defaults, which are lossless (Zstd).
 
-Bands at different resolutions (10, 20, 60 m) live on different grids and are coded in separate
-stacks, each at its native resolution.
+Bands at coarser resolutions (20 and 60 m) whose grids nest in a finer one (an integer factor,
+same edges) are coded on the finest grid: each pixel repeated f x f on writing, the mean of each
+f x f block on reading, so every band of a tile helps the model. On the BigEarthNet example this
+took 11.8 kB at 32.9-54.8 dB (10k) against 16.5 kB at 27.9-44.3 dB with each resolution coded on
+its own grid (rule ``native_grid``).
 """
 
 from __future__ import annotations
@@ -398,7 +401,7 @@ def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None =
                 progress(done, len(jobs))
     if not compute_stats:
         return None
-    rows = _stats(ds, store, stacks, metas, rest)
+    rows = store_stats(ds, store)
     print(format_stats(rows))
     return rows
 
@@ -441,7 +444,11 @@ def tec2xarray(store: Any, chunks: Mapping | None = None) -> xr.Dataset:
     --------
     See :func:`xarray2tec`.
     """
-    ds = xr.open_zarr(store, consolidated=False, chunks=chunks if chunks is not None else {}, mask_and_scale=False)
+    try:
+        ds = xr.open_zarr(store, consolidated=False, chunks=chunks if chunks is not None else {},
+                          mask_and_scale=False)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise InputError(f"{store}: not a tcube store (no zarr group: {exc})") from exc
     stacks = [n for n in ds.data_vars if str(n).startswith(STACK_PREFIX) and "tcube" in ds[n].attrs]
     restored = {}
     for name in stacks:
@@ -494,26 +501,76 @@ def _variable_quality(original: xr.DataArray, decoded: xr.DataArray, info: dict,
             "ssim": float(np.nanmean(ssims))}
 
 
-def _stats(ds: xr.Dataset, store: Any, stacks: list[_Stack], metas: dict, rest: xr.Dataset) -> list[dict]:
-    """Per variable: stored bytes, bpppb, ratio, and for coded ones PSNR and SSIM of the decoded values.
+def _stacks_in(store: Any) -> dict[str, dict]:
+    """The tcube stacks of a store and their metadata."""
+    group = zarr.open_group(store, mode="r")
+    return {k: dict(group[k].attrs["tcube"]) for k in group.array_keys()
+            if k.startswith(STACK_PREFIX) and "tcube" in group[k].attrs}
 
-    A stack's bytes are shared by its variables in proportion to their number of values."""
+
+def store_stats(ds: xr.Dataset, store: Any) -> list[dict]:
+    """Per variable of ``ds`` written to ``store``: stored bytes, bpppb, ratio; PSNR and SSIM of coded ones.
+
+    A stack's bytes are shared by its variables in proportion to their number of values.
+    """
     back = tec2xarray(store)
+    stacks = _stacks_in(store)
     rows = []
-    for stack in stacks:
-        stored = zarr.open_array(store, path=stack.name, mode="r").nbytes_stored()
-        values = sum(ds[name].size for name in metas[stack.name])
-        for name, info in metas[stack.name].items():
+    for stack, meta in stacks.items():
+        arr = zarr.open_array(store, path=stack, mode="r")
+        codec = arr.serializer
+        stored, values = arr.nbytes_stored(), sum(ds[name].size for name in meta["variables"])
+        for name, info in meta["variables"].items():
             size = stored * ds[name].size / values
-            rows.append({"variable": name, "stored_as": f"{stack.name} ({stack.model} q{stack.quality})",
+            rows.append({"variable": name, "stored_as": f"{stack} ({codec.model} q{codec.quality})",
                          "bytes": int(size), "bpppb": 8 * size / ds[name].size, "ratio": ds[name].nbytes / size,
-                         **_variable_quality(ds[name], back[name], info, stack.tdim)})
-    for name in rest.data_vars:
+                         **_variable_quality(ds[name], back[name], info, meta["time_dim"])})
+    coded = {n for meta in stacks.values() for n in meta["variables"]}
+    for name in [n for n in back.data_vars if n not in coded]:
         size = zarr.open_array(store, path=str(name), mode="r").nbytes_stored()
         rows.append({"variable": name, "stored_as": "zarr default (lossless)", "bytes": int(size),
-                     "bpppb": 8 * size / max(rest[name].size, 1), "ratio": rest[name].nbytes / size,
+                     "bpppb": 8 * size / max(ds[name].size, 1), "ratio": ds[name].nbytes / size,
                      "psnr_10k": float("inf"), "psnr_full": float("inf"), "ssim": 1.0})
     return rows
+
+
+def describe_store(store: Any) -> dict:
+    """Arrays of a tcube store: codec, stored and raw bytes, the variables each one holds.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, zarr, tcube
+    >>> ds = xr.Dataset({"B04": (("y", "x"), np.full((32, 32), 900, np.uint16))})
+    >>> store = zarr.storage.MemoryStore()
+    >>> xarray2tec(ds, store)
+    >>> [(a["name"], a["variables"]) for a in describe_store(store)["arrays"]]
+    [('tcube_y_x', ['B04'])]
+    """
+    group = zarr.open_group(store, mode="r")
+    stacks = _stacks_in(store)
+    arrays = []
+    for key in sorted(group.array_keys()):
+        arr = group[key]
+        if key in stacks:
+            t, _, h, w = arr.shape
+            variables = stacks[key]["variables"]
+            raw = sum(t * h * w // info["grid"][2] ** 2 * len(info["bands"]) * np.dtype(info["dtype"]).itemsize
+                      for info in variables.values())
+            codec = f"tcube {arr.serializer.model} q{arr.serializer.quality}"
+            names = list(variables)
+        else:
+            raw, names = arr.nbytes, [key]
+            codec = ", ".join(type(c).__name__ for c in (*arr.filters, *arr.compressors)) or "none"
+        arrays.append({"name": key, "codec": codec, "stored_bytes": arr.nbytes_stored(), "raw_bytes": int(raw),
+                       "variables": names})
+    stored, raw = sum(a["stored_bytes"] for a in arrays), sum(a["raw_bytes"] for a in arrays)
+    return {"store": str(store), "arrays": arrays, "stored_bytes": stored, "raw_bytes": raw,
+            "ratio": raw / max(stored, 1)}
+
+
+def writable(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with encodings the zarr writer accepts (values written as they are in memory)."""
+    return _clean_encodings(ds, {})
 
 
 def format_stats(rows: list[dict]) -> str:
@@ -527,3 +584,39 @@ def format_stats(rows: list[dict]) -> str:
     total = sum(r["bytes"] for r in rows)
     lines.append(f"{'total':>18} {'':>30} {total:>10d}")
     return "\n".join(lines)
+
+
+def band_planes(ds: xr.Dataset, bands: tuple[str, ...], date: int = 0) -> dict[str, np.ndarray]:
+    """Digital numbers (float64, no-data as NaN) of ``bands`` at time index ``date``, those found on
+    the grid of the first one.
+
+    Examples
+    --------
+    >>> ds = xr.Dataset({"B04": (("time", "y", "x"), np.full((2, 4, 4), 0.09))})
+    >>> ds["B04"].encoding["scale_factor"] = 1e-4
+    >>> round(float(band_planes(ds, ("B04",), date=1)["B04"][0, 0]), 6)
+    900.0
+    """
+    candidates, _ = _candidates(ds, {})
+    found: dict[str, np.ndarray] = {}
+    grid = None
+    for band in bands:
+        hit = next(((name, m, layout) for name, members, layout in candidates for m in members if m.band == band),
+                   None)
+        if hit is None or (grid is not None and hit[2][1:] != grid):
+            continue
+        name, member, (tdim, ydim, xdim) = hit
+        grid = (ydim, xdim)
+        da = ds[name]
+        if member.label is not None:
+            da = da.sel({_band_dim(da): member.label})
+        if tdim is not None:
+            if not 0 <= date < ds.sizes[tdim]:
+                raise InputError(f"date {date} is outside 0..{ds.sizes[tdim] - 1}")
+            da = da.isel({tdim: date})
+        scale, offset, nodata = _to_dn_params(ds[name], {})
+        values = da.transpose(ydim, xdim).values.astype(np.float64)
+        if nodata is not None:
+            values[values == nodata] = np.nan
+        found[band] = (values - offset) / scale
+    return found

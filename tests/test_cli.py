@@ -23,7 +23,7 @@ def test_info_blob(tmp_path, capsys, small):
 def test_info_corrupt_blob_exit_code(tmp_path, capsys):
     path = tmp_path / "bad.tcube"
     path.write_bytes(b"garbage")
-    assert main(["info", str(path)]) == 2
+    assert main(["info", str(path)]) == 4
     assert "not a tcube blob" in capsys.readouterr().err
 
 
@@ -38,3 +38,66 @@ def test_help_teaches():
     with pytest.raises(SystemExit) as exc:
         main(["train", "--help"])
     assert exc.value.code == 0
+
+
+@pytest.fixture(scope="module")
+def dates_folder(s2_dir, tmp_path_factory):
+    """The four seasons of the held-out place as a folder of per-date GeoTIFFs."""
+    folder = tmp_path_factory.mktemp("dates")
+    for p in sorted((s2_dir / "terracodec").glob("*0080717_*.tif")):
+        (folder / p.name).symlink_to(p)
+    return folder
+
+
+def test_compress_info_preview_decompress(dates_folder, tmp_path, capsys):
+    store = tmp_path / "cube.zarr"
+    assert main(["compress", str(dates_folder), str(store), "--quality", "6", "--chunks", "1", "128", "128",
+                 "--stats", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ratio"] > 20 and {v["variable"] for v in summary["variables"]} >= {"B02", "B12", "spatial_ref"}
+    assert main(["info", str(store), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [a["name"] for a in info["arrays"] if a["name"].startswith("tcube_")] == ["tcube_y_x"]
+    png = tmp_path / "preview.png"
+    assert main(["preview", str(dates_folder), str(store), str(png), "--date", "2", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert png.stat().st_size > 10_000 and stats["date"] == 2 and stats["psnr_full"] > 30
+    assert main(["preview", str(dates_folder), str(store), str(png), "--date", "9"]) == 3
+    assert "date 9 is outside 0..3" in capsys.readouterr().err
+    out = tmp_path / "back.nc"
+    assert main(["decompress", str(store), str(out), "--quiet"]) == 0
+    import xarray as xr
+
+    with xr.open_dataset(out) as back:
+        assert back["B04"].dtype == np.int16 and back.sizes["time"] == 4 and list(back["file"].values)[0].endswith(
+            "_0.tif")
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["compress", "missing.nc", "x.zarr"], 3, "no such file"),
+    (["compress", "DATES", "x.zarr", "--quality", "17"], 3, "quality"),
+    (["compress", "DATES", "x.zarr", "--model", "tec-zz"], 3, "unknown model"),
+    (["preview", "DATES", "DATES", "x.png"], 3, "not a tcube store"),
+])
+def test_exit_codes(dates_folder, tmp_path, capsys, monkeypatch, argv, code, message):
+    monkeypatch.chdir(tmp_path)
+    argv = [str(dates_folder) if a == "DATES" else a for a in argv]
+    assert main(argv) == code
+    assert message in capsys.readouterr().err
+
+
+def test_damaged_store_exit_code(dates_folder, tmp_path, capsys):
+    store = tmp_path / "cube.zarr"
+    assert main(["compress", str(dates_folder), str(store), "--quiet", "--json"]) == 0
+    chunk = store / "tcube_y_x" / "c" / "0" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:-5])
+    capsys.readouterr()
+    assert main(["decompress", str(store), str(tmp_path / "out.nc"), "--quiet"]) == 4
+    assert "chunk 'c/0/0/0/0' of zarr array 'tcube_y_x'" in capsys.readouterr().err
+
+
+def test_compress_help_teaches(capsys):
+    with pytest.raises(SystemExit):
+        main(["compress", "--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and "exit codes" in text and "--rules" in text
