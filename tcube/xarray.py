@@ -8,15 +8,15 @@ A store is a zarr format 3 group:
   ``tcube_<y>_<x>`` of dims (time, 12, y, x), float32 digital numbers, coded by
   :class:`~tcube.codecs.TecZarrCodec`. Its ``tcube`` attribute records every original variable:
   name, band, dims, dtype, scale and offset to digital numbers, no-data, attributes, encoding.
-  Bands the dataset lacks are filled from the spectrally nearest present band (moment-matched with
-  the SSL4EO statistics), so the model codes them cheaply; they are never read back.
+  Bands the dataset lacks stand in as their Gaussian conditional mean given the present ones
+  (:func:`stand_in`), so the model sees plausible spectra; they are never read back.
 - everything else (masks, SCL, angles, other variables, coordinates, the CRS variable) is written
   by xarray with zarr's defaults, which are lossless (Zstd).
 
 Bands at coarser resolutions (20 and 60 m) whose grids nest in a finer one (an integer factor,
 same edges) are coded on the finest grid: each pixel repeated f x f on writing, the mean of each
 f x f block on reading, so every band of a tile helps the model. On the BigEarthNet example this
-took 11.8 kB at 32.9-54.8 dB (10k) against 16.5 kB at 27.9-44.3 dB with each resolution coded on
+took 11.8 kB at 33.0-54.8 dB (10k) against 16.7 kB at 27.9-44.3 dB with each resolution coded on
 its own grid (rule ``native_grid``).
 """
 
@@ -32,7 +32,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from tcube.bands import L2A_BANDS, L2A_MEAN, L2A_STD, nearest_present
+from tcube.bands import L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN
 from tcube.codecs import TecZarrCodec
 from tcube.errors import InputError
 from tcube.io import band_name
@@ -292,11 +292,30 @@ def _read_block(ds: xr.Dataset, stack: _Stack, meta: dict, region: dict) -> np.n
         dn = ((values - info["offset"]) / info["scale"]).astype(np.float32)
         for i, index in enumerate(info["bands"].values()):
             block[:, index] = dn[i]
-    present = [b for b in L2A_BANDS if any(b == m.band for m in stack.members)]
-    for i, band in enumerate(L2A_BANDS):
-        if band not in present:
-            j = L2A_BANDS.index(nearest_present(band, present))
-            block[:, i] = (block[:, j] - L2A_MEAN[j]) / L2A_STD[j] * L2A_STD[i] + L2A_MEAN[i]
+    return stand_in([L2A_BANDS.index(m.band) for m in stack.members], block)
+
+
+def stand_in(present: list[int], block: np.ndarray) -> np.ndarray:
+    """Fill the bands of (T, 12, H, W) ``block`` not in ``present`` with their Gaussian conditional
+    mean given the present ones (statistics of clear land in the training data), in place.
+
+    Measured on nrt_romania (5 clear dates, q10): +2.2 dB on the 4 present 10 m bands and +1.8 dB
+    on the 20 m ones at the same size, against copying the spectrally nearest band.
+
+    Examples
+    --------
+    >>> block = np.full((1, 12, 2, 2), np.nan, np.float32)
+    >>> block[:, 3] = 932.2  # B04 at its mean: the others come out at their means
+    >>> [round(float(v)) for v in stand_in([3], block)[0, :3, 0, 0]]
+    [592, 635, 896]
+    """
+    missing = [i for i in range(len(L2A_BANDS)) if i not in present]
+    if not missing:
+        return block
+    mean, cov = np.asarray(L2A_FILL_MEAN), np.asarray(L2A_FILL_COV)
+    gain = cov[np.ix_(missing, present)] @ np.linalg.inv(cov[np.ix_(present, present)])
+    given = np.moveaxis(block[:, present], 1, -1).astype(np.float64) - mean[present]
+    block[:, missing] = np.moveaxis(given @ gain.T + mean[missing], -1, 1)
     return block
 
 
@@ -406,6 +425,20 @@ def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None =
     return rows
 
 
+def _packable(da: xr.DataArray, encoding: dict) -> xr.DataArray:
+    """Decoded floats that the variable's CF packing (integer dtype, scale, offset, fill) stores
+    faithfully: on the packing grid, inside the integer range, never on the fill value."""
+    packed = np.dtype(encoding["dtype"]) if "dtype" in encoding else None
+    if packed is None or packed.kind not in "iu":
+        return da
+    scale, offset, fill = encoding.get("scale_factor", 1.0), encoding.get("add_offset", 0.0), encoding.get("_FillValue")
+    lim = np.iinfo(packed)
+    q = ((da - offset) / scale).round().clip(lim.min, lim.max)
+    if fill is not None:
+        q = xr.where(q == fill, fill + 1 if fill < lim.max else fill - 1, q)
+    return xr.where(da.isnull(), da, q * scale + offset)
+
+
 def _restore(stack_da: xr.DataArray, info: dict, time_dim: str | None) -> xr.DataArray:
     """One original variable from its stack: grid, units, dtype, no-data, dims, attributes, encoding."""
     name_b, tname, sy, sx = stack_da.dims
@@ -420,6 +453,7 @@ def _restore(stack_da: xr.DataArray, info: dict, time_dim: str | None) -> xr.Dat
     if time_dim is None:
         da = da.isel({tname: 0}, drop=True)
     dtype = np.dtype(info["dtype"])
+    da = _packable(da, info["encoding"]) if dtype.kind == "f" else da
     if dtype.kind in "iu":
         nodata = info["nodata"]
         lim = np.iinfo(dtype)
@@ -487,7 +521,10 @@ def _psnr_valid(a: np.ndarray, b: np.ndarray, valid: np.ndarray, offset: float) 
 
 
 def _variable_quality(original: xr.DataArray, decoded: xr.DataArray, info: dict, tdim: str | None) -> dict:
-    """Mean over dates of PSNR (10k and full range, digital numbers, valid pixels) and SSIM."""
+    """Mean over dates of PSNR (10k and full range, digital numbers, valid pixels) and SSIM.
+
+    In the 10k convention dark bands of data without the +1000 offset clamp to zero on many dates;
+    those dates (PSNR undefined) are left out of the mean."""
     psnr10, psnrf, ssims = [], [], []
     for t in range(original.sizes[tdim] if tdim else 1):
         a = (original.isel({tdim: t}) if tdim else original).values.astype(np.float64)
@@ -497,8 +534,13 @@ def _variable_quality(original: xr.DataArray, decoded: xr.DataArray, info: dict,
         psnr10.append(_psnr_valid(a, b, valid, 1000.0))
         psnrf.append(_psnr_valid(a, b, valid, 0.0))
         ssims.append(ssim(np.where(valid, a, 0), np.where(valid, b, 0)))
-    return {"psnr_10k": float(np.nanmean(psnr10)), "psnr_full": float(np.nanmean(psnrf)),
-            "ssim": float(np.nanmean(ssims))}
+    return {"psnr_10k": _mean_db(psnr10), "psnr_full": _mean_db(psnrf), "ssim": float(np.nanmean(ssims))}
+
+
+def _mean_db(values: list[float]) -> float:
+    """Mean over dates of finite PSNRs (a date whose clamped values all match is left out), else inf."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("inf")
 
 
 def _stacks_in(store: Any) -> dict[str, dict]:

@@ -101,3 +101,17 @@ def test_compress_help_teaches(capsys):
         main(["compress", "--help"])
     text = capsys.readouterr().out
     assert "examples:" in text and "exit codes" in text and "--rules" in text
+
+
+@pytest.mark.parametrize("source", ["nrt_romania/sentinel2_cube_subset_romania_10m.nc",
+                                    "worldcereal/S2_L2A_20m_00002806639B424A_32631_2017-08-01_2018-11-30.nc",
+                                    "bigearthnet_example/S2A_MSIL2A_20170613T101031_87_48"])
+def test_cli_round_trip_of_real_datasets(s2_dir, tmp_path, source):
+    from helpers import assert_same
+
+    from tcube.io import open_dataset
+
+    store, out = tmp_path / "c.zarr", tmp_path / "back.nc"
+    assert main(["compress", str(s2_dir / source), str(store), "--quiet", "--json"]) == 0
+    assert main(["decompress", str(store), str(out), "--quiet", "--json"]) == 0
+    assert_same(open_dataset(s2_dir / source), open_dataset(out), min_psnr=20)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from helpers import assert_same
 from zarr.storage import MemoryStore
 
 import tcube.codecs
@@ -11,32 +12,6 @@ from tcube.errors import InputError
 from tcube.io import open_dataset
 from tcube.metrics import psnr_full
 from tcube.xarray import tec2xarray, xarray2tec
-
-
-def assert_same(ds: xr.Dataset, back: xr.Dataset, min_psnr: float = 30.0, coded=None) -> None:
-    """Everything intact: names, order, dims, dtypes, coordinates, attributes, encodings, CRS;
-    reflectance within tolerance with its NaN / no-data exact, everything else equal."""
-    assert list(back.data_vars) == list(ds.data_vars)
-    assert set(back.coords) == set(ds.coords)
-    np.testing.assert_equal(back.attrs, ds.attrs)
-    coded = coded if coded is not None else [n for n in ds.data_vars if str(n).startswith("B")]
-    for name, var in ds.variables.items():
-        got = back[name]
-        assert got.dims == var.dims and got.dtype == var.dtype, name
-        np.testing.assert_equal(dict(got.attrs), dict(var.attrs))
-        for key in {"dtype", "scale_factor", "add_offset", "_FillValue"} & set(var.encoding):
-            expected, found = var.encoding[key], got.encoding.get(key)
-            same = (np.dtype(found) == np.dtype(expected) if key == "dtype"
-                    else np.array_equal(found, expected, equal_nan=True))
-            assert same, (name, key, found, expected)
-        a, b = var.values, got.values
-        if name in ds.coords or name not in coded:
-            np.testing.assert_array_equal(b, a, err_msg=str(name))
-        else:
-            nan = np.isnan(a) if a.dtype.kind == "f" else np.zeros(a.shape, bool)
-            np.testing.assert_array_equal(np.isnan(b) if b.dtype.kind == "f" else nan, nan)
-            scale = var.encoding.get("scale_factor", 1.0) if a.dtype.kind == "f" else 1.0
-            assert psnr_full(np.where(nan, 0, a / scale)[None], np.where(nan, 0, b / scale)[None]) > min_psnr, name
 
 
 def _store(tmp_path, name="out.zarr"):
