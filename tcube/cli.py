@@ -149,6 +149,12 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _subcommand(sub, name: str, help: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose help ends with the exit codes."""
+    return sub.add_parser(name, help=help, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                          **kwargs)
+
+
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary (for scripts) instead of text")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -160,9 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser(
-        "compress", help="compress a dataset into a tcube zarr store", epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    c = _subcommand(
+        sub, "compress", "compress a dataset into a tcube zarr store",
         description="Reflectance bands (B02, B8A, B2..., or a band dimension) are stacked per grid and coded by a "
                     "learned model; masks, SCL and everything else are stored losslessly; coordinates, attributes, "
                     "encodings and CRS are kept. Read the result with `tcube decompress`, tcube.tec2xarray, or "
@@ -183,15 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_flags(c)
     c.set_defaults(func=_cmd_compress)
 
-    x = sub.add_parser("decompress", help="decode a tcube store into NetCDF (.nc) or plain zarr (.zarr)",
-                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    x = _subcommand(sub, "decompress", "decode a tcube store into NetCDF (.nc) or plain zarr (.zarr)")
     x.add_argument("input", help="zarr store written by tcube compress / xarray2tec")
     x.add_argument("output", help="file.nc or store.zarr")
     _add_output_flags(x)
     x.set_defaults(func=_cmd_decompress)
 
-    v = sub.add_parser("preview", help="PNG: RGB of original and decoded, and the error map, for one date",
-                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = _subcommand(sub, "preview", "PNG: RGB of original and decoded, and the error map, for one date")
     v.add_argument("original", help="the dataset that was compressed (any input of compress)")
     v.add_argument("compressed", help="the tcube store")
     v.add_argument("output", help="PNG file to write")
@@ -228,8 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--export", help="write safetensors weights (and a .md model card beside them) here")
     t.set_defaults(func=_cmd_train)
 
-    i = sub.add_parser("info", help="describe a tcube store or blob (or, without one, the installed models)",
-                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    i = _subcommand(sub, "info", "describe a tcube store or blob (or, without one, the installed models)")
     i.add_argument("target", nargs="?", help="a zarr store from tcube compress, or a file from tcube.encode")
     i.add_argument("--json", action="store_true", help="JSON output (stores; blobs and models are always JSON)")
     i.set_defaults(func=_cmd_info)
