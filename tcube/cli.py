@@ -105,19 +105,21 @@ def _summary_text(d: dict) -> str:
 
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from dask.diagnostics import ProgressBar
+
     from tcube.xarray import tec2xarray, writable
 
-    ds = tec2xarray(args.input)
     out = Path(args.output)
-    progress = Progress("decompress", not (args.json or args.quiet))
-    progress(0, 1)
-    if out.suffix.lower() in (".nc", ".nc4"):
-        ds.to_netcdf(out)
-    elif out.suffix.lower() == ".zarr":
-        writable(ds).to_zarr(out, mode="w", consolidated=False)
-    else:
+    if out.suffix.lower() not in (".nc", ".nc4", ".zarr"):
         raise InputError(f"{out}: write .nc (NetCDF) or .zarr (plain zarr)")
-    progress(1, 1)
+    ds = tec2xarray(args.input)
+    with ProgressBar(out=sys.stderr) if not (args.json or args.quiet) else contextlib.nullcontext():
+        if out.suffix.lower() == ".zarr":
+            writable(ds).to_zarr(out, mode="w", consolidated=False)
+        else:
+            ds.to_netcdf(out)
     _emit({"input": args.input, "output": str(out), "variables": list(map(str, ds.data_vars))}, args.json,
           f"{args.input} -> {out}: {len(ds.data_vars)} variables")
     return EXIT_OK
