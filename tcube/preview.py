@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from tcube.errors import InputError
+from tcube.errors import InputError, TcubeError
 from tcube.metrics import psnr_full
 from tcube.xarray import band_planes
 
@@ -34,8 +34,10 @@ def preview(original: xr.Dataset, decoded: xr.Dataset, path: str | Path, date: i
     ...     preview(ds, ds, f"{tmp}/p.png")["mae"]
     0.0
     """
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise TcubeError("preview needs matplotlib: pip install 'tcube[bench]'") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
