@@ -1,4 +1,4 @@
-"""Command line: ``tcube compress | decompress | info | preview | demo | train``."""
+"""Command line: ``tcube compress | decompress | info | preview | bench | demo | train``."""
 
 from __future__ import annotations
 
@@ -125,6 +125,17 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tcube.bench import benchmark
+
+    text = benchmark(args.data, args.out, name=args.name, holdout=args.holdout or None, models=args.models,
+                     baselines=args.baselines, quick=args.quick, crop=args.crop,
+                     progress=Progress("bench", not args.quiet))
+    print(text)
+    print(f"\nwrote {Path(args.out) / args.name}.csv, .png and .md")
+    return EXIT_OK
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     import tcube
 
@@ -232,6 +243,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--export", help="write safetensors weights (and a .md model card beside them) here")
     t.set_defaults(func=_cmd_train)
+
+    b = _subcommand(
+        sub, "bench", "rate-distortion and speed of every tcube model and classical baseline on cubes",
+        description="Runs every tcube model at every quality and every baseline (JPEG2000 per band / joint / PCA, "
+                    "JPEG-XL, x265 video, and lossless JPEG2000, JPEG-XL, zstd) over its quality sweep on the same "
+                    "cubes; writes NAME.csv, NAME.png and NAME.md (bpppb at 35/40/45/50 dB, BD-rates, MB/s, and the "
+                    "data each model was trained on).\n\nexamples:\n"
+                    "  tcube bench --quick                                  # the held-out place, small crop\n"
+                    "  tcube bench ../shared/data/s2/bigearthnet_example --holdout '' --name rd_bigearthnet")
+    b.add_argument("data", nargs="*", default=[str(Path(__file__).resolve().parents[2] / "shared/data/s2/terracodec")],
+                   help="files or folders of cubes (default: ../shared/data/s2/terracodec)")
+    b.add_argument("--holdout", default="0080717", help="only cubes whose path contains this ('' for all)")
+    b.add_argument("--out", default="benchmarks/results", help="folder for NAME.csv/.png/.md")
+    b.add_argument("--name", default="rd", help="file name stem")
+    b.add_argument("--models", nargs="+", help="tcube models (default: all)")
+    b.add_argument("--baselines", nargs="+", help="baselines (default: all; see tcube.baselines.list_baselines())")
+    b.add_argument("--quick", action="store_true", help="4 qualities, 5 settings per baseline (CI-size run)")
+    b.add_argument("--crop", type=int, help="keep the top-left CROP x CROP pixels of every cube")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_bench)
 
     i = _subcommand(sub, "info", "describe a tcube store or blob (or, without one, the installed models)")
     i.add_argument("target", nargs="?", help="a zarr store from tcube compress, or a file from tcube.encode")

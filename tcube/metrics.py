@@ -116,3 +116,42 @@ def ssim(original: np.ndarray, decoded: np.ndarray, data_range: float = 10000.0)
     cov = blur(a * b) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(np.round(s.mean(), 12))
+
+
+def compression_ratio(nbytes: int, shape: tuple[int, ...], itemsize: int = 2) -> float:
+    """Raw size (``itemsize`` bytes per sample, uint16 by default) over coded size.
+
+    Examples
+    --------
+    >>> compression_ratio(100, (1, 12, 10, 10))
+    24.0
+    """
+    return float(np.prod(shape)) * itemsize / nbytes
+
+
+def bd_rate(rates_a: np.ndarray, psnrs_a: np.ndarray, rates_b: np.ndarray, psnrs_b: np.ndarray) -> float:
+    """Bjontegaard delta rate of curve A against curve B, in percent (negative: A needs fewer bits).
+
+    log(rate) is fitted as a cubic polynomial of PSNR for each curve (a straight line with fewer
+    than four points), both are integrated over the PSNR interval the curves share, and the mean
+    log-rate difference ``d`` gives ``100 * (exp(d) - 1)``. NaN when the curves do not overlap.
+
+    Examples
+    --------
+    >>> p = np.array([30.0, 34.0, 38.0, 42.0])
+    >>> round(bd_rate(np.array([0.05, 0.1, 0.2, 0.4]), p, np.array([0.1, 0.2, 0.4, 0.8]), p), 6)
+    -50.0
+    """
+    curves = []
+    for rates, psnrs in ((rates_a, psnrs_a), (rates_b, psnrs_b)):
+        r, p = np.asarray(rates, np.float64), np.asarray(psnrs, np.float64)
+        keep = np.isfinite(p) & (r > 0)
+        r, p = r[keep], p[keep]
+        if len(p) < 2:
+            return float("nan")
+        curves.append((np.polyfit(p, np.log(r), min(3, len(p) - 1)), p.min(), p.max()))
+    lo, hi = max(c[1] for c in curves), min(c[2] for c in curves)
+    if hi <= lo:
+        return float("nan")
+    integrals = [np.diff(np.polyval(np.polyint(coef), [lo, hi]))[0] for coef, *_ in curves]
+    return float(100 * (np.exp((integrals[0] - integrals[1]) / (hi - lo)) - 1))

@@ -27,3 +27,33 @@ def test_psnr_clamps_top():
 
 def test_bpppb():
     assert bpppb(12 * 16 * 16 // 8, (12, 16, 16)) == 1.0
+
+
+def test_ssim_by_hand():
+    from tcube.metrics import ssim
+
+    a = np.zeros((4, 4))
+    b = np.full((4, 4), 100.0)  # planes smaller than the window: one window, constant planes
+    c1 = (0.01 * 10000) ** 2
+    expected = (2 * 0 * 100 + c1) / (0 + 100**2 + c1)  # luminance term only (no variance)
+    assert ssim(a, b) == pytest.approx(expected, rel=1e-9)
+    x = np.random.default_rng(1).uniform(0, 8000, (3, 40, 40))
+    assert ssim(x, x) == 1.0 and ssim(x, x[::-1]) < 0.5
+
+
+def test_compression_ratio_and_bpppb():
+    from tcube.metrics import bpppb, compression_ratio
+
+    assert compression_ratio(1200, (2, 12, 10, 10)) == pytest.approx(4.0)
+    assert bpppb(1200, (2, 12, 10, 10)) == pytest.approx(4.0)
+
+
+def test_bd_rate_known_answers():
+    from tcube.metrics import bd_rate
+
+    p = np.array([32.0, 35.0, 38.0, 41.0, 44.0])
+    r = np.exp(p / 6.0) * 1e-3
+    assert bd_rate(0.5 * r, p, r, p) == pytest.approx(-50.0, abs=1e-9)
+    assert bd_rate(1.25 * r, p, r, p) == pytest.approx(25.0, abs=1e-9)
+    assert bd_rate(r, p + 1.0, r, p) == pytest.approx(100 * (np.exp(-1 / 6.0) - 1), abs=1e-6)  # 1 dB better
+    assert np.isnan(bd_rate(r, p, r, p + 20))  # no overlap

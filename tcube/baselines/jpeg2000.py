@@ -11,32 +11,11 @@
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 
+from tcube.baselines.base import Baseline, check_uint16, imagecodecs_module, pack, unpack
+
 J2K_MODES = ("per_band", "joint", "pca")
-
-
-def _codec():
-    try:
-        import imagecodecs
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("JPEG2000 baselines need imagecodecs: pip install 'tcube[bench]'") from exc
-    return imagecodecs
-
-
-def _pack(parts: list[bytes]) -> bytes:
-    return b"".join(struct.pack("<I", len(p)) + p for p in parts)
-
-
-def _unpack(blob: bytes) -> list[bytes]:
-    parts, pos = [], 0
-    while pos < len(blob):
-        (n,) = struct.unpack_from("<I", blob, pos)
-        parts.append(blob[pos + 4: pos + 4 + n])
-        pos += 4 + n
-    return parts
 
 
 def _klt(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,7 +38,8 @@ def j2k_encode(cube: np.ndarray, level: float, mode: str = "joint") -> bytes:
     >>> j2k_decode(j2k_encode(x, 0, "per_band"), x.shape).dtype
     dtype('uint16')
     """
-    ic = _codec()
+    ic = imagecodecs_module()
+    cube = check_uint16(cube)
     if mode not in J2K_MODES:
         raise ValueError(f"mode must be one of {J2K_MODES}")
     lossless = dict(reversible=True) if level == 0 else {}
@@ -79,14 +59,14 @@ def j2k_encode(cube: np.ndarray, level: float, mode: str = "joint") -> bytes:
             hwc = np.ascontiguousarray(np.moveaxis(shifted.astype(np.uint16), 0, -1))
             side = mean.tobytes() + basis.tobytes() + offset.tobytes()
             parts += [side, ic.jpeg2k_encode(hwc, level=level, codecformat="j2k", planar=False)]
-    return _pack(parts)
+    return pack(parts)
 
 
 def j2k_decode(blob: bytes, shape: tuple[int, ...], mode: str = "per_band") -> np.ndarray:
     """Inverse of :func:`j2k_encode` for a cube of ``shape`` (T, C, H, W); returns uint16."""
-    ic = _codec()
+    ic = imagecodecs_module()
     t, c, h, w = shape
-    parts = _unpack(blob)
+    parts = unpack(blob)
     out = np.empty(shape, dtype=np.uint16)
     for i in range(t):
         if mode == "per_band":
@@ -102,3 +82,19 @@ def j2k_decode(blob: bytes, shape: tuple[int, ...], mode: str = "per_band") -> n
             rec = basis.T @ comps.reshape(c, -1) + mean[:, None]
             out[i] = np.clip(np.floor(rec + 0.5), 0, 65535).reshape(c, h, w)
     return out
+
+
+#: OpenJPEG target PSNR levels (dB relative to the 16-bit range) sweeping ~0.02 to ~4 bpppb.
+J2K_LEVELS = tuple(float(v) for v in range(34, 96, 4))
+
+
+def _baseline(mode: str) -> Baseline:
+    return Baseline(f"jpeg2000-{mode}", lambda cube, level: j2k_encode(cube, level, mode),
+                    lambda blob, shape: j2k_decode(blob, shape, mode), J2K_LEVELS, "OpenJPEG target PSNR (dB)")
+
+
+JPEG2000_BASELINES = (
+    _baseline("per_band"), _baseline("joint"), _baseline("pca"),
+    Baseline("jpeg2000-lossless", lambda cube, _: j2k_encode(cube, 0, "per_band"),
+             lambda blob, shape: j2k_decode(blob, shape, "per_band"), (0.0,), "reversible 5/3 wavelet", lossless=True),
+)
