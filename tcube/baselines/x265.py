@@ -2,7 +2,8 @@
 
 The 12 bands are packed three per video (the planes of a 12-bit 4:4:4 ``gbrp12le`` picture, no
 colour transform), one frame per date; digital numbers 0..10000 map linearly to 0..4095 (values
-outside are clipped, as a fixed range requires). The quality knob is x265's CRF (lower is better).
+outside are clipped, as a fixed range requires). The quality knob is x265's CRF (lower is better;
+-1: x265's lossless mode).
 PyAV wheels bundle an FFmpeg with libx265, so nothing else needs installing.
 """
 
@@ -16,8 +17,9 @@ from tcube.baselines.base import Baseline, check_uint16, pack, unpack
 
 RANGE = 10000.0
 LEVELS = 4095
-#: CRF values from ~0.02 to ~4 bpppb.
-X265_CRFS = (45.0, 40.0, 36.0, 32.0, 28.0, 24.0, 20.0, 16.0, 12.0, 8.0, 4.0, 0.0)
+#: CRF values from ~0.03 to ~1.6 bpppb; -1 is x265's lossless mode (lossless on the 12-bit samples,
+#: so the mapping of 0..10000 to 12 bits is all that is lost).
+X265_CRFS = (45.0, 40.0, 36.0, 32.0, 28.0, 24.0, 20.0, 16.0, 12.0, 8.0, 4.0, 0.0, -1.0)
 PRESET = "medium"
 # Frames are padded (edge values) to a multiple of PAD and at least MIN_SIZE, and cropped after
 # decoding: this libx265 aborts on odd sizes and corrupts its heap on 48 x 48 frames (CTU 64).
@@ -44,7 +46,8 @@ def _video(frames: np.ndarray, crf: float) -> bytes:
         stream = container.add_stream("libx265", rate=1)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "gbrp12le"
-        stream.options = {"crf": f"{crf:g}", "preset": PRESET, "x265-params": "log-level=error:info=0"}
+        params = "log-level=error:info=0" + (":lossless=1" if crf < 0 else "")
+        stream.options = {"crf": f"{max(crf, 0):g}", "preset": PRESET, "x265-params": params}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="gbrp12le")):
                 container.mux(packet)
