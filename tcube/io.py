@@ -225,24 +225,25 @@ def _open_netcdf(path: Path):
     CF attributes (scale_factor, _FillValue) stay in ``attrs``, where xarray2tec reads them."""
     import xarray as xr
 
-    ds = xr.open_dataset(str(path), chunks={})
+    ds = xr.open_dataset(str(path))  # lazily indexed: a region reads only itself from disk
     try:
         for var in ds.data_vars.values():
             np.asarray(var.isel({d: 0 for d in var.dims}))
     except ValueError:
         ds.close()
-        ds = xr.open_dataset(str(path), chunks={}, mask_and_scale=False)
+        ds = xr.open_dataset(str(path), mask_and_scale=False)
     return ds
 
 
 def open_dataset(path: str | Path):
     """Open a Sentinel-2 dataset as an xarray Dataset (lazy where the format allows).
 
-    Accepts zarr stores and NetCDF files (opened with dask), a multi-band GeoTIFF (12 bands in L2A
-    order or 13 in L1C order), a folder of per-band GeoTIFFs (one date; each resolution keeps its
-    own grid) or a folder of multi-band GeoTIFFs (one date each, in name order; dim ``time`` with
-    the file names as a coordinate). GeoTIFF georeferencing becomes x/y coordinates of pixel
-    centres and a ``spatial_ref`` variable (``EPSG:...``) named by each band's ``grid_mapping``.
+    Accepts zarr stores (dask) and NetCDF files (lazily indexed, read region by region), a
+    multi-band GeoTIFF (12 bands in L2A order or 13 in L1C order), a folder of per-band GeoTIFFs
+    (one date; each resolution keeps its own grid) or a folder of multi-band GeoTIFFs (one date
+    each, in name order; dim ``time`` with the file names as a coordinate). GeoTIFF
+    georeferencing becomes x/y coordinates of pixel centres and a ``spatial_ref`` variable
+    (``EPSG:...``) named by each band's ``grid_mapping``.
 
     Examples
     --------
