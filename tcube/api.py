@@ -138,14 +138,17 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str = "tec-hp", quality: in
     codec.quality_index(quality, 1)
     prepared = [_prepare(c, codec, nodata) for c in cubes]
     payloads: list[list[FramePayload]] = [[] for _ in prepared]
-    for members in _groups([p.frames.shape[-2:] for p in prepared]).values():
-        x = np.concatenate([prepared[i].frames for i in members])
-        coded: list[FramePayload] = []
-        for sl in _frames(len(x), batch_size):
-            coded.extend(codec.compress(torch.from_numpy(x[sl]), quality))
-        for i in members:
-            n = len(prepared[i].frames)
-            payloads[i], coded = coded[:n], coded[n:]
+    if getattr(codec, "temporal", False):  # dates depend on the previous ones: one cube per call
+        payloads = [codec.compress(torch.from_numpy(p.frames), quality) for p in prepared]
+    else:
+        for members in _groups([p.frames.shape[-2:] for p in prepared]).values():
+            x = np.concatenate([prepared[i].frames for i in members])
+            coded: list[FramePayload] = []
+            for sl in _frames(len(x), batch_size):
+                coded.extend(codec.compress(torch.from_numpy(x[sl]), quality))
+            for i in members:
+                n = len(prepared[i].frames)
+                payloads[i], coded = coded[:n], coded[n:]
     base = {"model": model, "weights": model_digest(model), "quality": int(quality), "coder": CODER,
             "tcube": _package_version()}
     return [
@@ -254,7 +257,10 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
         owners = [i for i in members for _ in containers[i].frames]
         payloads = [FramePayload(s, m["crc"]) for i in members
                     for s, m in zip(containers[i].frames, containers[i].header["frames"])]
-        for sl in _frames(len(payloads), batch_size):
+        windows = [slice(s, s + len(containers[i].frames)) for s, i in zip(
+            np.cumsum([0] + [len(containers[i].frames) for i in members[:-1]]), members)] \
+            if getattr(codec, "temporal", False) else _frames(len(payloads), batch_size)
+        for sl in windows:
             try:
                 out = codec.decompress(payloads[sl], quality, height, width).cpu().numpy()
             except SymbolChecksumError as exc:

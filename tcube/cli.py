@@ -39,6 +39,14 @@ def _emit(payload: object, as_json: bool, text: str) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.arch == "tt":
+        from tcube.train.temporal import TemporalConfig, train_temporal
+
+        report = train_temporal(TemporalConfig(data=args.data, holdout=args.holdout, init=args.init,
+                                               name=args.name or "tec-tt", steps=args.steps, seed=args.seed,
+                                               threads=args.threads, export=args.export, lr=args.lr))
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
     from tcube.train import TrainConfig, train
 
     cfg = TrainConfig(arch=args.arch, name=args.name or f"tec-{args.arch}", data=args.data, holdout=args.holdout,
@@ -222,8 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train a codec on Sentinel-2 files/folders and export safetensors weights")
-    t.add_argument("--arch", choices=["fp", "hp"], required=True,
-                   help="fp: factorized prior; hp: mean-scale hyperprior")
+    t.add_argument("--arch", choices=["fp", "hp", "tt"], required=True,
+                   help="fp: factorized prior; hp: mean-scale hyperprior; tt: temporal prior on top of --init "
+                        "(trained on time series: GeoTIFF places over dates, NetCDF/zarr series)")
+    t.add_argument("--init", default="tec-hp", help="tt only: the model whose transforms and hyperprior it keeps")
     t.add_argument("--name", help="model name written in the weights (default tec-ARCH)")
     t.add_argument("--widths", type=int, nargs="+", help="hidden channels of the analysis stages (default 64 64 64)")
     t.add_argument("--kernels", type=int, nargs="+", help="kernel size of each stride-2 stage (default 5 5 5 5)")

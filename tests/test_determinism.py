@@ -67,3 +67,26 @@ def test_cuda_encoded_blob_decodes_on_cpu(sample):  # pragma: no cover - GPU mac
     blob = tcube.encode(sample[:2, :, :64, :64], model="tec-hp", quality=8, device="cuda")
     out = tcube.decode(blob, device="cpu")
     np.testing.assert_allclose(out, tcube.decode(blob, device="cuda"), atol=2)
+
+
+def test_temporal_model_sequences(sample):
+    """tec-tt: any T, odd sizes, one date codes like tec-hp, decoding is thread-independent."""
+    import tcube
+
+    cube = np.ascontiguousarray(sample[:, :, 3:40, 5:62])
+    one = tcube.decode(tcube.encode(cube[:1], model="tec-tt", quality=9))
+    np.testing.assert_array_equal(one, tcube.decode(tcube.encode(cube[:1], model="tec-hp", quality=9)))
+    blob = tcube.encode(cube, model="tec-tt", quality=9)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = tcube.decode(blob)
+        torch.set_num_threads(2)
+        double = tcube.decode(blob)  # symbols are exact (CRC checked); the float synthesis may move 1 unit
+    finally:
+        torch.set_num_threads(threads)
+    assert single.shape == cube.shape and np.abs(single.astype(int) - double).max() <= 1
+    hp = tcube.encode(cube, model="tec-hp", quality=9)
+    assert len(blob) < len(hp)  # the previous dates help
+    blobs = tcube.api.encode_batch([cube[:2], cube[1:]], model="tec-tt", quality=5)
+    assert [b.shape for b in tcube.api.decode_batch(blobs)] == [(2, 12, 37, 57), (3, 12, 37, 57)]

@@ -16,7 +16,7 @@ STORES = sorted(FIXTURES.glob("zarr*.zip"))
 
 
 def test_fixtures_exist():
-    assert [unpack(p.read_bytes()).header["version"] for p in BLOBS] == [2, 1, 1, 1]
+    assert [unpack(p.read_bytes()).header["version"] for p in BLOBS] == [2, 2, 1, 1, 1]
     assert [p.stem for p in STORES] == ["zarr2_tec-hp_q9", "zarr3_tec-fp_q6"]
 
 

@@ -24,3 +24,23 @@ def test_train_export_resume(s2_dir, tmp_path):
     assert any("resumed" in line and "step 3" in line for line in logs)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 5
+
+
+def test_temporal_training_exports_a_working_model(tmp_path):
+    import numpy as np
+
+    import tcube
+    from tcube.data import sample_cube_path
+    from tcube.models.registry import read_weights
+    from tcube.train.temporal import TemporalConfig, train_temporal
+
+    out = tmp_path / "tt.safetensors"
+    report = train_temporal(TemporalConfig(data=[str(sample_cube_path())], holdout="none", steps=3,
+                                           export=str(out)))
+    assert report["series"] == 1 and out.exists() and "## Training" in out.with_suffix(".md").read_text()
+    model = read_weights(out)
+    cube = tcube.data.load_sample_cube()[:, :, :32, :32].astype(np.float32)
+    import torch
+
+    x = torch.from_numpy(cube)
+    assert model.decompress(model.compress(x, 6), 6, 32, 32).shape == (4, 12, 32, 32)

@@ -34,6 +34,7 @@ class CodecConfig:
     widths: list[int] = field(default_factory=lambda: [64, 64, 64])  # hidden channels of the analysis stages
     m: int = 128  # latent channels
     nh: int = 64  # hyper-latent channels
+    nt: int = 64  # hidden channels of the temporal prior (tec-tt)
     kernels: list[int] = field(default_factory=lambda: [5, 5, 5, 5])  # one stride-2 stage each: latents at 1/16
     mean: list[float] = field(default_factory=lambda: list(L2A_MEAN))
     std: list[float] = field(default_factory=lambda: list(L2A_STD))

@@ -18,10 +18,12 @@ from tcube.errors import TcubeError, UnknownModelError
 from tcube.models.base import CodecConfig, LearnedCodec
 from tcube.models.fp import FactorizedPriorCodec
 from tcube.models.hp import HyperpriorCodec
+from tcube.models.tt import TemporalCodec
 
-ARCHITECTURES: dict[str, type[LearnedCodec]] = {"fp": FactorizedPriorCodec, "hp": HyperpriorCodec}
+ARCHITECTURES: dict[str, type[LearnedCodec]] = {"fp": FactorizedPriorCodec, "hp": HyperpriorCodec,
+                                               "tt": TemporalCodec}
 #: Registered model name -> architecture of its shipped weights.
-MODELS: dict[str, str] = {"tec-fp": "fp", "tec-hp": "hp"}
+MODELS: dict[str, str] = {"tec-fp": "fp", "tec-hp": "hp", "tec-tt": "tt"}
 
 
 def list_models() -> list[str]:
@@ -30,7 +32,7 @@ def list_models() -> list[str]:
     Examples
     --------
     >>> list_models()
-    ['tec-fp', 'tec-hp']
+    ['tec-fp', 'tec-hp', 'tec-tt']
     """
     return sorted(MODELS)
 

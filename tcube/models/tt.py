@@ -1,0 +1,153 @@
+"""``tec-tt``: tec-hp's transforms and hyperprior, plus a temporal prior over the previous dates.
+
+Frame ``t`` is coded like tec-hp, except that its Gaussian scale index and mean come from a
+residual integer network that sees the decoded latents of the two previous dates and tec-hp's own
+(scale index, mean) for frame ``t``. The first date of a sequence (and the second's missing
+``t - 2``) fall back to what is available, so a sequence of one date codes exactly like tec-hp.
+Every input of the temporal network is an integer on a 1/16 grid and it is built from
+:class:`IntegerConv2d` only, so the decoder reproduces the encoder's tables bit for bit.
+
+Design measured first (``benchmarks/temporal_prior_study.py``): on frozen tec-hp latents a
+conditional prior of this kind saved about 20 % of the latent bits on held-out series.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tcube.entropy import decode_symbols, encode_symbols
+from tcube.errors import InputError, SymbolChecksumError
+from tcube.models.base import SYMBOL_LIMIT, CodecConfig, FramePayload, symbol_crc
+from tcube.models.hp import MEAN_STEPS, HyperpriorCodec
+from tcube.models.layers import IntegerConv2d, round_ste
+
+#: Latents are clamped to this magnitude at the input of the temporal network.
+Y_MAX = 2048.0
+#: Fractional bits of every input and hidden activation of the temporal network (1/16 grid).
+T_FRAC = 4
+
+
+class TemporalCodec(HyperpriorCodec):
+    """Sequences of frames: ``compress``/``decompress`` take the dates of one cube, in order."""
+
+    temporal = True
+
+    def __init__(self, config: CodecConfig):
+        super().__init__(config)
+        m, hidden = config.m, config.nt
+        self.t_prior = nn.ModuleList([
+            IntegerConv2d(4 * m, hidden, in_frac=T_FRAC, out_frac=T_FRAC),
+            IntegerConv2d(hidden, hidden, in_frac=T_FRAC, out_frac=T_FRAC),
+            IntegerConv2d(hidden, 2 * m, in_frac=T_FRAC, out_frac=0, relu=False),
+        ])
+        with torch.no_grad():  # start as tec-hp: no correction
+            self.t_prior[-1].weight.zero_()
+
+    # -- temporal prior -------------------------------------------------------------------
+    def temporal_params(self, prev1: Tensor, prev2: Tensor, idx: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
+        """Training-time (simulated fixed point) scale index and mean of frame t."""
+        h = torch.cat([prev1.clamp(-Y_MAX, Y_MAX), prev2.clamp(-Y_MAX, Y_MAX), idx.float(), mean], dim=1)
+        for layer in self.t_prior[:-1]:
+            h = layer(h)
+        out = self.t_prior[-1](h)
+        m = self.config.m
+        new_idx = (idx + round_ste(out[:, :m])).clamp(0, self.gaussian.levels - 1)
+        return new_idx, mean + round_ste(out[:, m:] * MEAN_STEPS) / MEAN_STEPS
+
+    @torch.no_grad()
+    def temporal_exact(self, prev1: Tensor, prev2: Tensor, idx: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
+        """Bit-exact scale index (long) and mean (float32) of frame t from decoded integers."""
+        grid = 2.0**T_FRAC
+        h = torch.cat([(prev1.double().clamp(-Y_MAX, Y_MAX) * grid).round(),
+                       (prev2.double().clamp(-Y_MAX, Y_MAX) * grid).round(),
+                       idx.double() * grid, (mean.double() * grid).round()], dim=1)
+        for layer in self.t_prior[:-1]:
+            h = layer.forward_exact(h)
+        acc = self.t_prior[-1].forward_exact(h)
+        m, frac = self.config.m, T_FRAC + IntegerConv2d.W_FRAC
+        d_idx = torch.floor((acc[:, :m] + 2.0 ** (frac - 1)) / 2.0**frac)
+        shift = frac - int(np.log2(MEAN_STEPS))
+        d_mean = torch.floor((acc[:, m:] + 2.0 ** (shift - 1)) / 2.0**shift) / MEAN_STEPS
+        new_idx = (idx.double() + d_idx).clamp(0, self.gaussian.levels - 1)
+        return new_idx.long(), (mean.double() + d_mean).float()
+
+    def _context(self, y_hat: list[Tensor], t: int) -> tuple[Tensor, Tensor] | None:
+        if t == 0:
+            return None
+        return y_hat[t - 1], y_hat[t - 2] if t >= 2 else y_hat[t - 1]
+
+    # -- coding -----------------------------------------------------------------------------
+    def _check_sequence(self, n: int) -> None:
+        if n < 1:
+            raise InputError("a sequence needs at least one date")
+
+    @torch.no_grad()
+    def compress(self, x: Tensor, quality: int) -> list[FramePayload]:
+        """Code the dates ``x`` (T, C, H, W) of one cube, in time order; one payload per date."""
+        self._check_sequence(len(x))
+        q = self.quality_index(quality, x.shape[0])
+        xn = self.pad(self.normalise(x.to(self.device, torch.float32)))
+        v = self.g_a(xn) * self.gain(q)
+        z = torch.floor(self.h_a(v) + 0.5).long()
+        idx_hp, mean_hp = self.params_exact(z, v.shape[-2:])
+        y_hat: list[Tensor] = []
+        payloads = []
+        z_tables = self.table_index("z", {"z": z}, q, tuple(z.shape[1:])).cpu().numpy()
+        for t in range(len(x)):
+            idx, mean = idx_hp[t:t + 1], mean_hp[t:t + 1]
+            context = self._context(y_hat, t)
+            if context is not None:
+                idx, mean = self.temporal_exact(*context, idx, mean)
+            sym = torch.floor(v[t:t + 1] - mean + 0.5).long()
+            if sym.abs().max() > SYMBOL_LIMIT or z[t].abs().max() > SYMBOL_LIMIT:
+                raise InputError("input too far outside the Sentinel-2 value range for this model")
+            y_hat.append(sym.double() + mean.double())
+            streams = {"z": encode_symbols(z[t].cpu().numpy(), z_tables[t], self.tables["z"]),
+                       "y": encode_symbols(sym[0].cpu().numpy(), idx[0].cpu().numpy(), self.tables["y"])}
+            payloads.append(FramePayload(streams, symbol_crc([z[t].cpu().numpy(), sym[0].cpu().numpy()])))
+        return payloads
+
+    @torch.no_grad()
+    def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int) -> Tensor:
+        """Decode the payloads of :meth:`compress` (one cube's dates, in order)."""
+        self._check_sequence(len(payloads))
+        q = self.quality_index(quality, len(payloads))
+        shapes = self.latent_shapes(*self.padded_size(height, width))
+        z_tables = self.table_index("z", {}, q, shapes["z"]).cpu().numpy()
+        z = torch.from_numpy(np.stack([decode_symbols(p.streams["z"], z_tables[t], self.tables["z"])
+                                       for t, p in enumerate(payloads)]).reshape(len(payloads), *shapes["z"]))
+        z = z.to(self.device)
+        idx_hp, mean_hp = self.params_exact(z, shapes["y"][1:])
+        y_hat: list[Tensor] = []
+        for t, p in enumerate(payloads):
+            idx, mean = idx_hp[t:t + 1], mean_hp[t:t + 1]
+            context = self._context(y_hat, t)
+            if context is not None:
+                idx, mean = self.temporal_exact(*context, idx, mean)
+            sym = decode_symbols(p.streams["y"], idx[0].cpu().numpy(), self.tables["y"]).reshape(shapes["y"])
+            if symbol_crc([z[t].cpu().numpy(), sym]) != p.symbol_crc:
+                raise SymbolChecksumError(
+                    f"frame {t}: decoded symbols do not match the encoder's checksum "
+                    "(corrupt payload or a different entropy model)", frame=t)
+            y_hat.append(torch.from_numpy(sym).to(self.device)[None].double() + mean.double())
+        out = self.g_s(torch.cat(y_hat).float() * self.inv_gain(q))
+        return self.denormalise(out[..., :height, :width])
+
+    def reconstruct(self, x: Tensor, quality: int) -> Tensor:
+        """Decoded image of a sequence, without entropy coding (for tests and validation)."""
+        payloads = self.compress(x, quality)
+        return self.decompress(payloads, quality, *x.shape[-2:])
+
+    # -- training on frozen latents -----------------------------------------------------------
+    def sequence_bits(self, v: Tensor, q: Tensor) -> Tensor:
+        """Estimated bits of the latents ``v`` (T, m, h, w) of one sequence at dates t >= 1."""
+        with torch.no_grad():
+            z = torch.floor(self.h_a(v) + 0.5).long()
+            idx_hp, mean_hp = self.params_exact(z, v.shape[-2:])
+            y_hat = torch.floor(v - mean_hp + 0.5) + mean_hp
+        prev2 = torch.cat([y_hat[:1], y_hat[:-2]]) if len(v) > 2 else y_hat[:1]
+        idx, mean = self.temporal_params(y_hat[:-1], prev2, idx_hp[1:], mean_hp[1:])
+        noisy = v[1:] + torch.empty_like(v[1:]).uniform_(-0.5, 0.5)
+        return self.gaussian.bits(noisy, mean, self.gaussian.scale(idx))
