@@ -291,3 +291,16 @@ def test_cuda_chunks_decode_on_cpu(real, monkeypatch):
     monkeypatch.setenv("TCUBE_DEVICE", "cpu")
     cpu = zarr.open_array(store, path="cube")  # a fresh codec from the stored config, on the CPU
     np.testing.assert_allclose(cpu[:].astype(float), gpu[:].astype(float), atol=1)
+
+
+def test_temporal_model_as_zarr_codec(real):
+    """tec-tt codes the dates of each chunk as a sequence; chunks of 2 dates beat tec-hp's bytes."""
+    sizes = {}
+    for model in ("tec-hp", "tec-tt"):
+        store = MemoryStore()
+        arr = zarr.create_array(store, name="cube", shape=real.shape, chunks=(3, 12, 64, 64), dtype=real.dtype,
+                                serializer=TecZarrCodec(model=model, quality=12), compressors=None)
+        arr[:] = real
+        assert psnr_10k(real, zarr.open_array(store, path="cube")[:]) > 36
+        sizes[model] = arr.nbytes_stored()
+    assert sizes["tec-tt"] < sizes["tec-hp"]
