@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from tcube.bands import L2A_BANDS
-from tcube.io import open_dataset, read_cube
+from tcube.bench import load_cubes
+from tcube.io import open_dataset
 from tcube.models import load_model
 from tcube.xarray import band_planes, stand_in
 
@@ -37,12 +38,9 @@ HOLDOUT = "0080717"
 
 
 def terracodec_series() -> tuple[list[np.ndarray], list[np.ndarray]]:
-    places: dict[str, list[Path]] = {}
-    for p in sorted((DATA / "terracodec").glob("*.tif")):
-        places.setdefault(p.stem.rsplit("_", 1)[0], []).append(p)
-    train = [np.concatenate([read_cube(p) for p in ps]) for k, ps in places.items() if HOLDOUT not in k]
-    held = [np.concatenate([read_cube(p) for p in ps]) for k, ps in places.items() if HOLDOUT in k]
-    return train, held
+    """(training places, held-out place), each (4 seasons, 12, 264, 264)."""
+    cubes = load_cubes([DATA / "terracodec"])
+    return ([c for n, c in cubes if HOLDOUT not in n], [c for n, c in cubes if HOLDOUT in n])
 
 
 def nrt_series() -> np.ndarray:

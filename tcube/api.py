@@ -257,9 +257,11 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
         owners = [i for i in members for _ in containers[i].frames]
         payloads = [FramePayload(s, m["crc"]) for i in members
                     for s, m in zip(containers[i].frames, containers[i].header["frames"])]
-        windows = [slice(s, s + len(containers[i].frames)) for s, i in zip(
-            np.cumsum([0] + [len(containers[i].frames) for i in members[:-1]]), members)] \
-            if getattr(codec, "temporal", False) else _frames(len(payloads), batch_size)
+        if getattr(codec, "temporal", False):  # one blob's dates per call, in order
+            bounds = np.cumsum([0] + [len(containers[i].frames) for i in members])
+            windows = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        else:
+            windows = list(_frames(len(payloads), batch_size))
         for sl in windows:
             try:
                 out = codec.decompress(payloads[sl], quality, height, width).cpu().numpy()

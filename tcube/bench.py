@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 import tcube
 from tcube.baselines import BASELINES, Baseline
+from tcube.demo import timed
 from tcube.errors import InputError
 from tcube.io import find_cubes, read_cube
 from tcube.metrics import bd_rate, bpppb, psnr_10k, psnr_full, rate_at_psnr, ssim
@@ -90,16 +91,10 @@ def codecs(models: list[str] | None = None, baselines: list[str] | None = None, 
     return out
 
 
-def _timed(fn, *args):
-    start = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - start
-
-
 def measure(codec: Codec, setting: float, name: str, cube: np.ndarray) -> dict:
     """One row: real bytes, rate, PSNR (10k and full), SSIM and timings of one setting on one cube."""
-    blob, t_enc = _timed(codec.encode, cube, setting)
-    decoded, t_dec = _timed(codec.decode, blob, cube.shape)
+    blob, t_enc = timed(codec.encode, cube, setting)
+    decoded, t_dec = timed(codec.decode, blob, cube.shape)
     return {"codec": codec.name, "setting": setting, "cube": name, "bytes": len(blob),
             "bpppb": bpppb(len(blob), cube.shape), "psnr_10k": psnr_10k(cube, decoded),
             "psnr_full": psnr_full(cube, decoded), "ssim": ssim(cube, decoded), "encode_s": t_enc, "decode_s": t_dec}
@@ -139,6 +134,7 @@ def _mbps(rows: list[dict], key: str) -> float:
     return float(np.median(speeds))
 
 
+@cache
 def training_data(model: str) -> str:
     """What ``model`` was trained on, from its weights' metadata (file names, folder shortened)."""
     from safetensors import safe_open

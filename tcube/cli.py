@@ -77,7 +77,7 @@ def _load_rules(path: str | None) -> dict:
 
 def _cmd_compress(args: argparse.Namespace) -> int:
     from tcube.io import open_dataset
-    from tcube.xarray import format_stats, xarray2tec
+    from tcube.xarray import describe_store, format_stats, xarray2tec
 
     ds = open_dataset(args.input)
     rules = _load_rules(args.rules)
@@ -87,7 +87,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     xarray2tec(ds, args.output, rules, model=args.model, quality=args.quality, batch_chunks=args.batch,
                progress=Progress("compress", not (args.json or args.quiet)))
     seconds = time.perf_counter() - start
-    summary = {"input": args.input, "output": args.output, "seconds": seconds, **_store_summary(args.output)}
+    summary = {"input": args.input, "output": args.output, "seconds": seconds, **describe_store(args.output)}
     text = _summary_text(summary)
     if args.stats:
         from tcube.xarray import store_stats
@@ -96,12 +96,6 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         text += "\n" + format_stats(summary["variables"])
     _emit(summary, args.json, text)
     return EXIT_OK
-
-
-def _store_summary(store: str) -> dict:
-    from tcube.xarray import describe_store
-
-    return describe_store(store)
 
 
 def _summary_text(d: dict) -> str:
@@ -149,7 +143,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     target = args.target
     if target and Path(target).is_dir():
-        summary = _store_summary(target)
+        from tcube.xarray import describe_store
+
+        summary = describe_store(target)
         _emit(summary, args.json, _summary_text(summary))
     elif target:
         with open(target, "rb") as f:

@@ -36,7 +36,7 @@ from tcube.bands import L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN
 from tcube.codecs import TecZarrCodec
 from tcube.errors import InputError
 from tcube.io import band_name
-from tcube.metrics import ssim
+from tcube.metrics import psnr_10k, psnr_full, ssim
 
 STACK_PREFIX = "tcube_"
 ORDER_ATTR = "tcube:variables"
@@ -511,13 +511,9 @@ def tec2xarray(store: Any, chunks: Mapping | None = None) -> xr.Dataset:
     return result
 
 
-def _psnr_valid(a: np.ndarray, b: np.ndarray, valid: np.ndarray, offset: float) -> float:
-    """PSNR over the valid pixels of one date, on clamp(x - offset, 0, 10000)."""
-    if not valid.any():
-        return float("nan")
-    err = (np.clip(a[valid] - offset, 0, 10000) - np.clip(b[valid] - offset, 0, 10000)) ** 2
-    mse = float(err.mean())
-    return float("inf") if mse == 0 else float(10 * np.log10(1e8 / mse))
+def _psnr_valid(a: np.ndarray, b: np.ndarray, valid: np.ndarray, psnr) -> float:
+    """``psnr`` (a :mod:`tcube.metrics` convention) over the valid pixels of one date; NaN if none."""
+    return psnr(a[valid][None], b[valid][None]) if valid.any() else float("nan")
 
 
 def _variable_quality(original: xr.DataArray, decoded: xr.DataArray, info: dict, tdim: str | None) -> dict:
@@ -531,8 +527,8 @@ def _variable_quality(original: xr.DataArray, decoded: xr.DataArray, info: dict,
         b = (decoded.isel({tdim: t}) if tdim else decoded).values.astype(np.float64)
         valid = ~np.isnan(a) & (a != info["nodata"] if info["nodata"] is not None else True)
         a, b = (a - info["offset"]) / info["scale"], (b - info["offset"]) / info["scale"]
-        psnr10.append(_psnr_valid(a, b, valid, 1000.0))
-        psnrf.append(_psnr_valid(a, b, valid, 0.0))
+        psnr10.append(_psnr_valid(a, b, valid, psnr_10k))
+        psnrf.append(_psnr_valid(a, b, valid, psnr_full))
         ssims.append(ssim(np.where(valid, a, 0), np.where(valid, b, 0)))
     return {"psnr_10k": _mean_db(psnr10), "psnr_full": _mean_db(psnrf), "ssim": float(np.nanmean(ssims))}
 

@@ -52,6 +52,19 @@ class FramePayload:
     symbol_crc: int
 
 
+def check_symbol_range(symbols: list[Tensor]) -> None:
+    """Refuse symbols beyond :data:`SYMBOL_LIMIT` (inputs far outside the Sentinel-2 range)."""
+    if any(s.abs().max() > SYMBOL_LIMIT for s in symbols):
+        raise InputError("input too far outside the Sentinel-2 value range for this model")
+
+
+def check_symbol_crc(arrays: list[np.ndarray], expected: int, frame: int) -> None:
+    """Raise :class:`SymbolChecksumError` when decoded symbols differ from the encoder's."""
+    if symbol_crc(arrays) != expected:
+        raise SymbolChecksumError(f"frame {frame}: decoded symbols do not match the encoder's checksum "
+                                  "(corrupt payload or a different entropy model)", frame=frame)
+
+
 def symbol_crc(arrays: list[np.ndarray]) -> int:
     """CRC32 of symbol arrays, in order, as little-endian int32."""
     crc = 0
@@ -168,8 +181,7 @@ class LearnedCodec(nn.Module):
         q = self.quality_index(quality, x.shape[0])
         xn = self.pad(self.normalise(x.to(self.device, torch.float32)))
         syms = self.analyse(xn, q)
-        if any(syms[n].abs().max() > SYMBOL_LIMIT for n in self.stream_names):
-            raise InputError("input too far outside the Sentinel-2 value range for this model")
+        check_symbol_range([syms[n] for n in self.stream_names])
         shapes = self.latent_shapes(*xn.shape[-2:])
         streams: list[dict[str, bytes]] = [{} for _ in range(x.shape[0])]
         for name in self.stream_names:
@@ -191,11 +203,7 @@ class LearnedCodec(nn.Module):
             dec = [decode_symbols(p.streams[name], idx[b], self.tables[name]) for b, p in enumerate(payloads)]
             syms[name] = torch.from_numpy(np.stack(dec).reshape(len(payloads), *shapes[name])).to(self.device)
         for b, p in enumerate(payloads):
-            if symbol_crc([syms[n][b].cpu().numpy() for n in self.stream_names]) != p.symbol_crc:
-                raise SymbolChecksumError(
-                    f"frame {b}: decoded symbols do not match the encoder's checksum "
-                    "(corrupt payload or a different entropy model)", frame=b
-                )
+            check_symbol_crc([syms[n][b].cpu().numpy() for n in self.stream_names], p.symbol_crc, b)
         out = self.synthesise(syms, q)
         return self.denormalise(out[..., :height, :width])
 

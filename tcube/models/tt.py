@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from tcube.entropy import decode_symbols, encode_symbols
-from tcube.errors import InputError, SymbolChecksumError
-from tcube.models.base import SYMBOL_LIMIT, CodecConfig, FramePayload, symbol_crc
+from tcube.errors import InputError
+from tcube.models.base import CodecConfig, FramePayload, check_symbol_crc, check_symbol_range, symbol_crc
 from tcube.models.hp import MEAN_STEPS, HyperpriorCodec
 from tcube.models.layers import IntegerConv2d, round_ste
 
@@ -101,8 +101,7 @@ class TemporalCodec(HyperpriorCodec):
             if context is not None:
                 idx, mean = self.temporal_exact(*context, idx, mean)
             sym = torch.floor(v[t:t + 1] - mean + 0.5).long()
-            if sym.abs().max() > SYMBOL_LIMIT or z[t].abs().max() > SYMBOL_LIMIT:
-                raise InputError("input too far outside the Sentinel-2 value range for this model")
+            check_symbol_range([sym, z[t]])
             y_hat.append(sym.double() + mean.double())
             streams = {"z": encode_symbols(z[t].cpu().numpy(), z_tables[t], self.tables["z"]),
                        "y": encode_symbols(sym[0].cpu().numpy(), idx[0].cpu().numpy(), self.tables["y"])}
@@ -127,10 +126,7 @@ class TemporalCodec(HyperpriorCodec):
             if context is not None:
                 idx, mean = self.temporal_exact(*context, idx, mean)
             sym = decode_symbols(p.streams["y"], idx[0].cpu().numpy(), self.tables["y"]).reshape(shapes["y"])
-            if symbol_crc([z[t].cpu().numpy(), sym]) != p.symbol_crc:
-                raise SymbolChecksumError(
-                    f"frame {t}: decoded symbols do not match the encoder's checksum "
-                    "(corrupt payload or a different entropy model)", frame=t)
+            check_symbol_crc([z[t].cpu().numpy(), sym], p.symbol_crc, t)
             y_hat.append(torch.from_numpy(sym).to(self.device)[None].double() + mean.double())
         out = self.g_s(torch.cat(y_hat).float() * self.inv_gain(q))
         return self.denormalise(out[..., :height, :width])
