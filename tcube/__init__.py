@@ -11,14 +11,18 @@ from tcube.api import decode, encode, info
 from tcube.errors import TcubeError
 from tcube.models import list_models
 
-__all__ = ["TcubeError", "data", "decode", "encode", "errors", "info", "list_models", "metrics", "models",
+__all__ = ["TcubeError", "data", "decode", "encode", "errors", "info", "inpaint", "list_models", "metrics", "models",
            "tec2xarray", "xarray2tec"]
 
 
 def __getattr__(name: str):
-    """``xarray2tec`` and ``tec2xarray`` import xarray only when first used."""
+    """``xarray2tec`` / ``tec2xarray`` import xarray, ``inpaint`` its module, only when first used."""
     if name in ("xarray2tec", "tec2xarray"):
         from tcube import xarray as _xarray
 
         return getattr(_xarray, name)
+    if name == "inpaint":
+        from tcube.gapfill import inpaint
+
+        return inpaint
     raise AttributeError(f"module 'tcube' has no attribute {name!r}")

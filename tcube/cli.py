@@ -42,7 +42,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.arch == "tt":
         from tcube.train.temporal import TemporalConfig, train_temporal
 
-        report = train_temporal(TemporalConfig(data=args.data, holdout=args.holdout, init=args.init,
+        report = train_temporal(TemporalConfig(data=args.data, holdout=args.holdout, init=args.init or "tec-fp",
                                                name=args.name or "tec-tt", steps=args.steps, seed=args.seed,
                                                threads=args.threads, export=args.export, lr=args.lr))
         print(json.dumps(report, indent=2))
@@ -52,7 +52,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(arch=args.arch, name=args.name or f"tec-{args.arch}", data=args.data, holdout=args.holdout,
                       out=args.out, steps=args.steps, epoch_steps=args.epoch_steps, batch=args.batch,
                       crop=args.crop, lr=args.lr, max_minutes=args.max_minutes, threads=args.threads,
-                      seed=args.seed, device=args.device, export=args.export,
+                      seed=args.seed, device=args.device, export=args.export, init=args.init,
                       model={k: v for k, v in (("widths", args.widths), ("m", args.latents), ("nh", args.hyper),
                                                ("kernels", args.kernels)) if v is not None})
     train(cfg)
@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", choices=["fp", "hp", "tt"], required=True,
                    help="fp: factorized prior; hp: mean-scale hyperprior; tt: temporal prior on top of --init "
                         "(trained on time series: GeoTIFF places over dates, NetCDF/zarr series)")
-    t.add_argument("--init", default="tec-hp", help="tt only: the model whose transforms and hyperprior it keeps")
+    t.add_argument("--init", help="weights to start from: a model name or a safetensors file (for tt: the "
+                                   "model whose transforms it keeps, frozen; default tec-fp)")
     t.add_argument("--name", help="model name written in the weights (default tec-ARCH)")
     t.add_argument("--widths", type=int, nargs="+", help="hidden channels of the analysis stages (default 64 64 64)")
     t.add_argument("--kernels", type=int, nargs="+", help="kernel size of each stride-2 stage (default 5 5 5 5)")

@@ -70,13 +70,13 @@ def test_cuda_encoded_blob_decodes_on_cpu(sample):  # pragma: no cover - GPU mac
 
 
 def test_temporal_model_sequences(sample):
-    """tec-tt: any T, odd sizes, one date codes like tec-hp, decoding is thread-independent."""
+    """tec-tt: any T, odd sizes, the first date codes alone, decoding is thread-independent."""
     import tcube
 
     cube = np.ascontiguousarray(sample[:, :, 3:40, 5:62])
     one = tcube.decode(tcube.encode(cube[:1], model="tec-tt", quality=9))
-    np.testing.assert_array_equal(one, tcube.decode(tcube.encode(cube[:1], model="tec-hp", quality=9)))
     blob = tcube.encode(cube, model="tec-tt", quality=9)
+    np.testing.assert_array_equal(one, tcube.decode(blob)[:1])
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

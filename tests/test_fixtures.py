@@ -24,9 +24,11 @@ def _same(decoded: np.ndarray, path: Path) -> None:
     with np.load(path.with_suffix(".npz"), allow_pickle=False) as ref:
         assert decoded.dtype == ref["decoded"].dtype and decoded.shape == ref["original"].shape
         # symbols are exact (decode checks their CRC); the float synthesis may round differently
-        # on other CPUs, so pixels may move by one unit, never more
+        # on other CPUs and thread counts, so pixels may move by one unit, never more (float32
+        # outputs are not rounded: any thread count changes their last bits)
         np.testing.assert_allclose(decoded.astype(np.float64), ref["decoded"], atol=1.0, rtol=0)
-        assert np.mean(decoded != ref["decoded"]) < 0.01
+        if decoded.dtype.kind != "f":
+            assert np.mean(decoded != ref["decoded"]) < 0.01
         # masked pixels (NaN, no-data 0) are exact
         original = ref["original"]
         masked = np.isnan(original) | (original == 0) if original.dtype.kind == "f" else original == 0

@@ -26,6 +26,27 @@ def test_train_export_resume(s2_dir, tmp_path):
     assert state["step"] == 5
 
 
+def test_train_from_weights_records_the_stages(tmp_path):
+    """--init starts from earlier weights; the card and metadata list the earlier commands."""
+    from tcube.data import sample_cube_path
+    from tcube.models.registry import lineage
+    from tcube.train.temporal import TemporalConfig, train_temporal
+
+    first = tmp_path / "tt.safetensors"
+    train_temporal(TemporalConfig(data=[str(sample_cube_path())], holdout="none", steps=1, export=str(first)))
+    logs = []
+    cfg = TrainConfig(arch="tt", name="tec-tt-ft", data=[str(sample_cube_path())], holdout=None,
+                      out=str(tmp_path / "run"), steps=1, batch=1, crop=32, init=str(first),
+                      export=str(tmp_path / "ft.safetensors"), command="tcube train --arch tt (fine-tune)")
+    model = train(cfg, log=logs.append)
+    assert any("initialised" in line and f"from {first}" in line for line in logs)
+    assert torch.equal(model.t_prior[0].weight, read_weights(first).t_prior[0].weight)  # not used per frame
+    stages = lineage(str(tmp_path / "ft.safetensors"))
+    assert len(stages) == 3 and stages[0].startswith("tcube train --arch fp")  # tec-fp's own training
+    assert stages[1].startswith("tcube train --arch tt --init tec-fp") and "fine-tune" in stages[2]
+    assert "Earlier stage 2: `tcube train --arch tt --init tec-fp" in (tmp_path / "ft.md").read_text()
+
+
 def test_temporal_training_exports_a_working_model(tmp_path):
     import numpy as np
 

@@ -114,6 +114,29 @@ def load_model(name: str, device: str | None = None) -> LearnedCodec:
     return _cached(_check_name(name), device or default_device())[0]
 
 
+def load_init(spec: str) -> LearnedCodec:
+    """A model to start training from: a shipped model's name or a safetensors path (CPU)."""
+    return load_model(spec, "cpu") if spec in MODELS else read_weights(spec)
+
+
+def copy_matching(source: LearnedCodec, target: LearnedCodec, keep=lambda key: True) -> list[str]:
+    """Copy the parameters and buffers of ``source`` that ``target`` has with the same shape and
+    ``keep`` accepts; returns their names."""
+    own = target.state_dict()
+    state = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape and keep(k)}
+    target.load_state_dict(state, strict=False)
+    return sorted(state)
+
+
+def lineage(spec: str) -> list[str]:
+    """Training commands that produced the weights ``spec`` (a model name or a path), oldest first."""
+    path = weights_path(spec) if spec in MODELS else Path(spec)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    command = meta.get("command") or json.loads(meta.get("train_config", "{}")).get("command")
+    return json.loads(meta.get("lineage", "[]")) + ([command] if command else [])
+
+
 def model_digest(name: str) -> str:
     """SHA-256 (hex) of the shipped weights of ``name``: blobs record it."""
     return _cached(_check_name(name), "cpu")[1]

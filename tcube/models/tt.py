@@ -1,14 +1,15 @@
-"""``tec-tt``: tec-hp's transforms and hyperprior, plus a temporal prior over the previous dates.
+"""``tec-tt``: per-frame transforms, a hyperprior, and a temporal prior over the previous dates.
 
-Frame ``t`` is coded like tec-hp, except that its Gaussian scale index and mean come from a
-residual integer network that sees the decoded latents of the two previous dates and tec-hp's own
-(scale index, mean) for frame ``t``. The first date of a sequence (and the second's missing
-``t - 2``) fall back to what is available, so a sequence of one date codes exactly like tec-hp.
-Every input of the temporal network is an integer on a 1/16 grid and it is built from
-:class:`IntegerConv2d` only, so the decoder reproduces the encoder's tables bit for bit.
+Frame ``t`` is coded with a mean-scale Gaussian whose scale index and mean come from a residual
+integer network that sees the decoded latents of the two previous dates and the hyperprior's own
+(scale index, mean) for frame ``t`` (its side information). The first date of a sequence (and the
+second's missing ``t - 2``) fall back to what is available: a sequence of one date is coded with the
+hyperprior alone. Every input of the temporal network is an integer on a 1/16 grid and it is built
+from :class:`IntegerConv2d` only, so the decoder reproduces the encoder's tables bit for bit.
 
-Design measured first (``benchmarks/temporal_prior_study.py``): on frozen tec-hp latents a
-conditional prior of this kind saved about 20 % of the latent bits on held-out series.
+The shipped weights keep tec-fp's transforms (frozen) and train the hyperprior and the temporal
+prior together on real time series (:mod:`tcube.train.temporal`); the design was measured first
+in ``benchmarks/temporal_prior_study.py``.
 """
 
 from __future__ import annotations
@@ -136,14 +137,20 @@ class TemporalCodec(HyperpriorCodec):
         payloads = self.compress(x, quality)
         return self.decompress(payloads, quality, *x.shape[-2:])
 
-    # -- training on frozen latents -----------------------------------------------------------
-    def sequence_bits(self, v: Tensor, q: Tensor) -> Tensor:
-        """Estimated bits of the latents ``v`` (T, m, h, w) of one sequence at dates t >= 1."""
-        with torch.no_grad():
-            z = torch.floor(self.h_a(v) + 0.5).long()
-            idx_hp, mean_hp = self.params_exact(z, v.shape[-2:])
-            y_hat = torch.floor(v - mean_hp + 0.5) + mean_hp
-        prev2 = torch.cat([y_hat[:1], y_hat[:-2]]) if len(v) > 2 else y_hat[:1]
-        idx, mean = self.temporal_params(y_hat[:-1], prev2, idx_hp[1:], mean_hp[1:])
-        noisy = v[1:] + torch.empty_like(v[1:]).uniform_(-0.5, 0.5)
-        return self.gaussian.bits(noisy, mean, self.gaussian.scale(idx))
+    # -- training on frozen transforms ---------------------------------------------------------
+    def sequence_bits(self, v: Tensor) -> Tensor:
+        """Estimated bits of one sequence's scaled latents ``v`` (T, m, h, w): z of every date, y of
+        date 0 under the hyperprior, y of dates t >= 1 under the temporal prior (as coded)."""
+        z = self.h_a(v)
+        bits = self.prior.bits(z + torch.empty_like(z).uniform_(-0.5, 0.5)).sum()
+        idx_hp, mean_hp = self._params(round_ste(z), v.shape[-2:])
+        noisy = v + torch.empty_like(v).uniform_(-0.5, 0.5)
+        y_hat: list[Tensor] = []
+        for t in range(len(v)):
+            idx, mean = idx_hp[t:t + 1], mean_hp[t:t + 1]
+            context = self._context(y_hat, t)
+            if context is not None:
+                idx, mean = self.temporal_params(*context, idx, mean)
+            bits = bits + self.gaussian.bits(noisy[t:t + 1], mean, self.gaussian.scale(idx)).sum()
+            y_hat.append((torch.floor(v[t:t + 1] - mean + 0.5) + mean).detach())
+        return bits

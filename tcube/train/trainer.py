@@ -16,7 +16,7 @@ import torch
 from tcube.api import to_dtype
 from tcube.metrics import bpppb, psnr_10k, psnr_full
 from tcube.models.base import N_QUALITIES, LearnedCodec
-from tcube.models.registry import build_model, save_weights
+from tcube.models.registry import build_model, copy_matching, lineage, load_init, save_weights
 from tcube.train.data import CropSampler, load_frames
 
 VAL_QUALITIES = (1, 4, 8, 12, 16)
@@ -42,6 +42,7 @@ class TrainConfig:
     device: str = "cpu"
     export: str | None = None
     model: dict = field(default_factory=dict)  # CodecConfig overrides (widths, m, nh, kernels)
+    init: str | None = None  # start from these weights (a model name or a safetensors path)
     command: str = field(default_factory=lambda: " ".join(["tcube", *sys.argv[1:]]))
 
 
@@ -121,6 +122,9 @@ def train(cfg: TrainConfig, log=print) -> LearnedCodec:
         opt.load_state_dict(state["opt"])
         step, history, elapsed = state["step"], json.loads(state["history"]), state["elapsed"]
         log(f"resumed from {ckpt} at step {step}")
+    elif cfg.init:
+        copied = copy_matching(load_init(cfg.init), model)
+        log(f"initialised {len(copied)} of {len(model.state_dict())} tensors from {cfg.init}")
     sampler = CropSampler(frames, cfg.crop, seed=cfg.seed + step)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     started = time.time() - elapsed
@@ -156,8 +160,9 @@ def train(cfg: TrainConfig, log=print) -> LearnedCodec:
 def export(model, cfg: TrainConfig, step, history, seconds, train_files, val_files, val, log=print) -> None:
     """Write safetensors weights and a Markdown model card beside them."""
     model.eval().cpu()
+    earlier = lineage(cfg.init) if cfg.init else []
     meta = {"tcube_model": cfg.name, "steps": str(step), "train_files": json.dumps(train_files),
-            "holdout": str(cfg.holdout), "train_config": json.dumps(asdict(cfg))}
+            "holdout": str(cfg.holdout), "train_config": json.dumps(asdict(cfg)), "lineage": json.dumps(earlier)}
     path = Path(cfg.export)
     path.parent.mkdir(parents=True, exist_ok=True)
     digest = save_weights(model, path, meta)
@@ -170,6 +175,7 @@ def export(model, cfg: TrainConfig, step, history, seconds, train_files, val_fil
         f"{sum(p.numel() for p in model.parameters())} parameters.",
         f"Weights: `{path.name}`, SHA-256 `{digest}`.", "",
         "## Training", "",
+        *[f"- Earlier stage {i + 1}: `{c}`" for i, c in enumerate(earlier)],
         f"- Command: `{cfg.command}`",
         f"- Steps: {step} of batch {cfg.batch}, crops {cfg.crop}x{cfg.crop}, Adam lr {cfg.lr}, "
         f"random quality 1..16 per sample, seed {cfg.seed}",
