@@ -29,7 +29,6 @@ from tcube.api import check_cube
 from tcube.errors import InputError
 from tcube.masks import fill_invalid
 from tcube.models import load_model
-from tcube.models.layers import round_ste
 
 __all__ = ["inpaint", "interpolate_time"]
 
@@ -87,30 +86,6 @@ def interpolate_time(cube: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _date_loss(model, v: torch.Tensor, q: torch.Tensor, context, target: torch.Tensor,
-               seen: torch.Tensor) -> torch.Tensor:
-    """Rate (bits per pixel and band) plus lambda times the MSE on observed pixels of one date."""
-    z = model.h_a(v)
-    bits = model.prior.bits(z).sum()
-    idx, mean = model._params(round_ste(z), v.shape[-2:])
-    if context is not None:
-        idx, mean = model.temporal_params(*context, idx, mean)
-    bits = bits + model.gaussian.bits(v, mean, model.gaussian.scale(idx)).sum()
-    out = model.g_s(v * model.inv_gain(q))[..., : target.shape[-2], : target.shape[-1]]
-    err = ((out - target) * model.std / 10000.0) ** 2 * seen
-    mse = err.sum() / seen.sum().clamp(min=1)
-    return bits / target[0].numel() + model.lambdas[q[0]] * mse
-
-
-def _quantised(model, v: torch.Tensor, context) -> torch.Tensor:
-    """The latents as the codec would decode them (rounded around the prior's mean)."""
-    z = torch.floor(model.h_a(v) + 0.5).long()
-    idx, mean = model.params_exact(z, v.shape[-2:])
-    if context is not None:
-        idx, mean = model.temporal_exact(*context, idx, mean)
-    return torch.floor(v - mean + 0.5) + mean
-
-
 def inpaint(cube: np.ndarray, mask: np.ndarray, *, model: str = "tec-tt", quality: int = 8, steps: int = 60,
             device: str | None = None) -> np.ndarray:
     """Fill the ``mask`` pixels of a (T, 12, H, W) cube from its other dates with the temporal prior.
@@ -159,15 +134,14 @@ def inpaint(cube: np.ndarray, mask: np.ndarray, *, model: str = "tec-tt", qualit
     h, w = c4.shape[-2:]
     for t in range(len(start)):
         x = codec.pad(codec.normalise(torch.from_numpy(start[t:t + 1]).to(codec.device)))
-        context = codec._context(y_hat, t)
         with torch.no_grad():
             v = codec.g_a(x) * codec.gain(q)
         refine = bool(full[t].any() and (~full[t]).any() and steps)
         if refine:
             seen = torch.from_numpy(~full[t:t + 1]).to(codec.device, torch.float32)
-            v = _fit(codec, v, q, context, x[..., :h, :w], seen, steps)
+            v = _fit(codec, v, q, y_hat, x[..., :h, :w], seen, steps)
+        y_hat.append(codec.date_symbols(v, y_hat)[3])
         with torch.no_grad():
-            y_hat.append(_quantised(codec, v, context).float())
             if refine:
                 decoded = codec.denormalise(codec.g_s(y_hat[-1].float() * codec.inv_gain(q)))
                 out[t] = np.where(full[t], decoded[0, :, :h, :w].cpu().numpy(), start[t])
@@ -175,13 +149,17 @@ def inpaint(cube: np.ndarray, mask: np.ndarray, *, model: str = "tec-tt", qualit
     return out if cube.ndim == 4 else out[0]
 
 
-def _fit(codec, v0: torch.Tensor, q: torch.Tensor, context, target: torch.Tensor, seen: torch.Tensor,
-         steps: int) -> torch.Tensor:
-    """Latents of one date minimising :func:`_date_loss` (Adam from the interpolated start)."""
+def _fit(codec, v0: torch.Tensor, q: torch.Tensor, y_hat: list[torch.Tensor], target: torch.Tensor,
+         seen: torch.Tensor, steps: int) -> torch.Tensor:
+    """Latents of one date minimising the model's rate-distortion loss with the distortion on the
+    ``seen`` pixels only (Adam from the interpolated start); ``y_hat``: the dates before it."""
     v = v0.clone().requires_grad_(True)
     opt = torch.optim.Adam([v], lr=0.1)
     with torch.enable_grad():
         for _ in range(steps):
-            (v.grad,) = torch.autograd.grad(_date_loss(codec, v, q, context, target, seen), [v])
+            bits, _ = codec.date_bits(v, y_hat, noise=False)
+            out = codec.g_s(v * codec.inv_gain(q))[..., : target.shape[-2], : target.shape[-1]]
+            loss = codec.rd_loss(out, target, bits[None], q, weight=seen)["loss"]
+            (v.grad,) = torch.autograd.grad(loss, [v])
             opt.step()
     return v.detach()

@@ -207,10 +207,17 @@ class LearnedCodec(nn.Module):
         out = self.synthesise(syms, q)
         return self.denormalise(out[..., :height, :width])
 
-    def rd_loss(self, x_hat: Tensor, xn: Tensor, bits: Tensor, q: Tensor) -> dict[str, Tensor]:
-        """Rate (bits per pixel per band), distortion (MSE in units of 10000 DN) and loss per item."""
+    def rd_loss(self, x_hat: Tensor, xn: Tensor, bits: Tensor, q: Tensor,
+                weight: Tensor | None = None) -> dict[str, Tensor]:
+        """Rate (bits per pixel per band), distortion (MSE in units of 10000 DN, over the pixels
+        where ``weight`` is 1 when given) and loss per item."""
         pixels = xn.shape[1] * xn.shape[2] * xn.shape[3]
-        mse = (((x_hat - xn) * self.std / 10000.0) ** 2).flatten(1).mean(1)
+        err = ((x_hat - xn) * self.std / 10000.0) ** 2
+        if weight is None:
+            mse = err.flatten(1).mean(1)
+        else:
+            weight = weight.expand_as(err)
+            mse = (err * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp(min=1)
         bpppb = bits / pixels
         return {"loss": (bpppb + self.lambdas[q] * mse).mean(), "bpppb": bpppb, "mse": mse}
 

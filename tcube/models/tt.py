@@ -49,7 +49,8 @@ class TemporalCodec(HyperpriorCodec):
     # -- temporal prior -------------------------------------------------------------------
     def temporal_params(self, prev1: Tensor, prev2: Tensor, idx: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
         """Training-time (simulated fixed point) scale index and mean of frame t."""
-        h = torch.cat([prev1.clamp(-Y_MAX, Y_MAX), prev2.clamp(-Y_MAX, Y_MAX), idx.float(), mean], dim=1)
+        prev = [p.float().clamp(-Y_MAX, Y_MAX) for p in (prev1, prev2)]
+        h = torch.cat([*prev, idx.float(), mean], dim=1)
         for layer in self.t_prior[:-1]:
             h = layer(h)
         out = self.t_prior[-1](h)
@@ -74,10 +75,33 @@ class TemporalCodec(HyperpriorCodec):
         new_idx = (idx.double() + d_idx).clamp(0, self.gaussian.levels - 1)
         return new_idx.long(), (mean.double() + d_mean).float()
 
-    def _context(self, y_hat: list[Tensor], t: int) -> tuple[Tensor, Tensor] | None:
-        if t == 0:
-            return None
-        return y_hat[t - 1], y_hat[t - 2] if t >= 2 else y_hat[t - 1]
+    def date_params(self, idx: Tensor, mean: Tensor, y_hat: list[Tensor], exact: bool) -> tuple[Tensor, Tensor]:
+        """Scale index and mean of the date after ``y_hat`` (the decoded latents of the dates before
+        it, oldest first) from its hyperprior's ``idx`` and ``mean``: unchanged for the first date,
+        else corrected by the temporal prior (``exact``: the coder's integer path)."""
+        if not y_hat:
+            return idx, mean
+        prev2 = y_hat[-2] if len(y_hat) >= 2 else y_hat[-1]
+        return (self.temporal_exact if exact else self.temporal_params)(y_hat[-1], prev2, idx, mean)
+
+    def date_bits(self, v: Tensor, y_hat: list[Tensor], noise: bool) -> tuple[Tensor, Tensor]:
+        """Estimated bits of one date's scaled latents ``v`` (1, m, h, w) after the dates ``y_hat``,
+        and the mean it is coded around (training path; ``noise``: uniform noise for quantisation)."""
+        z = self.h_a(v)
+        z_in, v_in = z, v
+        if noise:
+            z_in, v_in = z + torch.empty_like(z).uniform_(-0.5, 0.5), v + torch.empty_like(v).uniform_(-0.5, 0.5)
+        idx, mean = self.date_params(*self._params(round_ste(z), v.shape[-2:]), y_hat, exact=False)
+        return self.prior.bits(z_in).sum() + self.gaussian.bits(v_in, mean, self.gaussian.scale(idx)).sum(), mean
+
+    @torch.no_grad()
+    def date_symbols(self, v: Tensor, y_hat: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Integer hyper-latents, latent symbols, their table indices and the decoded latents
+        (float64) of one date's scaled latents ``v`` (1, m, h, w) after the dates ``y_hat``, as coded."""
+        z = torch.floor(self.h_a(v) + 0.5).long()
+        idx, mean = self.date_params(*self.params_exact(z, v.shape[-2:]), y_hat, exact=True)
+        sym = torch.floor(v - mean + 0.5).long()
+        return z, sym, idx, sym.double() + mean.double()
 
     # -- coding -----------------------------------------------------------------------------
     def _check_sequence(self, n: int) -> None:
@@ -91,22 +115,16 @@ class TemporalCodec(HyperpriorCodec):
         q = self.quality_index(quality, x.shape[0])
         xn = self.pad(self.normalise(x.to(self.device, torch.float32)))
         v = self.g_a(xn) * self.gain(q)
-        z = torch.floor(self.h_a(v) + 0.5).long()
-        idx_hp, mean_hp = self.params_exact(z, v.shape[-2:])
         y_hat: list[Tensor] = []
         payloads = []
-        z_tables = self.table_index("z", {"z": z}, q, tuple(z.shape[1:])).cpu().numpy()
         for t in range(len(x)):
-            idx, mean = idx_hp[t:t + 1], mean_hp[t:t + 1]
-            context = self._context(y_hat, t)
-            if context is not None:
-                idx, mean = self.temporal_exact(*context, idx, mean)
-            sym = torch.floor(v[t:t + 1] - mean + 0.5).long()
-            check_symbol_range([sym, z[t]])
-            y_hat.append(sym.double() + mean.double())
-            streams = {"z": encode_symbols(z[t].cpu().numpy(), z_tables[t], self.tables["z"]),
+            z, sym, idx, y = self.date_symbols(v[t:t + 1], y_hat)
+            check_symbol_range([sym, z])
+            y_hat.append(y)
+            z_tables = self.table_index("z", {"z": z}, q[:1], tuple(z.shape[1:])).cpu().numpy()
+            streams = {"z": encode_symbols(z[0].cpu().numpy(), z_tables[0], self.tables["z"]),
                        "y": encode_symbols(sym[0].cpu().numpy(), idx[0].cpu().numpy(), self.tables["y"])}
-            payloads.append(FramePayload(streams, symbol_crc([z[t].cpu().numpy(), sym[0].cpu().numpy()])))
+            payloads.append(FramePayload(streams, symbol_crc([z[0].cpu().numpy(), sym[0].cpu().numpy()])))
         return payloads
 
     @torch.no_grad()
@@ -122,10 +140,7 @@ class TemporalCodec(HyperpriorCodec):
         idx_hp, mean_hp = self.params_exact(z, shapes["y"][1:])
         y_hat: list[Tensor] = []
         for t, p in enumerate(payloads):
-            idx, mean = idx_hp[t:t + 1], mean_hp[t:t + 1]
-            context = self._context(y_hat, t)
-            if context is not None:
-                idx, mean = self.temporal_exact(*context, idx, mean)
+            idx, mean = self.date_params(idx_hp[t:t + 1], mean_hp[t:t + 1], y_hat, exact=True)
             sym = decode_symbols(p.streams["y"], idx[0].cpu().numpy(), self.tables["y"]).reshape(shapes["y"])
             check_symbol_crc([z[t].cpu().numpy(), sym], p.symbol_crc, t)
             y_hat.append(torch.from_numpy(sym).to(self.device)[None].double() + mean.double())
@@ -139,18 +154,10 @@ class TemporalCodec(HyperpriorCodec):
 
     # -- training on frozen transforms ---------------------------------------------------------
     def sequence_bits(self, v: Tensor) -> Tensor:
-        """Estimated bits of one sequence's scaled latents ``v`` (T, m, h, w): z of every date, y of
-        date 0 under the hyperprior, y of dates t >= 1 under the temporal prior (as coded)."""
-        z = self.h_a(v)
-        bits = self.prior.bits(z + torch.empty_like(z).uniform_(-0.5, 0.5)).sum()
-        idx_hp, mean_hp = self._params(round_ste(z), v.shape[-2:])
-        noisy = v + torch.empty_like(v).uniform_(-0.5, 0.5)
-        y_hat: list[Tensor] = []
+        """Estimated bits of one sequence's scaled latents ``v`` (T, m, h, w), dates coded in order."""
+        bits, y_hat = torch.zeros((), device=v.device), []
         for t in range(len(v)):
-            idx, mean = idx_hp[t:t + 1], mean_hp[t:t + 1]
-            context = self._context(y_hat, t)
-            if context is not None:
-                idx, mean = self.temporal_params(*context, idx, mean)
-            bits = bits + self.gaussian.bits(noisy[t:t + 1], mean, self.gaussian.scale(idx)).sum()
+            date, mean = self.date_bits(v[t:t + 1], y_hat, noise=True)
+            bits = bits + date
             y_hat.append((torch.floor(v[t:t + 1] - mean + 0.5) + mean).detach())
         return bits
