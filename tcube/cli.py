@@ -42,9 +42,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.arch == "tt":
         from tcube.train.temporal import TemporalConfig, train_temporal
 
-        report = train_temporal(TemporalConfig(data=args.data, holdout=args.holdout, init=args.init or "tec-fp",
-                                               name=args.name or "tec-tt", steps=args.steps, seed=args.seed,
-                                               threads=args.threads, export=args.export, lr=args.lr))
+        cfg = TemporalConfig(data=args.data, holdout=args.holdout, init=args.init or TemporalConfig.init,
+                             name=args.name or "tec-tt", steps=args.steps, seed=args.seed, threads=args.threads,
+                             export=args.export, lr=args.lr)
+        report = train_temporal(cfg)
         print(json.dumps(report, indent=2))
         return EXIT_OK
     from tcube.train import TrainConfig, train

@@ -114,9 +114,14 @@ def load_model(name: str, device: str | None = None) -> LearnedCodec:
     return _cached(_check_name(name), device or default_device())[0]
 
 
+def weights_file(spec: str) -> Path:
+    """The weights file of ``spec``: a shipped model's name or a safetensors path."""
+    return weights_path(spec) if spec in MODELS else Path(spec)
+
+
 def load_init(spec: str) -> LearnedCodec:
-    """A model to start training from: a shipped model's name or a safetensors path (CPU)."""
-    return load_model(spec, "cpu") if spec in MODELS else read_weights(spec)
+    """A fresh CPU copy of the weights ``spec`` (a model name or a path), to start training from."""
+    return read_weights(weights_file(spec))
 
 
 def copy_matching(source: LearnedCodec, target: LearnedCodec, keep=lambda key: True) -> list[str]:
@@ -130,8 +135,7 @@ def copy_matching(source: LearnedCodec, target: LearnedCodec, keep=lambda key: T
 
 def lineage(spec: str) -> list[str]:
     """Training commands that produced the weights ``spec`` (a model name or a path), oldest first."""
-    path = weights_path(spec) if spec in MODELS else Path(spec)
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(weights_file(spec)), framework="pt") as f:
         meta = f.metadata() or {}
     command = meta.get("command") or json.loads(meta.get("train_config", "{}")).get("command")
     return json.loads(meta.get("lineage", "[]")) + ([command] if command else [])

@@ -1,11 +1,14 @@
-"""Training of ``tec-tt``: tec-hp's transforms, frozen, and a temporal prior trained on real series.
+"""Training of ``tec-tt``: the frozen transforms of ``--init`` (tec-fp), and an entropy model
+(hyperprior plus temporal prior) trained together on real time series.
 
-The prior only sees latents (1/16 of the image in each direction), so training is cheap on a CPU:
-latents of every series are computed once, then windows of consecutive dates are drawn with a
-random quality, rotation and flip, and the estimated bits of dates t >= 1 are minimised.
+The entropy model only sees latents (1/16 of the image in each direction), so training is cheap on
+a CPU: the latents of every series are computed once, then windows of dates (every 1st..6th date)
+are drawn with a random quality, crop, rotation and flip, and the log of each window's estimated
+bits is minimised.
 
-    tcube train --arch tt --data ../shared/data/s2/terracodec ../shared/data/s2/nrt_romania \\
-        ../shared/data/s2/worldcereal --holdout 0080717 --steps 3000 --export tcube/weights/tec-tt.safetensors
+    tcube train --arch tt --init tec-fp --data ../shared/data/s2/terracodec ../shared/data/s2/nrt_romania \
+        ../shared/data/s2/worldcereal --holdout 0080717 --steps 6000 --lr 1e-3 --threads 1 \
+        --export tcube/weights/tec-tt.safetensors
 """
 
 from __future__ import annotations
@@ -22,15 +25,14 @@ import torch
 from tcube.errors import InputError
 from tcube.masks import fill_invalid
 from tcube.models.registry import (
-    MODELS,
     build_model,
     copy_matching,
     file_digest,
     lineage,
     load_init,
     load_model,
-    model_digest,
     save_weights,
+    weights_file,
 )
 
 QUALITIES = (1, 4, 8, 12, 16)
@@ -109,7 +111,7 @@ def _coded(codec, cube: np.ndarray, quality: int, per_date: bool) -> tuple[int, 
 
 @torch.no_grad()
 def coded_comparison(model, held: list[tuple[str, np.ndarray]],
-                     references: tuple[str, ...] = ("tec-hp",)) -> list[dict]:
+                     references: tuple[str, ...] = REFERENCES) -> list[dict]:
     """Real coded bytes and PSNR on held-out series per quality: the model over time, the model
     date by date (what the temporal prior adds) and each reference model."""
     from tcube.metrics import psnr_10k
@@ -199,30 +201,26 @@ def train_temporal(cfg: TemporalConfig) -> dict:
     model.export_tables()
     minutes = (time.perf_counter() - start) / 60
     report = {"steps": cfg.steps, "minutes": minutes, "series": len(train), "held_out": [n for n, _ in held],
-              "log": log, "comparison": coded_comparison(model, held, REFERENCES) if held else []}
+              "log": log, "comparison": coded_comparison(model, held) if held else []}
     if cfg.export:
         _export(model, cfg, report)
     return report
-
-
-def _digest(spec: str) -> str:
-    return model_digest(spec) if spec in MODELS else file_digest(spec)
 
 
 def _export(model, cfg: TemporalConfig, report: dict) -> None:
     path = Path(cfg.export)
     command = (f"tcube train --arch tt --init {cfg.init} --data {' '.join(cfg.data)} --holdout {cfg.holdout} "
                f"--steps {cfg.steps} --lr {cfg.lr} --threads {cfg.threads} --export {cfg.export}")
-    earlier = lineage(cfg.init)
+    earlier, base_digest = lineage(cfg.init), file_digest(weights_file(cfg.init))
     meta = {"tcube_model": cfg.name, "steps": str(cfg.steps), "holdout": cfg.holdout,
             "train_files": json.dumps(cfg.files), "train_config": json.dumps(asdict(cfg)),
-            "base_model": cfg.init, "base_sha256": _digest(cfg.init), "command": command,
+            "base_model": cfg.init, "base_sha256": base_digest, "command": command,
             "lineage": json.dumps(earlier)}
     digest = save_weights(model, path, meta)
     labels = {"tt": cfg.name, "tt_per_date": f"{cfg.name}, dates alone", **{r: r for r in REFERENCES}}
     lines = [f"# {cfg.name}", "",
              f"Architecture `tt`: the transforms and quality gains of `{cfg.init}` (SHA-256 "
-             f"`{_digest(cfg.init)}`), frozen; a mean-scale hyperprior and a temporal prior of "
+             f"`{base_digest}`), frozen; a mean-scale hyperprior and a temporal prior of "
              f"{cfg.hidden} hidden channels (integer networks) over the two previous dates, trained together.",
              f"Weights: `{path.name}`, SHA-256 `{digest}`.", "", "## Training", "",
              *[f"- Earlier stage {i + 1}: `{c}`" for i, c in enumerate(earlier)],
