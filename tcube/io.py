@@ -13,6 +13,14 @@ from tcube.errors import InputError
 _BAND_RE = re.compile(r"(?:^|[_\-.])B(\d{1,2}A?)(?:$|[_\-.])", re.IGNORECASE)
 
 
+
+def _existing(path: str | Path) -> Path:
+    """``path`` as a Path, or an :class:`InputError` when nothing is there."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    return path
+
 def band_name(text: str) -> str | None:
     """Canonical band name ("B8A", "B02") found in a file or variable name, if any.
 
@@ -115,9 +123,7 @@ def read_cube(path: str | Path) -> np.ndarray:
     >>> read_cube(sample_cube_path()).shape[1]
     12
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
+    path = _existing(path)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
         a = _from_channels(_read_tiff(path), str(path))
@@ -253,9 +259,7 @@ def open_dataset(path: str | Path):
     """
     import xarray as xr
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
+    path = _existing(path)
     suffix = path.suffix.lower()
     if suffix == ".zarr" or (path.is_dir() and any((path / m).exists() for m in ("zarr.json", ".zgroup"))):
         return xr.open_zarr(str(path), consolidated=None)

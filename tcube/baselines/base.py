@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,13 +42,17 @@ def check_uint16(cube: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cube)
 
 
+def optional_module(name: str, extra: str, user: str = "this baseline", package: str | None = None):
+    """Import module ``name``, or raise a clear error naming the extra that installs it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{user} needs {package or name}: pip install 'tcube[{extra}]'") from exc
+
+
 def imagecodecs_module():
     """imagecodecs, or a clear error naming the extra that installs it."""
-    try:
-        import imagecodecs
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("this baseline needs imagecodecs: pip install 'tcube[bench]'") from exc
-    return imagecodecs
+    return optional_module("imagecodecs", "bench")
 
 
 def pack(parts: list[bytes]) -> bytes:

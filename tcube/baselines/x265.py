@@ -13,7 +13,7 @@ import io
 
 import numpy as np
 
-from tcube.baselines.base import Baseline, check_uint16, pack, unpack
+from tcube.baselines.base import Baseline, check_uint16, optional_module, pack, unpack
 
 RANGE = 10000.0
 LEVELS = 4095
@@ -27,11 +27,7 @@ PAD, MIN_SIZE = 8, 64
 
 
 def _av():
-    try:
-        import av
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the x265 baseline needs PyAV: pip install 'tcube[video]'") from exc
-    return av
+    return optional_module("av", "video", "the x265 baseline", "PyAV")
 
 
 def _groups(c: int) -> list[list[int]]:
