@@ -207,7 +207,11 @@ def _named(exc: TcubeError, name: str | None) -> TcubeError:
     return exc if name is None else type(exc)(f"{name}: {exc}")
 
 
-def _check_blob(blob: bytes) -> Container:
+def check_blob(blob: bytes) -> Container:
+    """Unpack ``blob`` and check that this installation can decode it (model, weights, coder, frames).
+
+    Raises the :class:`~tcube.errors.BitstreamError` subclass that names the problem.
+    """
     container = unpack(blob)
     h = container.header
     _check_header(h)
@@ -247,7 +251,7 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
     containers = []
     for i, blob in enumerate(blobs):
         try:
-            containers.append(_check_blob(blob))
+            containers.append(check_blob(blob))
         except TcubeError as exc:
             raise _named(exc, label(i)) from exc
     keys = [(c.header["model"], c.header["quality"], *c.header["shape"][-2:]) for c in containers]

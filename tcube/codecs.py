@@ -34,7 +34,7 @@ from zarr.core.common import concurrent_map, parse_named_configuration
 from zarr.core.config import config as zarr_config
 from zarr.core.sync import sync
 
-from tcube.api import DTYPES, decode_batch, encode_batch
+from tcube.api import DTYPES, check_blob, decode_batch, encode_batch
 from tcube.errors import InputError, TcubeError
 from tcube.masks import check_nodata
 from tcube.models import load_model
@@ -215,18 +215,28 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
         raise NotImplementedError  # variable-size output
 
-    def _nodata(self, spec: Any) -> float | None:
+    def nodata_for(self, fill: Any) -> float | None:
+        """The no-data value of chunks of an array with fill value ``fill``."""
         if self.nodata is not None:
             return self.nodata
-        fill = spec.fill_value
         return None if fill is None or np.isnan(float(fill)) else float(fill)
 
-    def _encode_arrays(self, chunks: list[np.ndarray], specs: list[Any]) -> list[bytes]:
-        """Encode chunks, one batch per distinct no-data value (normally one)."""
+    def encode_chunks(self, chunks: list[np.ndarray], fill_values: list[Any]) -> list[bytes]:
+        """The blobs zarr stores for full-size ``chunks`` of arrays with these fill values, in shared
+        forward passes (one batch per distinct no-data value, normally one).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> codec = TecZarrCodec(model="tec-fp", quality=4)
+        >>> blobs = codec.encode_chunks([np.full((1, 12, 16, 16), 900, np.uint16)] * 2, [0, 0])
+        >>> len(blobs), blobs[0] == blobs[1]
+        (2, True)
+        """
         out: list[bytes] = [b""] * len(chunks)
         by_nodata: dict = {}
-        for i, spec in enumerate(specs):
-            by_nodata.setdefault(self._nodata(spec), []).append(i)
+        for i, fill in enumerate(fill_values):
+            by_nodata.setdefault(self.nodata_for(fill), []).append(i)
         for nodata, members in by_nodata.items():
             blobs = _code([_check_chunk(chunks[i]) for i in members], self.model, self.quality, nodata,
                           self.device, self.batch_frames)
@@ -247,7 +257,7 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         items = list(chunks_and_specs)
         present = [(i, chunk, spec) for i, (chunk, spec) in enumerate(items) if chunk is not None]
         blobs = await asyncio.to_thread(
-            self._encode_arrays, [c.as_numpy_array() for _, c, _ in present], [s for _, _, s in present])
+            self.encode_chunks, [c.as_numpy_array() for _, c, _ in present], [s.fill_value for _, _, s in present])
         out: list[Any] = [None] * len(items)
         for (i, _, spec), blob in zip(present, blobs):
             out[i] = spec.prototype.buffer.from_bytes(blob)
@@ -289,6 +299,66 @@ def _sole_tcube_codec(array: zarr.Array) -> TecCodec | TecZarrCodec:
     return tecs[0]
 
 
+def _chunk_store_key(array: zarr.Array, coords: tuple[int, ...]) -> str:
+    key = array.metadata.encode_chunk_key(tuple(coords))
+    return f"{array.path}/{key}" if array.path else key
+
+
+def read_stored_chunk(array: zarr.Array, coords: tuple[int, ...]) -> bytes | None:
+    """The bytes stored for the chunk at grid position ``coords`` of ``array``; None if never written.
+
+    Examples
+    --------
+    >>> import zarr
+    >>> arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(4,), chunks=(2,), dtype="uint8", compressors=None)
+    >>> arr[:2] = 7
+    >>> read_stored_chunk(arr, (0,)), read_stored_chunk(arr, (1,))
+    (b'\\x07\\x07', None)
+    """
+    buf = sync(array.store.get(_chunk_store_key(array, coords), default_buffer_prototype()))
+    return None if buf is None else buf.to_bytes()
+
+
+def write_stored_chunk(array: zarr.Array, coords: tuple[int, ...], blob: bytes) -> None:
+    """Store ``blob`` as the chunk at grid position ``coords`` of ``array`` (as encoded by its codecs).
+
+    Local stores write a temporary file and rename it, so a killed writer never leaves half a chunk.
+    """
+    sync(array.store.set(_chunk_store_key(array, coords), default_buffer_prototype().buffer.from_bytes(blob)))
+
+
+def stored_chunk_problem(array: zarr.Array, coords: tuple[int, ...]) -> str | None:
+    """Why the chunk at ``coords`` of a tcube-coded ``array`` is not what its codec stores now, or None.
+
+    Checks without running the model: present, intact (length and CRC32), made with the
+    installed weights of the codec's model, at its quality, with the array's chunk shape, dtype
+    and no-data value. A resumed job rewrites exactly the chunks with a problem.
+
+    Examples
+    --------
+    >>> import numpy as np, zarr
+    >>> arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(1, 12, 16, 16), chunks=(1, 12, 16, 16),
+    ...                         dtype="uint16", serializer=TecZarrCodec(model="tec-fp", quality=4), compressors=None)
+    >>> stored_chunk_problem(arr, (0, 0, 0, 0))
+    'missing'
+    >>> arr[:] = 900
+    >>> stored_chunk_problem(arr, (0, 0, 0, 0)) is None
+    True
+    """
+    codec = _sole_tcube_codec(array)
+    blob = read_stored_chunk(array, coords)
+    if blob is None:
+        return "missing"
+    try:
+        header = check_blob(blob).header
+    except TcubeError as exc:
+        return str(exc)
+    expected = {"model": codec.model, "quality": codec.quality, "shape": list(array.chunks),
+                "dtype": array.dtype.name, "nodata": codec.nodata_for(array.fill_value)}
+    differing = [f"{k} {header[k]!r} (wanted {v!r})" for k, v in expected.items() if header[k] != v]
+    return "made with other settings: " + ", ".join(differing) if differing else None
+
+
 def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, str]:
     """Decode every stored chunk of a tcube-coded zarr array; returns {chunk key: error} for those that fail.
 
@@ -307,17 +377,16 @@ def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, st
     {'0.0.0': 'zarr format 2 chunk 0.0.0: blob truncated: 283 bytes, header announces 284'}
     """
     codec = _sole_tcube_codec(array)
-    prototype = default_buffer_prototype()
     expected = (tuple(array.chunks), array.dtype)
     out = {}
     for coords in itertools.product(*map(range, array.cdata_shape)):
         key = array.metadata.encode_chunk_key(coords)
-        buf = sync(array.store.get(f"{array.path}/{key}" if array.path else key, prototype))
-        if buf is None:
+        blob = read_stored_chunk(array, coords)
+        if blob is None:
             continue
         name = f"zarr format {array.metadata.zarr_format} chunk {key}"
         try:
-            chunk = _uncode([buf.to_bytes()], [name], device or getattr(codec, "device", None), 1)[0]
+            chunk = _uncode([blob], [name], device or getattr(codec, "device", None), 1)[0]
             if (chunk.shape, chunk.dtype) != expected:
                 raise TcubeError(f"{name}: holds {chunk.dtype} {chunk.shape}, the array has {expected[1]} chunks "
                                  f"{expected[0]}")

@@ -42,6 +42,7 @@ STACK_PREFIX = "tcube_"
 ORDER_ATTR = "tcube:variables"
 ENCODINGS_ATTR = "tcube:encodings"
 FILL_ATTR = "tcube:fill_value_attrs"  # variables whose own attributes had a _FillValue
+JOB_ATTR = "tcube:job"  # written by tcube.parallel: what job filled the store (to resume it)
 RULE_KEYS = frozenset({"model", "quality", "chunks", "lossless", "skip", "band", "scale", "offset", "nodata",
                        "native_grid"})
 DEFAULT_CHUNKS = {"time": 1, "y": 256, "x": 256}
@@ -273,10 +274,15 @@ def _read_block(ds: xr.Dataset, stack: _Stack, meta: dict, region: dict) -> np.n
     tn = region[stack.tdim].stop - region[stack.tdim].start if stack.tdim else 1
     hn, wn = (region[d].stop - region[d].start for d in (stack.ydim, stack.xdim))
     block = np.full((tn, len(L2A_BANDS), hn, wn), np.nan, np.float32)
+    loaded: dict = {}
+    for grid in {tuple(info["grid"]) for info in meta.values()}:  # one load per grid: shared dask chunks once
+        names = [n for n, info in meta.items() if tuple(info["grid"]) == grid]
+        own = _own_region(region, stack, list(grid))
+        loaded.update(ds[names].isel({d: s for d, s in own.items() if d in ds[names].dims}).load().data_vars)
     for name, info in meta.items():
         ydim, xdim, f = info["grid"]
         own = _own_region(region, stack, info["grid"])
-        da = ds[name].isel({d: s for d, s in own.items() if d in ds[name].dims})
+        da = loaded[name]
         values = da.transpose(*[d for d in (info["band_dim"], stack.tdim, ydim, xdim) if d]).values
         values = values.astype(np.float64)
         if info["band_dim"] is None:
@@ -352,6 +358,34 @@ def _clean_encodings(ds: xr.Dataset, rules: Mapping) -> xr.Dataset:
     return out
 
 
+def _rest(ds: xr.Dataset, stacks: list[_Stack], skipped: list[str], rules: Mapping) -> xr.Dataset:
+    """What a store keeps of ``ds`` besides the stacks (written losslessly), with the attributes
+    :func:`tec2xarray` needs to rebuild the original: variable order, encodings, own fill values."""
+    coded = [m.name for s in stacks for m in s.members]
+    kept = ds.drop_vars(list(dict.fromkeys(coded + skipped)))
+    rest = _clean_encodings(kept, rules)
+    rest.attrs[ORDER_ATTR] = [str(n) for n in ds.data_vars if n not in skipped]
+    rest.attrs[ENCODINGS_ATTR] = _json_safe({str(n): _kept_encoding(v) for n, v in kept.variables.items()})
+    rest.attrs[FILL_ATTR] = [str(n) for n, v in kept.variables.items() if "_FillValue" in v.attrs]
+    return rest
+
+
+def _create_stacks(ds: xr.Dataset, stacks: list[_Stack], rules: Mapping, store: Any) -> dict[str, dict]:
+    """Create the (empty) stack arrays in the group at ``store``; returns each stack's variable metadata."""
+    group = zarr.open_group(store, mode="a")
+    metas = {}
+    for stack in stacks:
+        metas[stack.name] = _variable_meta(ds, stack, rules)
+        t = ds.sizes[stack.tdim] if stack.tdim else 1
+        group.create_array(
+            stack.name, shape=(t, len(L2A_BANDS), ds.sizes[stack.ydim], ds.sizes[stack.xdim]), dtype="float32",
+            chunks=(stack.chunks[0], len(L2A_BANDS), *stack.chunks[1:]), fill_value=np.nan,
+            serializer=TecZarrCodec(model=stack.model, quality=stack.quality), compressors=None,
+            dimension_names=(stack.tdim or f"{stack.name}_time", f"{stack.name}_band", stack.ydim, stack.xdim),
+            attributes={"tcube": {"version": 1, "time_dim": stack.tdim, "variables": metas[stack.name]}})
+    return metas
+
+
 def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None = None, *,
                model: str = "tec-hp", quality: int = 8, compute_stats: bool = False, batch_chunks: int = 8,
                progress: Callable[[int, int], None] | None = None) -> list[dict] | None:
@@ -393,26 +427,10 @@ def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None =
     rules = dict(rules or {})
     _check_rules(ds, rules)
     stacks, skipped = _plan(ds, rules, model, quality)
-    coded = [m.name for s in stacks for m in s.members]
-    kept = ds.drop_vars(list(dict.fromkeys(coded + skipped)))
-    rest = _clean_encodings(kept, rules)
-    rest.attrs[ORDER_ATTR] = [str(n) for n in ds.data_vars if n not in skipped]
-    rest.attrs[ENCODINGS_ATTR] = _json_safe({str(n): _kept_encoding(v) for n, v in kept.variables.items()})
-    rest.attrs[FILL_ATTR] = [str(n) for n, v in kept.variables.items() if "_FillValue" in v.attrs]
-    rest.to_zarr(store, mode="w", zarr_format=3, consolidated=False)
-    group = zarr.open_group(store, mode="a")
+    _rest(ds, stacks, skipped, rules).to_zarr(store, mode="w", zarr_format=3, consolidated=False)
+    metas = _create_stacks(ds, stacks, rules, store)
     jobs = [(s, r) for s in stacks for r in _regions(s, ds.sizes, batch_chunks)]
-    metas = {}
     with zarr.config.set({"codec_pipeline.batch_size": batch_chunks}):
-        for stack in stacks:
-            metas[stack.name] = _variable_meta(ds, stack, rules)
-            t = ds.sizes[stack.tdim] if stack.tdim else 1
-            group.create_array(
-                stack.name, shape=(t, len(L2A_BANDS), ds.sizes[stack.ydim], ds.sizes[stack.xdim]), dtype="float32",
-                chunks=(stack.chunks[0], len(L2A_BANDS), *stack.chunks[1:]), fill_value=np.nan,
-                serializer=TecZarrCodec(model=stack.model, quality=stack.quality), compressors=None,
-                dimension_names=(stack.tdim or f"{stack.name}_time", f"{stack.name}_band", stack.ydim, stack.xdim),
-                attributes={"tcube": {"version": 1, "time_dim": stack.tdim, "variables": metas[stack.name]}})
         arrays = {s.name: zarr.open_array(store, path=s.name, mode="a") for s in stacks}
         for done, (stack, region) in enumerate(jobs, 1):
             arrays[stack.name][_stack_slices(stack, region)] = _read_block(ds, stack, metas[stack.name], region)
@@ -497,6 +515,7 @@ def tec2xarray(store: Any, chunks: Mapping | None = None) -> xr.Dataset:
             restored[var] = da
     drop = stacks + [d for n in stacks for d in ds[n].dims if d.startswith(n) and d in ds.variables]
     out = ds.drop_vars(drop)
+    out.attrs.pop(JOB_ATTR, None)
     order = out.attrs.pop(ORDER_ATTR, list(out.data_vars) + list(restored))
     own_fill = set(out.attrs.pop(FILL_ATTR, []))
     for name, enc in out.attrs.pop(ENCODINGS_ATTR, {}).items():
