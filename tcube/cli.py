@@ -1,4 +1,4 @@
-"""Command line: ``tcube compress | decompress | info | preview | bench | demo | train``."""
+"""Command line: ``tcube compress | recompress | decompress | info | preview | bench | demo | train``."""
 
 from __future__ import annotations
 
@@ -76,14 +76,66 @@ def _load_rules(path: str | None) -> dict:
         raise InputError(f"rules file {path}: {exc}") from exc
 
 
+def _parallel_requested(args: argparse.Namespace) -> bool:
+    return args.workers is not None or args.gpus is not None or args.scheduler is not None
+
+
+def _gpu_ids(text: str) -> list[str]:
+    if text == "all":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--gpus all: no CUDA GPU is visible")
+        return [str(i) for i in range(torch.cuda.device_count())]
+    ids = [g.strip() for g in text.split(",") if g.strip()]
+    if not ids:
+        raise InputError(f"--gpus takes GPU ids like 0,1 or 'all', got {text!r}")
+    return ids
+
+
+def _run_parallel(func, args: argparse.Namespace, *params, **options) -> int:
+    """Run a :mod:`tcube.parallel` job with the command's flags; print its report."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.scheduler:
+            from distributed import Client
+
+            client = stack.enter_context(Client(args.scheduler))
+        report = func(args.input, args.output, *params, client=client, workers=args.workers,
+                      gpus=_gpu_ids(args.gpus) if args.gpus else None, batch=args.batch, overwrite=args.overwrite,
+                      progress=Progress(func.__name__, not (args.json or args.quiet)), **options)
+    _emit(report.to_dict(), args.json, str(report))
+    return EXIT_OK
+
+
+def _cmd_recompress(args: argparse.Namespace) -> int:
+    from tcube import parallel
+
+    return _run_parallel(parallel.recompress, args, args.model, args.quality, _rules(args))
+
+
+def _rules(args: argparse.Namespace) -> dict:
+    rules = _load_rules(args.rules)
+    if args.chunks:
+        rules.setdefault("*", {})["chunks"] = args.chunks
+    return rules
+
+
 def _cmd_compress(args: argparse.Namespace) -> int:
     from tcube.io import open_dataset
     from tcube.xarray import describe_store, format_stats, xarray2tec
 
+    if _parallel_requested(args):
+        from tcube import parallel
+
+        if args.stats:
+            raise InputError("--stats decodes the whole store in this process: not with --workers, --gpus or "
+                             "--scheduler (run tcube compress --stats on a sample instead)")
+        return _run_parallel(parallel.compress, args, args.model, args.quality, _rules(args))
     ds = open_dataset(args.input)
-    rules = _load_rules(args.rules)
-    if args.chunks:
-        rules.setdefault("*", {})["chunks"] = args.chunks
+    rules = _rules(args)
     start = time.perf_counter()
     xarray2tec(ds, args.output, rules, model=args.model, quality=args.quality, batch_chunks=args.batch,
                progress=Progress("compress", not (args.json or args.quiet)))
@@ -117,6 +169,12 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in (".nc", ".nc4", ".zarr"):
         raise InputError(f"{out}: write .nc (NetCDF) or .zarr (plain zarr)")
+    if _parallel_requested(args):
+        if out.suffix.lower() != ".zarr":
+            raise InputError(f"{out}: --workers, --gpus and --scheduler write plain zarr (.zarr) only")
+        from tcube import parallel
+
+        return _run_parallel(parallel.decompress, args)
     ds = tec2xarray(args.input)
     with ProgressBar(out=sys.stderr) if not (args.json or args.quiet) else contextlib.nullcontext():
         if out.suffix.lower() == ".zarr":
@@ -178,6 +236,17 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_parallel_flags(p: argparse.ArgumentParser, always: bool = False) -> None:
+    g = p.add_argument_group(
+        "dask" if always else "dask (any of these runs the job on a dask cluster, resumably)",
+        "A rerun of the same job keeps the valid chunks and writes the rest; another job's store is "
+        "only replaced with --overwrite.")
+    g.add_argument("--workers", type=int, help="CPU workers of a local cluster (default: one per core)")
+    g.add_argument("--gpus", help="GPU ids (0,1 or all): one worker per GPU, pinned to it")
+    g.add_argument("--scheduler", help="address of a running dask scheduler to use instead (tcp://host:8786)")
+    g.add_argument("--overwrite", action="store_true", help="replace an output store that holds another job")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tcube", description="Learned compression of Sentinel-2 datacubes.", epilog=EXIT_CODES,
@@ -195,20 +264,41 @@ def build_parser() -> argparse.ArgumentParser:
                     "  tcube compress in.zarr out.zarr --rules rules.json   "
                     "# {\"red\": {\"band\": \"B04\"}, \"QA\": {\"skip\": true}}")
     c.add_argument("input", help="zarr store, NetCDF file, GeoTIFF, or a folder of per-date or per-band GeoTIFFs")
-    c.add_argument("output", help="zarr store to write (overwritten)")
+    c.add_argument("output", help="zarr store to write (overwritten; with dask: resumed, see below)")
     c.add_argument("--model", default="tec-hp", help="learned model (tcube info lists them)")
     c.add_argument("--quality", type=int, default=8, help="1 (smallest) .. 16 (best)")
     c.add_argument("--chunks", type=int, nargs=3, metavar=("T", "Y", "X"), help="chunk sizes (default 1 256 256)")
     c.add_argument("--rules", help="JSON file: per variable model, quality, chunks, lossless, skip, band, scale, "
                                    "offset, nodata, native_grid ('*' for all)")
-    c.add_argument("--batch", type=int, default=8, help="chunks per model call")
-    c.add_argument("--stats", action="store_true", help="decode again and report bytes, bpppb, ratio, PSNR, SSIM")
+    c.add_argument("--batch", type=int, default=8, help="chunks per model call (with dask: per task)")
+    c.add_argument("--stats", action="store_true",
+                   help="decode again and report bytes, bpppb, ratio, PSNR, SSIM (not with the dask flags)")
+    _add_parallel_flags(c)
     _add_output_flags(c)
     c.set_defaults(func=_cmd_compress)
+
+    r = _subcommand(
+        sub, "recompress", "re-code a zarr store (zstd or any codec, or tcube at other settings) on a dask cluster",
+        description="Like compress --workers, for zarr stores: a tcube store is decoded first, so its variables "
+                    "come out as they went in.\n\nexamples:\n"
+                    "  tcube recompress archive.zstd.zarr archive.tcube.zarr --quality 8 --workers 2\n"
+                    "  tcube recompress archive.tcube.zarr smaller.zarr --quality 4 --gpus all")
+    r.add_argument("input", help="zarr store")
+    r.add_argument("output", help="tcube zarr store to write (or resume)")
+    r.add_argument("--model", default="tec-hp", help="learned model (tcube info lists them)")
+    r.add_argument("--quality", type=int, default=8, help="1 (smallest) .. 16 (best)")
+    r.add_argument("--chunks", type=int, nargs=3, metavar=("T", "Y", "X"), help="chunk sizes (default 1 256 256)")
+    r.add_argument("--rules", help="JSON file of per variable rules, as for compress")
+    r.add_argument("--batch", type=int, default=8, help="chunks per task, coded in shared forward passes")
+    _add_parallel_flags(r, always=True)
+    _add_output_flags(r)
+    r.set_defaults(func=_cmd_recompress)
 
     x = _subcommand(sub, "decompress", "decode a tcube store into NetCDF (.nc) or plain zarr (.zarr)")
     x.add_argument("input", help="zarr store written by tcube compress / xarray2tec")
     x.add_argument("output", help="file.nc or store.zarr")
+    x.add_argument("--batch", type=int, default=8, help="chunks per task (with dask)")
+    _add_parallel_flags(x)
     _add_output_flags(x)
     x.set_defaults(func=_cmd_decompress)
 

@@ -21,6 +21,10 @@ def _existing(path: str | Path) -> Path:
         raise InputError(f"{path}: no such file or folder")
     return path
 
+def _text(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
 def band_name(text: str) -> str | None:
     """Canonical band name ("B8A", "B02") found in a file or variable name, if any.
 
@@ -262,7 +266,8 @@ def open_dataset(path: str | Path):
     path = _existing(path)
     suffix = path.suffix.lower()
     if suffix == ".zarr" or (path.is_dir() and any((path / m).exists() for m in ("zarr.json", ".zgroup"))):
-        return xr.open_zarr(str(path), consolidated=None)
+        consolidated = (path / ".zmetadata").exists() or '"consolidated_metadata": {' in _text(path / "zarr.json")
+        return xr.open_zarr(str(path), consolidated=consolidated)
     if suffix in (".nc", ".nc4", ".netcdf"):
         return _open_netcdf(path)
     if suffix in (".tif", ".tiff"):
