@@ -46,6 +46,7 @@ from tcube.codecs import TecZarrCodec, read_stored_chunk, stored_chunk_problem, 
 from tcube.errors import InputError
 from tcube.io import open_dataset
 from tcube.models import load_model
+from tcube.models.registry import default_device
 from tcube.xarray import (
     JOB_ATTR,
     STACK_PREFIX,
@@ -55,6 +56,7 @@ from tcube.xarray import (
     _plan,
     _read_block,
     _rest,
+    _rules_for,
     _Stack,
     _variable_meta,
     tec2xarray,
@@ -133,7 +135,7 @@ class Report:
                  f"already valid), {self.bytes_in / 1e6:.1f} MB in, {self.bytes_out / 1e6:.2f} MB out (ratio "
                  f"{ratio:.1f}), {self.seconds:.1f} s, {self.mb_per_s:.1f} MB/s (setup {self.setup_seconds:.1f} s)"]
         for name, w in sorted(self.workers.items()):
-            lines.append(f"  worker {name}: {w['chunks']} chunks, {w['bytes_in'] / 1e6:.1f} MB in "
+            lines.append(f"  worker {name} ({w['device']}): {w['chunks']} chunks, {w['bytes_in'] / 1e6:.1f} MB in "
                          f"{w['seconds']:.1f} s busy, {w['mb_per_s']:.1f} MB/s")
         return "\n".join(lines)
 
@@ -165,9 +167,8 @@ class TcubeWorkerPlugin(WorkerPlugin):
         share = os.cpu_count() or 1
         share //= max(1, self.workers_per_host.get(host, 1)) * max(1, worker.state.nthreads)
         torch.set_num_threads(max(1, share))
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         for model in self.models:
-            load_model(model, device)
+            load_model(model)  # on the default device: $TCUBE_DEVICE, else CUDA if visible, else CPU
 
 
 def _host(address: str) -> str:
@@ -214,8 +215,6 @@ def _client(client: Any, workers: int | None, gpus: Sequence[int | str] | None, 
         if client is None:
             cluster = stack.enter_context(local_cluster(workers, gpus))
             client = stack.enter_context(Client(cluster))
-        elif workers is not None or gpus:
-            raise InputError("workers and gpus start a local cluster: give them or a client, not both")
         hosts = [_host(a) for a in client.scheduler_info(n_workers=-1)["workers"]]
         client.register_plugin(TcubeWorkerPlugin(models, {h: hosts.count(h) for h in hosts}), name="tcube")
         yield client
@@ -287,13 +286,15 @@ def _fill(job: _Job, index: int, coords: list[tuple], dataset: xr.Dataset | None
         ds = dataset if dataset is not None else _open_source(job.source_kind, job.source_path, job.fingerprint)
         group = zarr.open_group(job.dst, mode="r+")
         written, bytes_out = (_fill_stack if target.stack is not None else _fill_plain)(ds, group, target, coords)
-    return {"worker": _worker_name(), "chunks": len(coords), "written": len(written),
+    return {"worker": _worker_name(), "device": default_device(), "chunks": len(coords), "written": len(written),
             "bytes_in": sum(target.bytes_in(c) for c in written), "bytes_out": bytes_out,
             "seconds": time.perf_counter() - start}
 
 
-def _plain_chunks(da: xr.DataArray) -> tuple[int, ...]:
-    """Chunks of a variable written losslessly: the source's dask chunks, else (1, ..., 256, 256)."""
+def _plain_chunks(da: xr.DataArray, rule: Mapping) -> tuple[int, ...]:
+    """Chunks of a variable written losslessly: its rule's, else the source's dask chunks, else (1, ..., 256, 256)."""
+    if len(rule.get("chunks", ())) == da.ndim:
+        return tuple(min(int(c), n) for c, n in zip(rule["chunks"], da.shape))
     if da.chunks:
         return tuple(int(c[0]) for c in da.chunks)
     if da.ndim == 1:
@@ -306,7 +307,7 @@ def _big(var: xr.Variable) -> bool:
     return var.dtype.kind in "iuf" and var.ndim > 0 and var.nbytes > SMALL_BYTES
 
 
-def _targets(ds: xr.Dataset, stacks: list[_Stack], metas: dict, rest: xr.Dataset) -> list[_Target]:
+def _targets(ds: xr.Dataset, stacks: list[_Stack], metas: dict, rest: xr.Dataset, rules: Mapping) -> list[_Target]:
     targets = []
     for s in stacks:
         per_value = sum(len(info["bands"]) * np.dtype(info["dtype"]).itemsize / info["grid"][2] ** 2
@@ -317,8 +318,9 @@ def _targets(ds: xr.Dataset, stacks: list[_Stack], metas: dict, rest: xr.Dataset
     grids: dict[tuple, list[str]] = {}
     for name, var in rest.data_vars.items():
         if _big(var.variable):
-            grids.setdefault((var.dims, var.shape, _plain_chunks(ds[name])), []).append(str(name))
-    for (dims, shape, chunks), names in grids.items():
+            grids.setdefault((var.dims, var.shape, _plain_chunks(ds[name], _rules_for(rules, name))), []).append(name)
+    for (dims, shape, chunks), names in grids.items():  # zarr lists a group's arrays in no fixed order
+        names = sorted(names)
         per_value = sum(ds[n].dtype.itemsize for n in names)
         targets.append(_Target(tuple(names), tuple(map(str, dims)), shape, chunks, per_value))
     return targets
@@ -329,7 +331,8 @@ def _fingerprint(ds: xr.Dataset, source: str, rules: Mapping, targets: list[_Tar
     desc = {"source": source, "rules": _json_safe(dict(rules)),
             "variables": {str(n): [list(map(str, v.dims)), list(v.shape), v.dtype.str]
                           for n, v in ds.variables.items()},
-            "targets": [[t.arrays, t.chunks, t.stack and [t.stack.model, t.stack.quality]] for t in targets]}
+            "targets": sorted([sorted(t.arrays), t.chunks, t.stack and [t.stack.model, t.stack.quality]]
+                              for t in targets)}
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -419,6 +422,7 @@ def _report(dst: str, rows: list[dict], seconds: float, setup: float) -> Report:
         w = workers.setdefault(r["worker"], {"chunks": 0, "written": 0, "bytes_in": 0, "bytes_out": 0, "seconds": 0.0})
         for k in w:
             w[k] += r[k]
+        w["device"] = r["device"]
     for w in workers.values():
         w["mb_per_s"] = w["bytes_in"] / 1e6 / w["seconds"] if w["seconds"] else 0.0
     total = {k: sum(r[k] for r in rows) for k in ("chunks", "written", "bytes_in", "bytes_out")}
@@ -443,6 +447,8 @@ def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | o
     start = time.perf_counter()
     if batch < 1:
         raise InputError(f"batch must be at least 1 chunk, got {batch}")
+    if client is not None and (workers is not None or gpus):
+        raise InputError("workers and gpus start a local cluster: give them or a client, not both")
     dst, (kind, path) = str(dst), source
     rules = dict(rules or {})
     _check_rules(ds, rules)
@@ -451,7 +457,7 @@ def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | o
         load_model(s.model, "cpu").quality_index(s.quality, 1)  # unknown model or quality: fail before any work
     rest = _rest(ds, stacks, skipped, rules)
     metas = {s.name: _variable_meta(ds, s, rules) for s in stacks}
-    targets = _targets(ds, stacks, metas, rest)
+    targets = _targets(ds, stacks, metas, rest, rules)
     fingerprint = _fingerprint(ds, path or "dataset", rules, targets)
     recorded = _recorded_job(dst)
     if recorded == fingerprint and not overwrite:
