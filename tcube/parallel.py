@@ -81,15 +81,21 @@ class _Target:
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
     bytes_per_value: float  # source bytes per grid position, for the report
+    block: tuple[int, ...]  # chunks per task along each axis: a rectangle, read from the source at once
     stack: _Stack | None = None
     meta: dict | None = None
 
-    def grid(self) -> Iterator[tuple[int, ...]]:
-        return itertools.product(*(range(-(-n // c)) for n, c in zip(self.shape, self.chunks)))
+    def tasks(self) -> Iterator[list[tuple[int, ...]]]:
+        """The chunk coordinates of each task: rectangles of ``block`` chunks (smaller at the edges)."""
+        counts = [-(-n // c) for n, c in zip(self.shape, self.chunks)]
+        for start in itertools.product(*(range(0, k, b) for k, b in zip(counts, self.block))):
+            yield list(itertools.product(*(range(s, min(s + b, k)) for s, b, k in zip(start, self.block, counts))))
 
-    def region(self, coords: tuple[int, ...]) -> dict[str, slice]:
-        return {d: slice(i * c, min((i + 1) * c, n))
-                for d, i, c, n in zip(self.dims, coords, self.chunks, self.shape) if d is not None}
+    def region(self, coords: tuple[int, ...], last: tuple[int, ...] | None = None) -> dict[str, slice]:
+        """Source region of the chunk at ``coords`` (or of the chunks from ``coords`` to ``last``)."""
+        last = last or coords
+        return {d: slice(i * c, min((j + 1) * c, n))
+                for d, i, j, c, n in zip(self.dims, coords, last, self.chunks, self.shape) if d is not None}
 
     def bytes_in(self, coords: tuple[int, ...]) -> int:
         return int(self.bytes_per_value * np.prod([s.stop - s.start for s in self.region(coords).values()]))
@@ -202,8 +208,10 @@ def local_cluster(workers: int | None = None, gpus: Sequence[int | str] | None =
                            silence_logs=logging.ERROR)
     if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
-    return LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                        dashboard_address=None, silence_logs=logging.ERROR)
+    n = workers or os.cpu_count() or 1
+    threads = str(max(1, (os.cpu_count() or 1) // n))  # dask's nannies would set 1: torch then uses one core
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                        silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
 
 
 @contextlib.contextmanager
@@ -249,7 +257,15 @@ def _fill_stack(ds: xr.Dataset, group: zarr.Group, target: _Target, coords: list
     todo = [c for c in coords if stored_chunk_problem(arr, c) is not None]
     if not todo:
         return [], 0
-    blocks = [_padded(_read_block(ds, target.stack, target.meta, target.region(c)), arr.chunks) for c in todo]
+    first, last = tuple(map(min, zip(*todo))), tuple(map(max, zip(*todo)))
+    union = target.region(first, last)
+    read = _read_block(ds, target.stack, target.meta, union)  # one read: each source chunk decoded once
+    blocks = []
+    for c in todo:
+        own = target.region(c)
+        cut = [slice(own[d].start - union[d].start, own[d].stop - union[d].start) if d else slice(None)
+               for d in target.dims]
+        blocks.append(_padded(read[tuple(cut)], arr.chunks))
     codec: TecZarrCodec = dataclasses.replace(arr.serializer, batch_frames=sum(len(b) for b in blocks))
     blobs = codec.encode_chunks(blocks, [arr.fill_value] * len(blocks))
     for c, blob in zip(todo, blobs):
@@ -307,14 +323,33 @@ def _big(var: xr.Variable) -> bool:
     return var.dtype.kind in "iuf" and var.ndim > 0 and var.nbytes > SMALL_BYTES
 
 
-def _targets(ds: xr.Dataset, stacks: list[_Stack], metas: dict, rest: xr.Dataset, rules: Mapping) -> list[_Target]:
+def _source_chunk(ds: xr.Dataset, name: str, dim: str, factor: int) -> int:
+    """Size along ``dim`` (of a grid ``factor`` times finer) of the chunks ``name`` is stored in; 0 if unknown."""
+    da = ds[name]
+    size = da.encoding.get("preferred_chunks", {}).get(dim)
+    if size is None and da.chunks:
+        size = da.chunks[da.dims.index(dim)][0]
+    return int(size or 0) * factor
+
+
+def _stack_block(ds: xr.Dataset, s: _Stack, meta: dict, batch: int) -> tuple[int, int, int, int]:
+    """Chunks per task for a stack: whole source chunks in y and x, then dates up to ``batch`` chunks."""
+    name, info = next(iter(meta.items()))
+    ydim, xdim, f = info["grid"]
+    by, bx = (max(1, -(-_source_chunk(ds, name, d, f) // c)) for d, c in ((ydim, s.chunks[1]), (xdim, s.chunks[2])))
+    return max(1, batch // (by * bx)), 1, by, bx
+
+
+def _targets(ds: xr.Dataset, stacks: list[_Stack], metas: dict, rest: xr.Dataset, rules: Mapping,
+             batch: int) -> list[_Target]:
     targets = []
     for s in stacks:
         per_value = sum(len(info["bands"]) * np.dtype(info["dtype"]).itemsize / info["grid"][2] ** 2
                         for info in metas[s.name].values())
         t = ds.sizes[s.tdim] if s.tdim else 1
         targets.append(_Target((s.name,), (s.tdim, None, s.ydim, s.xdim), (t, 12, ds.sizes[s.ydim], ds.sizes[s.xdim]),
-                               (s.chunks[0], 12, *s.chunks[1:]), per_value, s, metas[s.name]))
+                               (s.chunks[0], 12, *s.chunks[1:]), per_value, _stack_block(ds, s, metas[s.name], batch),
+                               s, metas[s.name]))
     grids: dict[tuple, list[str]] = {}
     for name, var in rest.data_vars.items():
         if _big(var.variable):
@@ -322,7 +357,8 @@ def _targets(ds: xr.Dataset, stacks: list[_Stack], metas: dict, rest: xr.Dataset
     for (dims, shape, chunks), names in grids.items():  # zarr lists a group's arrays in no fixed order
         names = sorted(names)
         per_value = sum(ds[n].dtype.itemsize for n in names)
-        targets.append(_Target(tuple(names), tuple(map(str, dims)), shape, chunks, per_value))
+        block = (1,) * (len(shape) - 1) + (batch,)
+        targets.append(_Target(tuple(names), tuple(map(str, dims)), shape, chunks, per_value, block))
     return targets
 
 
@@ -380,12 +416,8 @@ def _remove_partial_files(dst: str) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _batches(targets: list[_Target], batch: int) -> list[tuple[int, list[tuple]]]:
-    out = []
-    for index, target in enumerate(targets):
-        grid = list(target.grid())
-        out.extend((index, grid[i:i + batch]) for i in range(0, len(grid), batch))
-    return out
+def _batches(targets: list[_Target]) -> list[tuple[int, list[tuple]]]:
+    return [(index, coords) for index, target in enumerate(targets) for coords in target.tasks()]
 
 
 def _run(client: Any, job: _Job, dataset: xr.Dataset | None, batches: list, progress: Callable | None) -> list[dict]:
@@ -457,7 +489,7 @@ def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | o
         load_model(s.model, "cpu").quality_index(s.quality, 1)  # unknown model or quality: fail before any work
     rest = _rest(ds, stacks, skipped, rules)
     metas = {s.name: _variable_meta(ds, s, rules) for s in stacks}
-    targets = _targets(ds, stacks, metas, rest, rules)
+    targets = _targets(ds, stacks, metas, rest, rules, batch)
     fingerprint = _fingerprint(ds, path or "dataset", rules, targets)
     recorded = _recorded_job(dst)
     if recorded == fingerprint and not overwrite:
@@ -471,7 +503,7 @@ def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | o
     models = sorted({s.model for s in stacks} | set(_source_models(path if kind == "store" else None)))
     with _client(client, workers, gpus, models) as c:
         setup = time.perf_counter() - start
-        rows = _run(c, job, ds if kind is None else None, _batches(targets, batch), progress)
+        rows = _run(c, job, ds if kind is None else None, _batches(targets), progress)
     return _report(dst, rows, time.perf_counter() - start - setup, setup)
 
 
