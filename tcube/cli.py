@@ -236,6 +236,14 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_coding_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tec-hp", help="learned model (tcube info lists them)")
+    p.add_argument("--quality", type=int, default=8, help="1 (smallest) .. 16 (best)")
+    p.add_argument("--chunks", type=int, nargs=3, metavar=("T", "Y", "X"), help="chunk sizes (default 1 256 256)")
+    p.add_argument("--rules", help="JSON file: per variable model, quality, chunks, lossless, skip, band, scale, "
+                                   "offset, nodata, native_grid ('*' for all)")
+
+
 def _add_parallel_flags(p: argparse.ArgumentParser, always: bool = False) -> None:
     g = p.add_argument_group(
         "dask" if always else "dask (any of these runs the job on a dask cluster, resumably)",
@@ -265,11 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "# {\"red\": {\"band\": \"B04\"}, \"QA\": {\"skip\": true}}")
     c.add_argument("input", help="zarr store, NetCDF file, GeoTIFF, or a folder of per-date or per-band GeoTIFFs")
     c.add_argument("output", help="zarr store to write (overwritten; with dask: resumed, see below)")
-    c.add_argument("--model", default="tec-hp", help="learned model (tcube info lists them)")
-    c.add_argument("--quality", type=int, default=8, help="1 (smallest) .. 16 (best)")
-    c.add_argument("--chunks", type=int, nargs=3, metavar=("T", "Y", "X"), help="chunk sizes (default 1 256 256)")
-    c.add_argument("--rules", help="JSON file: per variable model, quality, chunks, lossless, skip, band, scale, "
-                                   "offset, nodata, native_grid ('*' for all)")
+    _add_coding_flags(c)
     c.add_argument("--batch", type=int, default=8, help="chunks per model call (with dask: per task)")
     c.add_argument("--stats", action="store_true",
                    help="decode again and report bytes, bpppb, ratio, PSNR, SSIM (not with the dask flags)")
@@ -285,10 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "  tcube recompress archive.tcube.zarr smaller.zarr --quality 4 --gpus all")
     r.add_argument("input", help="zarr store")
     r.add_argument("output", help="tcube zarr store to write (or resume)")
-    r.add_argument("--model", default="tec-hp", help="learned model (tcube info lists them)")
-    r.add_argument("--quality", type=int, default=8, help="1 (smallest) .. 16 (best)")
-    r.add_argument("--chunks", type=int, nargs=3, metavar=("T", "Y", "X"), help="chunk sizes (default 1 256 256)")
-    r.add_argument("--rules", help="JSON file of per variable rules, as for compress")
+    _add_coding_flags(r)
     r.add_argument("--batch", type=int, default=8, help="chunks per task, coded in shared forward passes")
     _add_parallel_flags(r, always=True)
     _add_output_flags(r)

@@ -516,11 +516,13 @@ def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model:
     Parameters
     ----------
     src : path or xarray.Dataset
-        Anything :func:`tcube.io.open_dataset` opens (workers open it themselves), or a Dataset
-        (sent once to each worker: lazily backed ones stay lazy).
+        Anything :func:`tcube.io.open_dataset` opens (workers open it themselves: the path must
+        be valid on every worker), or a Dataset (sent once to each worker: lazily backed ones
+        stay lazy; the job is then known by its variables and sizes, not its values, so pass
+        ``overwrite`` when the values changed).
     dst : path or URL
-        The zarr store to write (layout of :func:`tcube.xarray2tec`). Rerunning the same job
-        resumes it; another job's store is replaced only with ``overwrite``.
+        The zarr store to write (layout of :func:`tcube.xarray2tec`), reachable by every worker.
+        Rerunning the same job resumes it; another job's store is replaced only with ``overwrite``.
     model, quality, rules
         As in :func:`tcube.xarray2tec`.
     client : distributed.Client, optional

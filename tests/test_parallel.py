@@ -226,3 +226,14 @@ def test_killed_job_resumes_to_the_uninterrupted_result(sample, tmp_path):
     report = json.loads(out)
     assert 0 < report["written"] < report["chunks"]
     assert _chunks(killed) == expected
+
+
+def test_cli_refuses_what_dask_runs_cannot_do(source, tmp_path, capsys):
+    from tcube.cli import EXIT_INPUT, main
+
+    assert main(["compress", str(source), str(tmp_path / "a.zarr"), "--workers", "1", "--stats"]) == EXIT_INPUT
+    assert "--stats" in capsys.readouterr().err
+    assert main(["decompress", str(source), str(tmp_path / "a.nc"), "--workers", "1"]) == EXIT_INPUT
+    assert "plain zarr (.zarr) only" in capsys.readouterr().err
+    assert main(["compress", str(source), str(tmp_path / "a.zarr"), "--gpus", ","]) == EXIT_INPUT
+    assert not (tmp_path / "a.zarr").exists()
