@@ -539,10 +539,13 @@ def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model:
 
     Examples
     --------
-    >>> import tcube, tcube.parallel  # doctest: +SKIP
-    >>> report = tcube.parallel.compress("archive.zarr", "archive.tcube.zarr", quality=8, workers=2)
-    >>> print(report)
-    archive.tcube.zarr: 2560 of 2560 chunks written (0 already valid), ...
+    >>> import tempfile, xarray as xr, tcube
+    >>> cube = tcube.data.load_sample_cube()[:, :, :64, :64]
+    >>> ds = xr.Dataset({b: (("time", "y", "x"), cube[:, i]) for i, b in enumerate(tcube.bands.L2A_BANDS)})
+    >>> out = tempfile.mkdtemp() + "/cube.zarr"
+    >>> report = compress(ds, out, model="tec-fp", workers=1)
+    >>> report.written, tcube.tec2xarray(out)["B04"].shape
+    (4, (4, 64, 64))
     """
     ds = src if isinstance(src, xr.Dataset) else open_dataset(src)
     source = (None, None) if isinstance(src, xr.Dataset) else ("dataset", str(src))
@@ -558,8 +561,7 @@ def recompress(src: str | os.PathLike, dst: str | os.PathLike, model: str = "tec
 
     Examples
     --------
-    >>> import tcube.parallel  # doctest: +SKIP
-    >>> tcube.parallel.recompress("archive.zstd.zarr", "archive.tcube.zarr", quality=6, workers=2)
+    >>> recompress("archive.zstd.zarr", "archive.tcube.zarr", quality=6, workers=2)  # doctest: +SKIP
     """
     return _convert(tec2xarray(str(src)), ("store", str(src)), dst, rules, model, quality, **_run_options(kwargs))
 
@@ -571,8 +573,7 @@ def decompress(src: str | os.PathLike, dst: str | os.PathLike, **kwargs: Any) ->
 
     Examples
     --------
-    >>> import tcube.parallel  # doctest: +SKIP
-    >>> tcube.parallel.decompress("archive.tcube.zarr", "archive.zarr", workers=2)
+    >>> decompress("archive.tcube.zarr", "archive.zarr", workers=2)  # doctest: +SKIP
     """
     ds = tec2xarray(str(src))
     return _convert(ds, ("store", str(src)), dst, {"*": {"lossless": True}}, "tec-hp", 8, **_run_options(kwargs))
