@@ -42,7 +42,8 @@ import xarray as xr
 import zarr
 from distributed import WorkerPlugin
 
-from tcube.codecs import TecZarrCodec, read_stored_chunk, stored_chunk_problem, write_stored_chunk
+from tcube.bands import L2A_BANDS
+from tcube.codecs import TecZarrCodec, check_settings, read_stored_chunk, stored_chunk_problem, write_stored_chunk
 from tcube.errors import InputError
 from tcube.io import open_dataset
 from tcube.models import load_model
@@ -347,9 +348,9 @@ def _targets(ds: xr.Dataset, stacks: list[_Stack], metas: dict, rest: xr.Dataset
         per_value = sum(len(info["bands"]) * np.dtype(info["dtype"]).itemsize / info["grid"][2] ** 2
                         for info in metas[s.name].values())
         t = ds.sizes[s.tdim] if s.tdim else 1
-        targets.append(_Target((s.name,), (s.tdim, None, s.ydim, s.xdim), (t, 12, ds.sizes[s.ydim], ds.sizes[s.xdim]),
-                               (s.chunks[0], 12, *s.chunks[1:]), per_value, _stack_block(ds, s, metas[s.name], batch),
-                               s, metas[s.name]))
+        shape = (t, len(L2A_BANDS), ds.sizes[s.ydim], ds.sizes[s.xdim])
+        targets.append(_Target((s.name,), (s.tdim, None, s.ydim, s.xdim), shape, (s.chunks[0], len(L2A_BANDS),
+                               *s.chunks[1:]), per_value, _stack_block(ds, s, metas[s.name], batch), s, metas[s.name]))
     grids: dict[tuple, list[str]] = {}
     for name, var in rest.data_vars.items():
         if _big(var.variable):
@@ -474,8 +475,8 @@ def _source_models(path: str | None) -> list[str]:
 
 
 def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | os.PathLike, rules: Mapping | None,
-             model: str, quality: int, client: Any, workers: int | None, gpus: Sequence | None, batch: int,
-             overwrite: bool, progress: Callable | None) -> Report:
+             model: str, quality: int, *, client: Any = None, workers: int | None = None, gpus: Sequence | None = None,
+             batch: int = 8, overwrite: bool = False, progress: Callable | None = None) -> Report:
     start = time.perf_counter()
     if batch < 1:
         raise InputError(f"batch must be at least 1 chunk, got {batch}")
@@ -486,7 +487,7 @@ def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | o
     _check_rules(ds, rules)
     stacks, skipped = _plan(ds, rules, model, quality)
     for s in stacks:
-        load_model(s.model, "cpu").quality_index(s.quality, 1)  # unknown model or quality: fail before any work
+        check_settings(s.model, s.quality, None)  # unknown model or quality: fail before any work
     rest = _rest(ds, stacks, skipped, rules)
     metas = {s.name: _variable_meta(ds, s, rules) for s in stacks}
     targets = _targets(ds, stacks, metas, rest, rules, batch)
@@ -497,7 +498,7 @@ def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | o
     else:
         _check_destination(dst, recorded, fingerprint, overwrite)
         _template(rest, targets).to_zarr(dst, mode="w", zarr_format=3, consolidated=False, compute=False)
-        _create_stacks(ds, stacks, rules, dst)
+        _create_stacks(ds, stacks, metas, dst)
         zarr.open_group(dst, mode="r+").attrs[JOB_ATTR] = {"fingerprint": fingerprint, "source": path or "dataset"}
     job = _Job(dst, tuple(targets), fingerprint, kind, path)
     models = sorted({s.model for s in stacks} | set(_source_models(path if kind == "store" else None)))
@@ -549,7 +550,8 @@ def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model:
     """
     ds = src if isinstance(src, xr.Dataset) else open_dataset(src)
     source = (None, None) if isinstance(src, xr.Dataset) else ("dataset", str(src))
-    return _convert(ds, source, dst, rules, model, quality, client, workers, gpus, batch, overwrite, progress)
+    return _convert(ds, source, dst, rules, model, quality, client=client, workers=workers, gpus=gpus, batch=batch,
+                    overwrite=overwrite, progress=progress)
 
 
 def recompress(src: str | os.PathLike, dst: str | os.PathLike, model: str = "tec-hp", quality: int = 8,
@@ -580,9 +582,9 @@ def decompress(src: str | os.PathLike, dst: str | os.PathLike, **kwargs: Any) ->
 
 
 def _run_options(kwargs: dict) -> dict:
+    """``kwargs`` if they are all run options of :func:`compress` (the defaults are :func:`_convert`'s)."""
     allowed = {"client", "workers", "gpus", "batch", "overwrite", "progress"}
     unknown = set(kwargs) - allowed
     if unknown:
         raise TypeError(f"unexpected arguments {sorted(unknown)} (allowed: {sorted(allowed)})")
-    defaults = {"client": None, "workers": None, "gpus": None, "batch": 8, "overwrite": False, "progress": None}
-    return {**defaults, **kwargs}
+    return kwargs

@@ -274,14 +274,14 @@ def _read_block(ds: xr.Dataset, stack: _Stack, meta: dict, region: dict) -> np.n
     tn = region[stack.tdim].stop - region[stack.tdim].start if stack.tdim else 1
     hn, wn = (region[d].stop - region[d].start for d in (stack.ydim, stack.xdim))
     block = np.full((tn, len(L2A_BANDS), hn, wn), np.nan, np.float32)
+    owns = {tuple(info["grid"]): _own_region(region, stack, info["grid"]) for info in meta.values()}
     loaded: dict = {}
-    for grid in {tuple(info["grid"]) for info in meta.values()}:  # one load per grid: shared dask chunks once
+    for grid, own in owns.items():  # one load per grid: shared dask chunks are computed once
         names = [n for n, info in meta.items() if tuple(info["grid"]) == grid]
-        own = _own_region(region, stack, list(grid))
         loaded.update(ds[names].isel({d: s for d, s in own.items() if d in ds[names].dims}).load().data_vars)
     for name, info in meta.items():
         ydim, xdim, f = info["grid"]
-        own = _own_region(region, stack, info["grid"])
+        own = owns[tuple(info["grid"])]
         da = loaded[name]
         values = da.transpose(*[d for d in (info["band_dim"], stack.tdim, ydim, xdim) if d]).values
         values = values.astype(np.float64)
@@ -370,12 +370,10 @@ def _rest(ds: xr.Dataset, stacks: list[_Stack], skipped: list[str], rules: Mappi
     return rest
 
 
-def _create_stacks(ds: xr.Dataset, stacks: list[_Stack], rules: Mapping, store: Any) -> dict[str, dict]:
-    """Create the (empty) stack arrays in the group at ``store``; returns each stack's variable metadata."""
+def _create_stacks(ds: xr.Dataset, stacks: list[_Stack], metas: Mapping[str, dict], store: Any) -> None:
+    """Create the (empty) stack arrays in the group at ``store``, each with its variables' metadata."""
     group = zarr.open_group(store, mode="a")
-    metas = {}
     for stack in stacks:
-        metas[stack.name] = _variable_meta(ds, stack, rules)
         t = ds.sizes[stack.tdim] if stack.tdim else 1
         group.create_array(
             stack.name, shape=(t, len(L2A_BANDS), ds.sizes[stack.ydim], ds.sizes[stack.xdim]), dtype="float32",
@@ -383,7 +381,6 @@ def _create_stacks(ds: xr.Dataset, stacks: list[_Stack], rules: Mapping, store: 
             serializer=TecZarrCodec(model=stack.model, quality=stack.quality), compressors=None,
             dimension_names=(stack.tdim or f"{stack.name}_time", f"{stack.name}_band", stack.ydim, stack.xdim),
             attributes={"tcube": {"version": 1, "time_dim": stack.tdim, "variables": metas[stack.name]}})
-    return metas
 
 
 def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None = None, *,
@@ -428,7 +425,8 @@ def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None =
     _check_rules(ds, rules)
     stacks, skipped = _plan(ds, rules, model, quality)
     _rest(ds, stacks, skipped, rules).to_zarr(store, mode="w", zarr_format=3, consolidated=False)
-    metas = _create_stacks(ds, stacks, rules, store)
+    metas = {stack.name: _variable_meta(ds, stack, rules) for stack in stacks}
+    _create_stacks(ds, stacks, metas, store)
     jobs = [(s, r) for s in stacks for r in _regions(s, ds.sizes, batch_chunks)]
     with zarr.config.set({"codec_pipeline.batch_size": batch_chunks}):
         arrays = {s.name: zarr.open_array(store, path=s.name, mode="a") for s in stacks}
