@@ -198,6 +198,23 @@ def local_cluster(workers: int | None = None, gpus: Sequence[int | str] | None =
     ...     print(len(cluster.workers))
     1
     """
+    with _environ_kept():  # dask's nannies set OMP_NUM_THREADS etc. in this process while they start workers
+        return _start_local_cluster(workers, gpus)
+
+
+@contextlib.contextmanager
+def _environ_kept() -> Iterator[None]:
+    """Give this process's environment back as it was, whatever the block changed in it."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        os.environ.update(before)
+
+
+def _start_local_cluster(workers: int | None, gpus: Sequence[int | str] | None) -> Any:
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
     if gpus:

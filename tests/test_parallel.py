@@ -178,7 +178,9 @@ def test_bad_input_fails_before_any_work(client, source, tmp_path):
 
 def test_local_cluster_pins_one_worker_per_gpu():
     """Each GPU worker sees only its GPU; without CUDA (here) they code on the CPU."""
+    environ = dict(os.environ)
     with parallel.local_cluster(gpus=["0", "1"]) as cluster, distributed.Client(cluster) as c:
+        assert dict(os.environ) == environ  # the workers' threads settings stay out of the caller's process
         seen = c.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         assert sorted(seen.values()) == ["0", "1"]
         assert len(cluster.workers) == 2 and all(w.nthreads == 1 for w in cluster.workers.values())
