@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import torch
 
-from tcube.bitstream import DIGEST_BYTES, Container, pack, unpack
+from tcube.bitstream import DIGEST_BYTES, FLAG_MASKED_ARRAY, Container, frame_seed, pack, unpack
 from tcube.errors import (
     BitstreamError,
     InputError,
@@ -18,69 +19,80 @@ from tcube.errors import (
     UnknownModelError,
     WeightsMismatchError,
 )
-from tcube.masks import avoid_nodata, check_nodata, fill_invalid, invalid_mask, pack_mask, unpack_mask
+from tcube.masks import CODED_RANGE, avoid_nodata, fill_invalid, invalid_mask, pack_mask, unpack_mask
 from tcube.models import FramePayload, LearnedCodec, list_models, load_model, model_digest
+from tcube.models.base import N_QUALITIES, PASS_PIXELS
+from tcube.validate import (
+    DTYPES,
+    Cube,
+    check_count,
+    check_cube,
+    check_nodata,
+    check_reflectance,
+    check_size,
+    check_units,
+)
 
-#: Input dtypes accepted by :func:`encode` (decoded cubes come back in the same dtype).
-DTYPES = ("uint16", "int16", "float32")
 CODER = "constriction-range-v1"
 #: Per-frame stream of the lossless mask (see :mod:`tcube.masks`).
 MASK_STREAM = "mask"
-#: Largest magnitude accepted in float32 cubes (digital numbers are below 2**16).
-FLOAT_LIMIT = 1e6
+#: Most pixels (frames x height x width) converted to the model's input, or decoded, at once.
+CALL_PIXELS = 4 * PASS_PIXELS
 
 
-def _package_version() -> str:
+def package_version() -> str:
+    """The installed tcube version (written into every blob)."""
     try:
         return version("tcube")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "unknown"
 
 
-def check_cube(cube: np.ndarray, bands: int) -> np.ndarray:
-    """Validate the layout of a (T, C, H, W) or (C, H, W) cube; returns it as (T, C, H, W)."""
-    if not isinstance(cube, np.ndarray):
-        raise InputError(f"cube must be a numpy array, got {type(cube).__name__}")
-    if cube.dtype.name not in DTYPES:
-        raise InputError(f"unsupported dtype {cube.dtype}; use one of {', '.join(DTYPES)}")
-    if cube.ndim not in (3, 4):
-        raise InputError(f"cube must have dims (time, band, y, x) or (band, y, x); "
-                         f"got {cube.ndim} dims {cube.shape}")
-    c4 = cube if cube.ndim == 4 else cube[None]
-    if c4.shape[1] != bands:
-        raise InputError(f"cube has {c4.shape[1]} bands on axis {cube.ndim - 3}; this model codes {bands}")
-    if min(c4.shape) == 0:
-        raise InputError(f"cube has an empty dimension: shape {cube.shape}")
-    return c4
-
-
 @dataclass
 class _Prepared:
-    """A checked cube: model input with masked pixels filled, and the lossless mask streams."""
+    """A checked cube, what the model does not code in it, and its header."""
 
-    cube: np.ndarray
-    frames: np.ndarray
+    cube: Cube
+    invalid: np.ndarray | None  # (T, C, H, W): kept exactly in the mask streams, filled for the model
+    header: dict
     masks: list[bytes]
-    nodata: float | None
+
+    def seeds(self) -> list[int]:
+        """Per frame, the start of its checksum: the header's fields, then its mask stream."""
+        return [zlib.crc32(m, frame_seed(self.header, t)) for t, m in enumerate(self.masks)]
+
+    def model_input(self, t: int, fill: np.ndarray) -> np.ndarray:
+        """Frame ``t`` as the model's input: float32 digital numbers, masked pixels filled smoothly."""
+        x = self.cube.values[t].astype(np.float32)
+        if self.header["scale"] != 1.0 or self.header["offset"] != 0.0:
+            x = (x - np.float32(self.header["offset"])) / np.float32(self.header["scale"])
+        if self.invalid is not None and self.invalid[t].any():
+            x = fill_invalid(x[None], self.invalid[t][None], fill)[0]
+        return x
 
 
-def _prepare(cube: np.ndarray, codec: LearnedCodec, nodata: float | None) -> _Prepared:
-    c4 = check_cube(cube, codec.config.bands)
-    nodata = check_nodata(nodata, c4.dtype)
-    invalid = invalid_mask(c4, nodata)
-    x = c4.astype(np.float32)
-    if invalid is not None:
-        x = fill_invalid(x, invalid, np.asarray(codec.config.mean))
-    if np.abs(x).max() > FLOAT_LIMIT:
-        raise InputError(f"cube has values beyond +-{FLOAT_LIMIT:g}: not Sentinel-2 digital numbers "
-                         "(reflectance x 10000)")
-    masks = [pack_mask(None if invalid is None else invalid[t], c4[t]) for t in range(len(c4))]
-    return _Prepared(cube, x, masks, nodata)
+def _prepare(cube: object, codec: LearnedCodec, base: dict, nodata: float | None, scale: float | None,
+             offset: float | None) -> _Prepared:
+    checked = check_cube(cube, codec.config.bands)
+    values = checked.values
+    nodata = check_nodata(nodata, values.dtype)
+    scale_, offset_ = check_units(scale, offset, values.dtype)
+    coded = tuple(v * scale_ + offset_ for v in CODED_RANGE)
+    invalid = invalid_mask(values, nodata, coded, checked.masked)
+    if scale is None and offset is None:
+        check_reflectance(values, None if invalid is None else ~invalid)
+    header = {**base, "dtype": values.dtype.name, "shape": list(checked.shape), "nodata": nodata, "scale": scale_,
+              "offset": offset_, "flags": FLAG_MASKED_ARRAY if isinstance(cube, np.ma.MaskedArray) else 0}
+    masks = [pack_mask(None if invalid is None else invalid[t], values[t],
+                       None if checked.masked is None else checked.masked[t]) for t in range(len(values))]
+    return _Prepared(checked, invalid, header, masks)
 
 
-def _frames(n: int, batch_size: int):
-    for start in range(0, n, batch_size):
-        yield slice(start, min(n, start + batch_size))
+def _passes(refs: list, pixels: int, batch_size: int) -> Iterator[list]:
+    """``refs`` in runs of at most ``batch_size`` frames and (but for one frame) :data:`CALL_PIXELS`."""
+    n = max(1, min(batch_size, CALL_PIXELS // max(pixels, 1)))
+    for start in range(0, len(refs), n):
+        yield refs[start: start + n]
 
 
 def _groups(keys: list) -> dict:
@@ -92,24 +104,31 @@ def _groups(keys: list) -> dict:
 
 
 def encode(cube: np.ndarray, model: str = "tec-hp", quality: int = 8, *, nodata: float | None = None,
-           device: str | None = None, batch_size: int = 8) -> bytes:
+           scale: float | None = None, offset: float | None = None, device: str | None = None,
+           batch_size: int = 8) -> bytes:
     """Compress a Sentinel-2 cube into a self-describing blob.
 
     Parameters
     ----------
-    cube : ndarray, (T, C, H, W) or (C, H, W), uint16, int16 or float32
-        Digital numbers (reflectance x 10000) in L2A band order; any H and W.
+    cube : ndarray or masked array, (T, C, H, W) or (C, H, W), uint16, int16 or float32
+        Digital numbers (reflectance x 10000) in L2A band order; any H and W up to the limits of
+        :mod:`tcube.bitstream`.
     model : str
         A name from :func:`list_models`.
     quality : int
         1 (smallest) to 16 (best).
     nodata : number, optional
-        Pixels equal to it, like NaN and infinities in float cubes, are kept exactly (a lossless
-        mask beside the learned payload) and are never produced elsewhere by decoding.
+        Pixels equal to it, like NaN and infinities in float cubes, the masked pixels of a masked
+        array and values outside :data:`tcube.masks.CODED_RANGE`, are kept exactly (a lossless
+        mask beside the learned payload); decoding never produces it elsewhere.
+    scale, offset : float, optional
+        Units of a float32 cube: value = digital number x scale + offset (e.g. ``scale=1e-4``
+        for reflectance 0..1). Recorded in the blob: decoding gives values in the same units.
+        Float cubes that look like reflectance without them are refused.
     device : str, optional
         Torch device for the transforms; default CUDA when present. The blob decodes anywhere.
     batch_size : int
-        Frames per forward pass.
+        Frames per forward pass (large frames go through the model in tiles: memory stays bounded).
 
     Examples
     --------
@@ -120,11 +139,13 @@ def encode(cube: np.ndarray, model: str = "tec-hp", quality: int = 8, *, nodata:
     >>> out.shape, bool((out[0, :, :5] == 0).all()), int((out == 0).sum())
     ((2, 12, 40, 52), True, 3120)
     """
-    return encode_batch([cube], model, quality, nodata=nodata, device=device, batch_size=batch_size)[0]
+    return encode_batch([cube], model, quality, nodata=nodata, scale=scale, offset=offset, device=device,
+                        batch_size=batch_size)[0]
 
 
 def encode_batch(cubes: Sequence[np.ndarray], model: str = "tec-hp", quality: int = 8, *,
-                 nodata: float | None = None, device: str | None = None, batch_size: int = 8) -> list[bytes]:
+                 nodata: float | None = None, scale: float | None = None, offset: float | None = None,
+                 device: str | None = None, batch_size: int = 8) -> list[bytes]:
     """:func:`encode` several cubes, sharing forward passes between cubes of equal height and width.
 
     Examples
@@ -134,32 +155,35 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str = "tec-hp", quality: in
     >>> [len(tcube.decode(b)) for b in tcube.api.encode_batch(cubes, model="tec-fp", quality=2)]
     [12, 12, 12]
     """
+    batch_size = check_count(batch_size, "batch_size")
     codec = load_model(model, device)
     codec.quality_index(quality, 1)
-    prepared = [_prepare(c, codec, nodata) for c in cubes]
+    base = {"model": model, "weights": model_digest(model), "quality": int(quality), "coder": CODER,
+            "tcube": package_version()}
+    prepared = [_prepare(c, codec, base, nodata, scale, offset) for c in cubes]
+    fill = np.asarray(codec.config.mean)
+    seeds = [p.seeds() for p in prepared]
     payloads: list[list[FramePayload]] = [[] for _ in prepared]
     if getattr(codec, "temporal", False):  # dates depend on the previous ones: one cube per call
-        payloads = [codec.compress(torch.from_numpy(p.frames), quality) for p in prepared]
+        for i, p in enumerate(prepared):
+            x = np.stack([p.model_input(t, fill) for t in range(len(p.masks))])
+            payloads[i] = codec.compress(torch.from_numpy(x), quality, seeds[i])
     else:
-        for members in _groups([p.frames.shape[-2:] for p in prepared]).values():
-            x = np.concatenate([prepared[i].frames for i in members])
-            coded: list[FramePayload] = []
-            for sl in _frames(len(x), batch_size):
-                coded.extend(codec.compress(torch.from_numpy(x[sl]), quality))
-            for i in members:
-                n = len(prepared[i].frames)
-                payloads[i], coded = coded[:n], coded[n:]
-    base = {"model": model, "weights": model_digest(model), "quality": int(quality), "coder": CODER,
-            "tcube": _package_version()}
-    return [
-        pack({**base, "dtype": p.cube.dtype.name, "shape": list(p.cube.shape), "nodata": p.nodata,
-              "frames": [{"crc": f.symbol_crc} for f in frames]},
-             [{**f.streams, MASK_STREAM: m} for f, m in zip(frames, p.masks)])
-        for p, frames in zip(prepared, payloads)
-    ]
+        for members in _groups([p.cube.values.shape[-2:] for p in prepared]).values():
+            refs = [(i, t) for i in members for t in range(len(prepared[i].masks))]
+            h, w = prepared[members[0]].cube.values.shape[-2:]
+            for run in _passes(refs, h * w, batch_size):
+                x = np.stack([prepared[i].model_input(t, fill) for i, t in run])
+                coded = codec.compress(torch.from_numpy(x), quality, [seeds[i][t] for i, t in run])
+                for (i, _), payload in zip(run, coded):
+                    payloads[i].append(payload)
+    return [pack({**p.header, "frames": [{"crc": f.symbol_crc} for f in frames]},
+                 [{**f.streams, MASK_STREAM: m} for f, m in zip(frames, p.masks)])
+            for p, frames in zip(prepared, payloads)]
 
 
-def _check_header(h: dict) -> None:
+def _check_header(h: dict) -> LearnedCodec:
+    """The model a blob's header names, after checking every field against it and the format's limits."""
     try:
         model, shape, dtype, quality = h["model"], h["shape"], h["dtype"], h["quality"]
     except KeyError as exc:
@@ -172,10 +196,23 @@ def _check_header(h: dict) -> None:
             f"blob was made with other weights of {model!r} (digest {str(h.get('weights'))[:12]}…, installed "
             f"{model_digest(model)[:12]}…); install the tcube version that wrote it ({h.get('tcube')})"
         )
-    if dtype not in DTYPES or len(shape) not in (3, 4) or not isinstance(quality, int):
-        raise BitstreamError(f"blob header is inconsistent: dtype {dtype}, shape {shape}, quality {quality}")
     if h.get("coder") != CODER:
         raise BitstreamError(f"blob uses entropy coder {h.get('coder')!r}; this package reads {CODER!r}")
+    codec = load_model(model, "cpu")
+    bands = shape[-3] if len(shape) in (3, 4) else None
+    if (dtype not in DTYPES or bands != codec.config.bands or min(shape) < 1 or isinstance(quality, bool)
+            or not isinstance(quality, int) or not 1 <= quality <= N_QUALITIES):
+        raise BitstreamError(f"blob header is inconsistent: dtype {dtype}, shape {shape}, quality {quality} "
+                             f"({model} codes {codec.config.bands} bands at qualities 1..{N_QUALITIES})")
+    check_size(tuple(shape), BitstreamError)
+    try:
+        check_nodata(h.get("nodata"), np.dtype(dtype))
+        check_units(h.get("scale", 1.0), h.get("offset", 0.0), dtype)
+    except InputError as exc:
+        raise BitstreamError(f"blob header is inconsistent: {exc}") from exc
+    if h.get("flags", 0) & ~FLAG_MASKED_ARRAY:
+        raise BitstreamError(f"blob header has unknown flags {h['flags']:#x} (a newer tcube wrote it?)")
+    return codec
 
 
 def to_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -187,10 +224,11 @@ def to_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def decode(blob: bytes, *, device: str | None = None, batch_size: int = 8) -> np.ndarray:
-    """Decompress a blob from :func:`encode`: same shape and dtype as the encoded cube.
+    """Decompress a blob from :func:`encode`: same shape, dtype and units as the encoded cube (a
+    masked array when a masked array was encoded).
 
-    Raises a :class:`~tcube.errors.BitstreamError` subclass for foreign, truncated, corrupt or
-    mismatched blobs; never returns garbage.
+    Raises a :class:`~tcube.errors.BitstreamError` subclass for foreign, truncated, corrupt,
+    forged or mismatched blobs; never returns garbage.
 
     Examples
     --------
@@ -208,30 +246,64 @@ def _named(exc: TcubeError, name: str | None) -> TcubeError:
 
 
 def check_blob(blob: bytes) -> Container:
-    """Unpack ``blob`` and check that this installation can decode it (model, weights, coder, frames).
+    """Unpack ``blob`` and check that this installation can decode it (model, weights, coder,
+    shape and limits, frames and their streams).
 
     Raises the :class:`~tcube.errors.BitstreamError` subclass that names the problem.
     """
     container = unpack(blob)
     h = container.header
-    _check_header(h)
+    codec = _check_header(h)
     t = h["shape"][0] if len(h["shape"]) == 4 else 1
     if len(container.frames) != t:
         raise BitstreamError(f"blob header announces {t} frames but holds {len(container.frames)}")
-    if h["version"] >= 2 and any(MASK_STREAM not in f for f in container.frames):
-        raise BitstreamError("blob lacks its mask stream")
+    expected = set(codec.stream_names) | ({MASK_STREAM} if h["version"] >= 2 else set())
+    if container.frames and set(container.frames[0]) != expected:
+        raise BitstreamError(f"blob has streams {sorted(container.frames[0])}; {h['model']} writes "
+                             f"{sorted(expected)}")
     return container
 
 
-def _finish(decoded: np.ndarray, container: Container) -> np.ndarray:
-    """Decoded floats to the blob's dtype and shape, with the masked pixels put back exactly."""
-    h = container.header
-    out = avoid_nodata(to_dtype(decoded, h["dtype"]), h["nodata"])
-    for t, frame in enumerate(container.frames):
-        mask = unpack_mask(frame.get(MASK_STREAM, b""), out.shape[1:], np.dtype(h["dtype"]))
+def _payload(container: Container, t: int) -> FramePayload:
+    """Frame ``t``'s streams for the model, its checksum bound to the header (version 3) and mask."""
+    frame, h = container.frames[t], container.header
+    seed = zlib.crc32(frame.get(MASK_STREAM, b""), frame_seed(h, t)) if h["version"] >= 3 else 0
+    return FramePayload({k: v for k, v in frame.items() if k != MASK_STREAM}, h["frames"][t]["crc"], seed)
+
+
+class _Output:
+    """The array a blob decodes to, filled frame by frame."""
+
+    def __init__(self, container: Container) -> None:
+        h = container.header
+        self.container, self.header = container, h
+        shape = h["shape"] if len(h["shape"]) == 4 else [1, *h["shape"]]
+        self.values = np.empty(shape, h["dtype"])
+        self.masked = np.zeros(shape, bool) if h.get("flags", 0) & FLAG_MASKED_ARRAY else None
+
+    def put(self, t: int, decoded: np.ndarray) -> None:
+        """Store decoded frame ``t`` (float digital numbers): units, dtype, no-data and masked pixels."""
+        h, out = self.header, self.values[t]
+        # version 3 codes only values in CODED_RANGE (the rest is exact in the mask): decode within it too
+        x = np.clip(decoded, *CODED_RANGE) if h["version"] >= 3 else decoded
+        if h.get("scale", 1.0) != 1.0 or h.get("offset", 0.0) != 0.0:
+            x = x * np.float32(h["scale"]) + np.float32(h["offset"])
+        if out.dtype.kind == "f":
+            out[...] = x
+        else:
+            lim = np.iinfo(out.dtype)
+            out[...] = np.clip(np.floor(x + 0.5), lim.min, lim.max)
+        avoid_nodata(out, h["nodata"])
+        mask = unpack_mask(self.container.frames[t].get(MASK_STREAM, b""), out.shape, out.dtype)
         if mask is not None:
-            out[t][mask[0]] = mask[1]
-    return out.reshape(h["shape"])
+            out[mask[0]] = mask[1]
+            if self.masked is not None and mask[2] is not None:
+                self.masked[t] = mask[2]
+
+    def result(self) -> np.ndarray:
+        shape = self.header["shape"]
+        values = self.values.reshape(shape)
+        return values if self.masked is None else np.ma.MaskedArray(values, self.masked.reshape(shape))
 
 
 def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_size: int = 8,
@@ -247,6 +319,7 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
     >>> [c.shape for c in tcube.api.decode_batch(blobs)]
     [(12, 32, 32), (12, 32, 32)]
     """
+    batch_size = check_count(batch_size, "batch_size")
     label = (lambda i: names[i]) if names is not None else (lambda i: None)
     containers = []
     for i, blob in enumerate(blobs):
@@ -254,46 +327,39 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
             containers.append(check_blob(blob))
         except TcubeError as exc:
             raise _named(exc, label(i)) from exc
+    outputs = [_Output(c) for c in containers]
     keys = [(c.header["model"], c.header["quality"], *c.header["shape"][-2:]) for c in containers]
-    decoded: list[list[np.ndarray]] = [[] for _ in containers]
     for (model, quality, height, width), members in _groups(keys).items():
         codec = load_model(model, device)
-        owners = [i for i in members for _ in containers[i].frames]
-        payloads = [FramePayload(s, m["crc"]) for i in members
-                    for s, m in zip(containers[i].frames, containers[i].header["frames"])]
+        refs = [(i, t) for i in members for t in range(len(containers[i].frames))]
         if getattr(codec, "temporal", False):  # one blob's dates per call, in order
-            bounds = np.cumsum([0] + [len(containers[i].frames) for i in members])
-            windows = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+            runs = [[r for r in refs if r[0] == i] for i in members]
         else:
-            windows = list(_frames(len(payloads), batch_size))
-        for sl in windows:
+            runs = list(_passes(refs, height * width, batch_size))
+        for run in runs:
             try:
-                out = codec.decompress(payloads[sl], quality, height, width).cpu().numpy()
+                decoded = codec.decompress([_payload(containers[i], t) for i, t in run], quality, height, width)
+                for (i, t), frame in zip(run, decoded.cpu().numpy()):
+                    outputs[i].put(t, frame)
             except SymbolChecksumError as exc:
-                raise _named(exc, label(owners[sl.start + (exc.frame or 0)])) from exc
-            for i, frame in zip(owners[sl], out):
-                decoded[i].append(frame)
-    out = []
-    for i, (frames, container) in enumerate(zip(decoded, containers)):
-        try:
-            out.append(_finish(np.stack(frames), container))
-        except TcubeError as exc:
-            raise _named(exc, label(i)) from exc
-    return out
+                raise _named(exc, label(run[exc.frame or 0][0])) from exc
+            except TcubeError as exc:
+                raise _named(exc, label(run[0][0])) from exc
+    return [o.result() for o in outputs]
 
 
 def info(blob: bytes) -> dict:
-    """Header of a blob plus sizes and rate, after checking it.
+    """Header of a blob plus sizes and rate, after checking its container (it may name a model or
+    weights this installation does not have: :func:`decode` says so).
 
     Examples
     --------
     >>> import numpy as np, tcube
     >>> d = tcube.info(tcube.encode(np.full((12, 16, 16), 900, dtype=np.uint16), model="tec-fp"))
     >>> d["model"], d["shape"], d["format_version"]
-    ('tec-fp', [12, 16, 16], 2)
+    ('tec-fp', [12, 16, 16], 3)
     """
-    container = unpack(blob)
-    h = dict(container.header)
+    h = dict(unpack(blob).header)
     samples = int(np.prod(h["shape"]))
     h.update(format_version=h.pop("version"), bytes=len(blob), bpppb=8.0 * len(blob) / samples,
              ratio=samples * np.dtype(h["dtype"]).itemsize / len(blob))

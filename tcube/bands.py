@@ -8,6 +8,12 @@ L2A_BANDS: tuple[str, ...] = (
 L1C_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
 )
+#: STAC ``eo:common_name`` values (and Earth Search asset names) of the Sentinel-2 bands.
+COMMON_NAMES: dict[str, str] = {
+    "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05", "rededge2": "B06",
+    "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09", "cirrus": "B10", "swir16": "B11",
+    "swir22": "B12",
+}
 
 #: Per-band mean and standard deviation (SSL4EO-S12 v1.1, digital numbers), in band order.
 L2A_MEAN: tuple[float, ...] = (

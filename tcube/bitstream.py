@@ -7,20 +7,27 @@ Layout (little endian)::
     hlen       u32       length of the header
     header     hlen      model name, first 16 bytes of the weights' SHA-256, quality, dtype,
                          shape, entropy coder, package version, the no-data value (a flag byte
-                         and an f64), stream names, and per frame the CRC32 of its symbols and
-                         the byte length (LEB128) of each stream
+                         and an f64), the units (scale and offset, f64: value = DN x scale +
+                         offset), flags (u8), stream names, and per frame a CRC32 and the byte
+                         length (LEB128) of each stream
     payload              the streams, frame after frame, in header order
     crc        u32       CRC32 of everything before it
 
-Version 2 adds the no-data value and reserves the per-frame stream ``"mask"``: the
-lossless record of the pixels that were not coded by the model (see :mod:`tcube.masks`).
-Version 1 had the per-band normalisation (f32) where version 2 has the no-data value; it is
-part of the weights, which the digest already pins. Version 1 blobs still decode.
+Version 3 (written now) adds the units and the flags (bit 0: decode to a numpy masked array),
+and binds each frame's CRC32 to the header: it covers the frame's decoded symbols and its mask
+stream, seeded by a CRC of the header's fields (:func:`frame_seed`), so a header edited with a
+valid checksum (another shape, dtype, quality, no-data value, or bytes moved between streams)
+fails at decoding instead of decoding to something else. Version 2 added the no-data value and
+the per-frame stream ``"mask"`` (see :mod:`tcube.masks`); version 1 had the per-band
+normalisation where version 2 has the no-data value. Versions 1 and 2 still decode.
 
-The header is binary and small (about 90 bytes plus 8 per frame): blobs are often zarr chunks
+Sizes are bounded (:data:`MAX_SIDE`, :data:`MAX_FRAME_PIXELS`, :data:`MAX_VALUES`): encoders
+refuse bigger cubes and decoders refuse headers that announce them, before any allocation.
+
+The header is binary and small (about 110 bytes plus 8 per frame): blobs are often zarr chunks
 of a few kilobytes. Every way a blob can be damaged raises a
 :class:`~tcube.errors.BitstreamError` subclass that says what is wrong: foreign bytes, an
-unknown version, truncation, a checksum mismatch.
+unknown version, truncation, a checksum mismatch, a header that does not add up.
 """
 
 from __future__ import annotations
@@ -32,10 +39,18 @@ from dataclasses import dataclass, field
 from tcube.errors import CorruptBlobError, NotATcubeBlobError, TruncatedBlobError, UnsupportedVersionError
 
 MAGIC = b"\x89TCUBE\r\n"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 DIGEST_BYTES = 16
 DTYPE_CODES = ("uint16", "int16", "float32")
+#: Largest height or width of a frame.
+MAX_SIDE = 1 << 15
+#: Largest frame (height x width): 67 M pixels, e.g. 8192 x 8192; bigger cubes go in chunks.
+MAX_FRAME_PIXELS = 1 << 26
+#: Largest number of values (dates x bands x height x width) in one blob: 2**30.
+MAX_VALUES = 1 << 30
+#: Flag bits of the header (version 3).
+FLAG_MASKED_ARRAY = 1
 _PREFIX = struct.Struct("<8sHI")
 _CRC = struct.Struct("<I")
 
@@ -101,7 +116,7 @@ class _Reader:
                 raise struct.error("varint too long")
 
 
-def _encode_header(h: dict, frames: list[dict[str, bytes]]) -> bytes:
+def _encode_header(h: dict, frames: list[dict[str, bytes]], version: int) -> bytes:
     w = _Writer()
     w.text(h["model"])
     w.buf += bytes.fromhex(h["weights"])[:DIGEST_BYTES].ljust(DIGEST_BYTES, b"\0")
@@ -111,6 +126,8 @@ def _encode_header(h: dict, frames: list[dict[str, bytes]]) -> bytes:
     w.text(h["tcube"])
     nodata = h.get("nodata")
     w.fmt("Bd", nodata is not None, 0.0 if nodata is None else nodata)
+    if version >= 3:
+        w.fmt("ddB", h.get("scale", 1.0), h.get("offset", 0.0), h.get("flags", 0))
     names = sorted(frames[0]) if frames else []
     w.fmt("B", len(names))
     for name in names:
@@ -141,6 +158,7 @@ def _decode_header(data: bytes, version: int) -> dict:
     else:
         has_nodata, nodata = r.fmt("Bd")
         h["nodata"] = nodata if has_nodata else None
+    h["scale"], h["offset"], h["flags"] = r.fmt("ddB") if version >= 3 else (1.0, 0.0, 0)
     names = [r.text() for _ in range(r.fmt("B"))]
     n_frames = r.fmt("I")
     if n_frames > len(data):
@@ -151,12 +169,12 @@ def _decode_header(data: bytes, version: int) -> dict:
     return h
 
 
-def pack(header: dict, frames: list[dict[str, bytes]]) -> bytes:
+def pack(header: dict, frames: list[dict[str, bytes]], version: int = FORMAT_VERSION) -> bytes:
     """Serialise ``header`` and the frames' streams into a blob.
 
     ``header`` holds model, weights (hex), quality, dtype, shape, coder, tcube (version), nodata
-    (a number or None) and frames (a list of ``{"crc": int}``); the stream lengths are added by
-    this function.
+    (a number or None), scale, offset, flags and frames (a list of ``{"crc": int}``); the stream
+    lengths are added by this function. ``version`` 2 writes the previous format (for tests).
 
     Examples
     --------
@@ -166,8 +184,10 @@ def pack(header: dict, frames: list[dict[str, bytes]]) -> bytes:
     >>> c.frames[0]["y"], c.header["frames"]
     (b'abcd', [{'crc': 7, 'streams': {'y': 4}}])
     """
-    hbytes = _encode_header(header, frames)
-    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(hbytes)) + hbytes + b"".join(
+    if version not in (2, FORMAT_VERSION):
+        raise ValueError(f"cannot write format version {version}")
+    hbytes = _encode_header(header, frames, version)
+    body = _PREFIX.pack(MAGIC, version, len(hbytes)) + hbytes + b"".join(
         streams[name] for streams in frames for name in sorted(streams)
     )
     return body + _CRC.pack(zlib.crc32(body))
@@ -224,3 +244,24 @@ def unpack(blob: bytes) -> Container:
 def read_header(blob: bytes) -> dict:
     """The checked header of ``blob`` (see :func:`unpack`)."""
     return unpack(blob).header
+
+
+#: Header fields that decide what a blob decodes to (the seed of its frames' CRCs, version 3).
+BOUND_FIELDS = ("model", "weights", "quality", "dtype", "shape", "nodata", "scale", "offset", "flags", "coder")
+
+
+def frame_seed(header: dict, index: int) -> int:
+    """CRC32 of the header fields that decide what frame ``index`` decodes to: version 3 seeds
+    the frame's checksum with it.
+
+    Examples
+    --------
+    >>> h = {"model": "m", "weights": "ab" * 16, "quality": 3, "dtype": "int16", "shape": [1, 12, 4, 4],
+    ...      "nodata": None, "scale": 1.0, "offset": 0.0, "flags": 0, "coder": "c"}
+    >>> frame_seed(h, 0) != frame_seed({**h, "quality": 4}, 0) != frame_seed(h, 1)
+    True
+    """
+    fields = [header.get(k) for k in BOUND_FIELDS]
+    if fields[1] is not None:
+        fields[1] = str(fields[1])[: 2 * DIGEST_BYTES]
+    return zlib.crc32(repr((fields, index)).encode())

@@ -8,12 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from tcube.errors import BitstreamError, InputError, TcubeError, UnknownModelError
+from tcube.errors import BitstreamError, InputError, TcubeError, UnfinishedStoreError, UnknownModelError
 
-#: Exit codes: 0 success, 2 bad usage (argparse), 3 bad input, 4 damaged data, 1 any other tcube error.
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT, EXIT_DAMAGED = 0, 1, 2, 3, 4
-EXIT_CODES = """exit codes: 0 success, 2 bad usage, 3 bad input (unknown file, model, quality, rule, band layout),
-4 damaged data (corrupt, truncated or foreign blob or chunk), 1 any other tcube error."""
+#: Exit codes: 0 success, 2 bad usage (argparse), 3 bad input, 4 damaged or unfinished data, 1 any other tcube
+#: error, 130 interrupted (Ctrl-C).
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT, EXIT_DAMAGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_CODES = """exit codes: 0 success, 2 bad usage, 3 bad input (unknown file, model, quality, rule, band layout,
+an output that is a source or would replace something else), 4 damaged data (corrupt, truncated or foreign
+blob or chunk) or an unfinished store, 1 any other tcube error, 130 interrupted (Ctrl-C)."""
 
 
 class Progress:
@@ -120,12 +122,14 @@ def _rules(args: argparse.Namespace) -> dict:
     rules = _load_rules(args.rules)
     if args.chunks:
         rules.setdefault("*", {})["chunks"] = args.chunks
+    if args.scale is not None:
+        rules.setdefault("*", {})["scale"] = args.scale
     return rules
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
     from tcube.io import open_dataset
-    from tcube.xarray import describe_store, format_stats, xarray2tec
+    from tcube.xarray import format_stats, store_stats
 
     if _parallel_requested(args):
         from tcube import parallel
@@ -135,20 +139,29 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                              "--scheduler (run tcube compress --stats on a sample instead)")
         return _run_parallel(parallel.compress, args, args.model, args.quality, _rules(args))
     ds = open_dataset(args.input)
-    rules = _rules(args)
-    start = time.perf_counter()
-    xarray2tec(ds, args.output, rules, model=args.model, quality=args.quality, batch_chunks=args.batch,
-               progress=Progress("compress", not (args.json or args.quiet)))
-    seconds = time.perf_counter() - start
-    summary = {"input": args.input, "output": args.output, "seconds": seconds, **describe_store(args.output)}
-    text = _summary_text(summary)
+    summary, text = _run_serial(ds, ("dataset", args.input), args, _rules(args), args.model, args.quality)
     if args.stats:
-        from tcube.xarray import store_stats
-
         summary["variables"] = store_stats(ds, args.output)
         text += "\n" + format_stats(summary["variables"])
     _emit(summary, args.json, text)
     return EXIT_OK
+
+
+def _run_serial(ds, source: tuple[str, str], args: argparse.Namespace, rules: dict, model: str,
+                quality: int) -> tuple[dict, str]:
+    """Run a job in this process with the command's flags; its summary (dict and text)."""
+    from tcube import jobs
+    from tcube.xarray import describe_store
+
+    start = time.perf_counter()
+    job = jobs.prepare(ds, source, args.output, rules, model, quality, batch=args.batch, overwrite=args.overwrite)
+    report = jobs.run(job, ds, Progress(args.command, not (args.json or args.quiet)))
+    summary = {"input": args.input, "output": args.output, "seconds": time.perf_counter() - start,
+               "chunks": report.chunks, "written": report.written, **describe_store(args.output)}
+    text = _summary_text(summary)
+    if not report.written and report.chunks:
+        text += f"\n(already complete: {report.chunks} chunks checked, nothing written)"
+    return summary, text
 
 
 def _summary_text(d: dict) -> str:
@@ -164,7 +177,8 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
 
     from dask.diagnostics import ProgressBar
 
-    from tcube.xarray import tec2xarray, writable
+    from tcube.outputs import NETCDF, check_file_output, writing_file
+    from tcube.stacks import open_store
 
     out = Path(args.output)
     if out.suffix.lower() not in (".nc", ".nc4", ".zarr"):
@@ -175,12 +189,15 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
         from tcube import parallel
 
         return _run_parallel(parallel.decompress, args)
-    ds = tec2xarray(args.input)
-    with ProgressBar(out=sys.stderr) if not (args.json or args.quiet) else contextlib.nullcontext():
-        if out.suffix.lower() == ".zarr":
-            writable(ds).to_zarr(out, mode="w", consolidated=False)
-        else:
-            ds.to_netcdf(out)
+    ds = open_store(args.input)
+    if out.suffix.lower() == ".zarr":
+        summary, text = _run_serial(ds, ("store", args.input), args, {"*": {"lossless": True}}, "tec-hp", 8)
+        _emit(summary, args.json, text)
+        return EXIT_OK
+    path = check_file_output(out, NETCDF, [args.input], overwrite=args.overwrite)
+    with writing_file(path) as partial:
+        with ProgressBar(out=sys.stderr) if not (args.json or args.quiet) else contextlib.nullcontext():
+            ds.to_netcdf(partial)
     _emit({"input": args.input, "output": str(out), "variables": list(map(str, ds.data_vars))}, args.json,
           f"{args.input} -> {out}: {len(ds.data_vars)} variables")
     return EXIT_OK
@@ -199,36 +216,66 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     import tcube
+    from tcube.io import existing
 
     target = args.target
-    if target and Path(target).is_dir():
+    if not target:
+        print(json.dumps({m: tcube.models.registry.model_card_summary(m) for m in tcube.list_models()}, indent=2))
+        return EXIT_OK
+    path = existing(target)
+    if path.is_dir():
         from tcube.xarray import describe_store
 
         summary = describe_store(target)
         _emit(summary, args.json, _summary_text(summary))
-    elif target:
-        with open(target, "rb") as f:
-            print(json.dumps(tcube.info(f.read()), indent=2))
     else:
-        print(json.dumps({m: tcube.models.registry.model_card_summary(m) for m in tcube.list_models()}, indent=2))
+        print(json.dumps(tcube.info(path.read_bytes()), indent=2))
     return EXIT_OK
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
     from tcube.io import open_dataset
+    from tcube.outputs import PNG, check_file_output, writing_file
     from tcube.preview import preview
     from tcube.xarray import tec2xarray
 
-    stats = preview(open_dataset(args.original), tec2xarray(args.compressed), args.output, date=args.date)
+    path = check_file_output(args.output, PNG, [args.original, args.compressed], overwrite=args.overwrite)
+    original, decoded = open_dataset(args.original), tec2xarray(args.compressed)
+    with writing_file(path) as partial:
+        stats = preview(original, decoded, partial, date=args.date)
     _emit(stats, args.json, f"wrote {args.output}: date {stats['date']}, RGB {stats['bands']}, "
                             f"PSNR {stats['psnr_full']:.2f} dB (full range), mean |error| {stats['mae']:.1f} DN")
     return EXIT_OK
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written, and every option's default in its help."""
+
+
 def _subcommand(sub, name: str, help: str, **kwargs) -> argparse.ArgumentParser:
-    """A subcommand whose help ends with the exit codes."""
-    return sub.add_parser(name, help=help, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
-                          **kwargs)
+    """A subcommand whose help shows the defaults and ends with the exit codes."""
+    return sub.add_parser(name, help=help, epilog=EXIT_CODES, formatter_class=_HelpFormatter, **kwargs)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1.
+
+    Examples
+    --------
+    >>> positive_int("8")
+    8
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _add_batch_flag(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--batch", type=positive_int, default=8, help=help)
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -239,26 +286,36 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
 def _add_coding_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="tec-hp", help="learned model (tcube info lists them)")
     p.add_argument("--quality", type=int, default=8, help="1 (smallest) .. 16 (best)")
-    p.add_argument("--chunks", type=int, nargs=3, metavar=("T", "Y", "X"), help="chunk sizes (default 1 256 256)")
+    p.add_argument("--chunks", type=positive_int, nargs=3, metavar=("T", "Y", "X"),
+                   help="chunk sizes (default: 1 256 256)")
+    p.add_argument("--scale", type=float, help="band values are digital numbers x SCALE, e.g. 0.0001 for float "
+                                               "reflectance 0..1 without a CF scale_factor (default: from the CF "
+                                               "encoding, else 1)")
     p.add_argument("--rules", help="JSON file: per variable model, quality, chunks, lossless, skip, band, scale, "
                                    "offset, nodata, native_grid ('*' for all)")
 
 
 def _add_parallel_flags(p: argparse.ArgumentParser, always: bool = False) -> None:
-    g = p.add_argument_group(
-        "dask" if always else "dask (any of these runs the job on a dask cluster, resumably)",
-        "A rerun of the same job keeps the valid chunks and writes the rest; another job's store is "
-        "only replaced with --overwrite.")
-    g.add_argument("--workers", type=int, help="CPU workers of a local cluster (default: one per core)")
+    g = p.add_argument_group("dask" if always else "dask (any of these runs the job on a dask cluster)")
+    g.add_argument("--workers", type=positive_int, help="CPU workers of a local cluster (default: one per core)")
     g.add_argument("--gpus", help="GPU ids (0,1 or all): one worker per GPU, pinned to it")
     g.add_argument("--scheduler", help="address of a running dask scheduler to use instead (tcp://host:8786)")
-    g.add_argument("--overwrite", action="store_true", help="replace an output store that holds another job")
+
+
+def _add_overwrite_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+
+
+RESUME_NOTE = """The output is never the input (nor inside it) and its folder must exist. A rerun of the same
+command completes an interrupted job (valid chunks are kept); a store holding anything else is
+replaced only with --overwrite, and a folder that is not a zarr store never."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tcube", description="Learned compression of Sentinel-2 datacubes.", epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=_HelpFormatter)
+    p.add_argument("--version", action="version", version=f"tcube {_package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = _subcommand(
@@ -270,13 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "  tcube compress scene.nc scene.zarr --quality 10 --stats\n"
                     "  tcube compress dates_folder/ cube.zarr --model tec-fp --chunks 1 512 512\n"
                     "  tcube compress in.zarr out.zarr --rules rules.json   "
-                    "# {\"red\": {\"band\": \"B04\"}, \"QA\": {\"skip\": true}}")
+                    "# {\"red\": {\"band\": \"B04\"}, \"QA\": {\"skip\": true}}\n\n" + RESUME_NOTE)
     c.add_argument("input", help="zarr store, NetCDF file, GeoTIFF, or a folder of per-date or per-band GeoTIFFs")
-    c.add_argument("output", help="zarr store to write (overwritten; with dask: resumed, see below)")
+    c.add_argument("output", help="zarr store to write, or to complete after an interruption")
     _add_coding_flags(c)
-    c.add_argument("--batch", type=int, default=8, help="chunks per model call (with dask: per task)")
+    _add_batch_flag(c, "chunks per model call (with dask: per task)")
     c.add_argument("--stats", action="store_true",
                    help="decode again and report bytes, bpppb, ratio, PSNR, SSIM (not with the dask flags)")
+    _add_overwrite_flag(c, "an output zarr store that holds something else")
     _add_parallel_flags(c)
     _add_output_flags(c)
     c.set_defaults(func=_cmd_compress)
@@ -286,19 +344,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Like compress --workers, for zarr stores: a tcube store is decoded first, so its variables "
                     "come out as they went in.\n\nexamples:\n"
                     "  tcube recompress archive.zstd.zarr archive.tcube.zarr --quality 8 --workers 2\n"
-                    "  tcube recompress archive.tcube.zarr smaller.zarr --quality 4 --gpus all")
+                    "  tcube recompress archive.tcube.zarr smaller.zarr --quality 4 --gpus all\n\n" + RESUME_NOTE)
     r.add_argument("input", help="zarr store")
     r.add_argument("output", help="tcube zarr store to write (or resume)")
     _add_coding_flags(r)
-    r.add_argument("--batch", type=int, default=8, help="chunks per task, coded in shared forward passes")
+    _add_batch_flag(r, "chunks per task, coded in shared forward passes")
+    _add_overwrite_flag(r, "an output zarr store that holds something else")
     _add_parallel_flags(r, always=True)
     _add_output_flags(r)
     r.set_defaults(func=_cmd_recompress)
 
-    x = _subcommand(sub, "decompress", "decode a tcube store into NetCDF (.nc) or plain zarr (.zarr)")
+    x = _subcommand(sub, "decompress", "decode a tcube store into NetCDF (.nc) or plain zarr (.zarr)",
+                    description="Every variable comes back as it went in; the output opens without tcube.\n\n"
+                                + RESUME_NOTE + " A NetCDF file is written under a temporary name and renamed "
+                                "when complete; an existing one is replaced only with --overwrite.")
     x.add_argument("input", help="zarr store written by tcube compress / xarray2tec")
     x.add_argument("output", help="file.nc or store.zarr")
-    x.add_argument("--batch", type=int, default=8, help="chunks per task (with dask)")
+    _add_batch_flag(x, "chunks per task")
+    _add_overwrite_flag(x, "an existing NetCDF file, or a zarr store that holds something else")
     _add_parallel_flags(x)
     _add_output_flags(x)
     x.set_defaults(func=_cmd_decompress)
@@ -307,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("original", help="the dataset that was compressed (any input of compress)")
     v.add_argument("compressed", help="the tcube store")
     v.add_argument("output", help="PNG file to write")
-    v.add_argument("--date", type=int, default=0, help="index along time (default 0)")
+    v.add_argument("--date", type=int, default=0, help="index along time")
+    _add_overwrite_flag(v, "an existing PNG file")
     v.add_argument("--json", action="store_true", help="print a JSON summary")
     v.set_defaults(func=_cmd_preview)
 
@@ -375,17 +439,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InputError, UnknownModelError, FileNotFoundError) as exc:
+    except KeyboardInterrupt:
+        print("tcube: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except FileNotFoundError as exc:
+        return _fail(f"{exc.filename}: no such file or folder", EXIT_INPUT)
+    except (InputError, UnknownModelError) as exc:
         return _fail(exc, EXIT_INPUT)
-    except BitstreamError as exc:
+    except (BitstreamError, UnfinishedStoreError) as exc:
         return _fail(exc, EXIT_DAMAGED)
     except TcubeError as exc:
         return _fail(exc, EXIT_ERROR)
 
 
-def _fail(exc: Exception, code: int) -> int:
-    print(f"tcube: error: {exc}", file=sys.stderr)
+def _fail(message: object, code: int) -> int:
+    print(f"tcube: error: {message}", file=sys.stderr)
     return code
+
+
+def _package_version() -> str:
+    from tcube.api import package_version
+
+    return package_version()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ zarr hands it ``codec_pipeline.batch_size`` chunks (default 1); raise it for spe
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import threading
 from collections.abc import Iterable
@@ -34,17 +35,19 @@ from zarr.core.common import concurrent_map, parse_named_configuration
 from zarr.core.config import config as zarr_config
 from zarr.core.sync import sync
 
-from tcube.api import DTYPES, check_blob, decode_batch, encode_batch
+from tcube.api import check_blob, decode_batch, encode_batch
 from tcube.errors import InputError, TcubeError
-from tcube.masks import check_nodata
 from tcube.models import load_model
+from tcube.outputs import is_unfinished
+from tcube.validate import DTYPES, check_count, check_nodata, check_units
 
 CODEC_ID = "tcube"
 #: One model call at a time per process: bounded memory, no oversubscribed cores or GPU.
 _MODEL_LOCK = threading.Lock()
 
 
-def check_settings(model: str, quality: int, nodata: float | None) -> None:
+def check_settings(model: str, quality: int, nodata: float | None, scale: float | None = None,
+                   offset: float | None = None, batch_frames: int = 16) -> None:
     """Fail early on a configuration no chunk could be coded with.
 
     Examples
@@ -58,12 +61,38 @@ def check_settings(model: str, quality: int, nodata: float | None) -> None:
         raise InputError(f"quality must be an integer from 1 to 16, got {quality!r}")
     load_model(model, "cpu").quality_index(int(quality), 1)
     check_nodata(nodata, np.float64)
+    check_units(scale, offset)
+    check_count(batch_frames, "batch_frames")
 
 
-def _code(chunks: list[np.ndarray], model: str, quality: int, nodata: float | None, device: str | None,
+def check_layout(model: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
+                 float_units: bool = False) -> None:
+    """Refuse an array tcube cannot code chunk by chunk: its dtype, dims, or chunks splitting the bands.
+
+    Examples
+    --------
+    >>> check_layout("tec-fp", (4, 12, 64, 64), np.dtype("int32"), (1, 12, 32, 32))
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: tcube codes uint16, int16, float32 arrays, not int32
+    """
+    if dtype.name not in DTYPES:
+        raise InputError(f"tcube codes {', '.join(DTYPES)} arrays, not {dtype}")
+    if float_units and dtype.kind != "f":
+        raise InputError(f"scale and offset apply to float32 arrays; a {dtype} array holds digital numbers")
+    if len(shape) not in (3, 4):
+        raise InputError(f"tcube codes arrays of dims (time, band, y, x) or (band, y, x); got shape {shape}")
+    bands = load_model(model, "cpu").config.bands
+    if chunks is not None and chunks[-3] != bands:
+        raise InputError(f"chunks {tuple(chunks)} split the band axis: {model} needs all {bands} bands "
+                         f"in every chunk (chunk size {bands} on axis {len(shape) - 3})")
+
+
+def _code(chunks: list[np.ndarray], codec: TecCodec | TecZarrCodec, nodata: float | None, device: str | None,
           batch_frames: int) -> list[bytes]:
     with _MODEL_LOCK:
-        return encode_batch(chunks, model, quality, nodata=nodata, device=device, batch_size=batch_frames)
+        return encode_batch(chunks, codec.model, codec.quality, nodata=nodata, scale=codec.scale,
+                            offset=codec.offset, device=device, batch_size=batch_frames)
 
 
 def _uncode(blobs: list[bytes], names: list[str], device: str | None, batch_frames: int) -> list[np.ndarray]:
@@ -78,6 +107,11 @@ def _check_chunk(chunk: np.ndarray) -> np.ndarray:
     return chunk
 
 
+def _units(scale: float | None, offset: float | None) -> dict:
+    """The units of a codec's config, when not digital numbers."""
+    return {k: v for k, v in (("scale", scale), ("offset", offset)) if v is not None}
+
+
 class TecCodec(Codec):
     """numcodecs codec ``"tcube"``: learned lossy compression of Sentinel-2 chunks (zarr format 2).
 
@@ -89,10 +123,15 @@ class TecCodec(Codec):
         Pixels equal to it are kept exactly, as NaN always is. The default 0 is both the
         Sentinel-2 no-data value and zarr format 2's default fill value, so edge chunks and
         missing pixels cost (almost) nothing.
+    scale, offset : float, optional
+        Units of float32 arrays, as in :func:`tcube.encode` (e.g. ``scale=1e-4`` for reflectance).
     device : str, optional
         Run-time only, not part of the config (see the module docstring).
     batch_frames : int
         Frames per forward pass; run-time only.
+
+    Creating a zarr format 2 array with this compressor checks its dtype and chunks, as format 3
+    does for :class:`TecZarrCodec`.
 
     Examples
     --------
@@ -107,27 +146,58 @@ class TecCodec(Codec):
 
     codec_id = CODEC_ID
 
-    def __init__(self, model: str = "tec-hp", quality: int = 8, nodata: float | None = 0, *,
-                 device: str | None = None, batch_frames: int = 16) -> None:
-        check_settings(model, quality, nodata)
-        self.model, self.quality, self.nodata = model, int(quality), nodata
+    def __init__(self, model: str = "tec-hp", quality: int = 8, nodata: float | None = 0, scale: float | None = None,
+                 offset: float | None = None, *, device: str | None = None, batch_frames: int = 16) -> None:
+        check_settings(model, quality, nodata, scale, offset, batch_frames)
+        self.model, self.quality, self.nodata, self.scale, self.offset = model, int(quality), nodata, scale, offset
         self._device, self._batch_frames = device, batch_frames
 
     def encode(self, buf: Any) -> bytes:
         chunk = _check_chunk(ensure_ndarray_like(buf))
-        return _code([np.ascontiguousarray(chunk)], self.model, self.quality, self.nodata, self._device,
-                     self._batch_frames)[0]
+        return _code([np.ascontiguousarray(chunk)], self, self.nodata, self._device, self._batch_frames)[0]
 
     def decode(self, buf: Any, out: Any = None) -> np.ndarray:
         chunk = _uncode([bytes(ensure_contiguous_ndarray(buf))], ["zarr format 2 chunk"], self._device,
                         self._batch_frames)[0]
         return ndarray_copy(chunk, out) if out is not None else chunk
 
+    def validate(self, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...]) -> None:
+        """Refuse a zarr format 2 array this codec cannot code (called when the array is created)."""
+        check_layout(self.model, shape, np.dtype(dtype), chunks, bool(_units(self.scale, self.offset)))
+
     def get_config(self) -> dict:
-        return {"id": self.codec_id, "model": self.model, "quality": self.quality, "nodata": self.nodata}
+        return {"id": self.codec_id, "model": self.model, "quality": self.quality, "nodata": self.nodata,
+                **_units(self.scale, self.offset)}
 
     def __repr__(self) -> str:
-        return f"TecCodec(model={self.model!r}, quality={self.quality}, nodata={self.nodata!r})"
+        units = "".join(f", {k}={v!r}" for k, v in _units(self.scale, self.offset).items())
+        return f"TecCodec(model={self.model!r}, quality={self.quality}, nodata={self.nodata!r}{units})"
+
+
+def _check_v2_arrays_at_creation() -> None:
+    """zarr validates format 3 codecs when an array is created, but never a format 2 compressor:
+    extend zarr's format 2 metadata so that a :class:`TecCodec` compressor (and its place: no
+    filters before it) is checked there too, before anything is written."""
+    from zarr.core.metadata.v2 import ArrayV2Metadata
+
+    init = ArrayV2Metadata.__init__
+    if getattr(init, "tcube_checked", False):
+        return
+
+    @functools.wraps(init)
+    def checked(self, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if isinstance(self.compressor, TecCodec):
+            if self.filters:
+                raise InputError("tcube needs each chunk's shape: use it as the only codec of a zarr format 2 "
+                                 f"array, without filters (got {self.filters})")
+            self.compressor.validate(self.shape, self.dtype.to_native_dtype(), self.chunks)
+
+    checked.tcube_checked = True  # type: ignore[attr-defined]
+    ArrayV2Metadata.__init__ = checked
+
+
+_check_v2_arrays_at_creation()
 
 
 def chunk_name(byte_getter: Any) -> str:
@@ -180,16 +250,18 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     model: str = "tec-hp"
     quality: int = 8
     nodata: float | None = None
+    scale: float | None = None
+    offset: float | None = None
     device: str | None = field(default=None, compare=False)
     batch_frames: int = field(default=16, compare=False)
 
     def __post_init__(self) -> None:
-        check_settings(self.model, self.quality, self.nodata)
+        check_settings(self.model, self.quality, self.nodata, self.scale, self.offset, self.batch_frames)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TecZarrCodec:
         _, config = parse_named_configuration(data, CODEC_ID)
-        unknown = set(config) - {"model", "quality", "nodata"}
+        unknown = set(config) - {"model", "quality", "nodata", "scale", "offset"}
         if unknown:
             raise InputError(f"unknown tcube codec settings {sorted(unknown)} (a newer tcube wrote them?)")
         return cls(**config)
@@ -198,19 +270,11 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         config: dict[str, Any] = {"model": self.model, "quality": self.quality}
         if self.nodata is not None:
             config["nodata"] = self.nodata
-        return {"name": CODEC_ID, "configuration": config}
+        return {"name": CODEC_ID, "configuration": {**config, **_units(self.scale, self.offset)}}
 
     def validate(self, *, shape: tuple[int, ...], dtype: Any, chunk_grid: Any) -> None:
-        native = dtype.to_native_dtype()
-        if native.name not in DTYPES:
-            raise InputError(f"tcube codes {', '.join(DTYPES)} arrays, not {native}")
-        if len(shape) not in (3, 4):
-            raise InputError(f"tcube codes arrays of dims (time, band, y, x) or (band, y, x); got shape {shape}")
-        bands = load_model(self.model, "cpu").config.bands
-        chunks = getattr(chunk_grid, "chunk_shape", None)
-        if chunks is not None and chunks[-3] != bands:
-            raise InputError(f"chunks {tuple(chunks)} split the band axis: {self.model} needs all {bands} bands "
-                             f"in every chunk (chunk size {bands} on axis {len(shape) - 3})")
+        check_layout(self.model, shape, dtype.to_native_dtype(), getattr(chunk_grid, "chunk_shape", None),
+                     bool(_units(self.scale, self.offset)))
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
         raise NotImplementedError  # variable-size output
@@ -238,8 +302,7 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         for i, fill in enumerate(fill_values):
             by_nodata.setdefault(self.nodata_for(fill), []).append(i)
         for nodata, members in by_nodata.items():
-            blobs = _code([_check_chunk(chunks[i]) for i in members], self.model, self.quality, nodata,
-                          self.device, self.batch_frames)
+            blobs = _code([_check_chunk(chunks[i]) for i in members], self, nodata, self.device, self.batch_frames)
             for i, blob in zip(members, blobs):
                 out[i] = blob
         return out
@@ -353,8 +416,10 @@ def stored_chunk_problem(array: zarr.Array, coords: tuple[int, ...]) -> str | No
         header = check_blob(blob).header
     except TcubeError as exc:
         return str(exc)
+    scale, offset = check_units(codec.scale, codec.offset)
     expected = {"model": codec.model, "quality": codec.quality, "shape": list(array.chunks),
-                "dtype": array.dtype.name, "nodata": codec.nodata_for(array.fill_value)}
+                "dtype": array.dtype.name, "nodata": codec.nodata_for(array.fill_value), "scale": scale,
+                "offset": offset}
     differing = [f"{k} {header[k]!r} (wanted {v!r})" for k, v in expected.items() if header[k] != v]
     return "made with other settings: " + ", ".join(differing) if differing else None
 
@@ -363,7 +428,8 @@ def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, st
     """Decode every stored chunk of a tcube-coded zarr array; returns {chunk key: error} for those that fail.
 
     Works for both zarr formats (in format 2 it is the way to learn the keys of damaged chunks).
-    Chunks never written are not damaged: zarr reads them as the fill value.
+    Chunks never written are not damaged (zarr reads them as the fill value), except in a store
+    whose job has not finished (:mod:`tcube.outputs`): there they are reported as missing.
 
     Examples
     --------
@@ -374,15 +440,18 @@ def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, st
     >>> raw = arr.store._store_dict
     >>> raw["0.0.0"] = raw["0.0.0"][:-1]  # cut one byte off a stored chunk
     >>> damaged_chunks(arr)
-    {'0.0.0': 'zarr format 2 chunk 0.0.0: blob truncated: 283 bytes, header announces 284'}
+    {'0.0.0': 'zarr format 2 chunk 0.0.0: blob truncated: 300 bytes, header announces 301'}
     """
     codec = _sole_tcube_codec(array)
     expected = (tuple(array.chunks), array.dtype)
+    unfinished = is_unfinished(array.store)
     out = {}
     for coords in itertools.product(*map(range, array.cdata_shape)):
         key = array.metadata.encode_chunk_key(coords)
         blob = read_stored_chunk(array, coords)
         if blob is None:
+            if unfinished:
+                out[key] = "missing: the job writing this store did not finish (rerun it to complete the store)"
             continue
         name = f"zarr format {array.metadata.zarr_format} chunk {key}"
         try:

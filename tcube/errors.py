@@ -18,6 +18,10 @@ class UnknownModelError(TcubeError, LookupError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnfinishedStoreError(TcubeError):
+    """A store whose writing job has not completed (interrupted, or still running): rerun the job."""
+
+
 class BitstreamError(TcubeError):
     """A blob cannot be decoded."""
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tcube.api import check_cube
 from tcube.errors import InputError
 from tcube.masks import fill_invalid
 from tcube.models import load_model
+from tcube.validate import check_cube
 
 __all__ = ["inpaint", "interpolate_time"]
 
@@ -123,7 +123,10 @@ def inpaint(cube: np.ndarray, mask: np.ndarray, *, model: str = "tec-tt", qualit
     codec = load_model(model, device)
     if not getattr(codec, "temporal", False):
         raise InputError(f"inpaint needs a temporal model (tec-tt), got {model!r}")
-    c4 = check_cube(cube, codec.config.bands)
+    checked = check_cube(cube, codec.config.bands)
+    if checked.masked is not None:
+        raise InputError("inpaint takes the gaps as `mask`: pass cube.filled(0) and mask=np.ma.getmaskarray(cube)")
+    c4 = checked.values
     if not isinstance(steps, int) or steps < 0:
         raise InputError(f"steps must be a non-negative integer, got {steps!r}")
     full = _check_mask(c4, mask)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tcube.bands import L1C_BANDS, L2A_BANDS
+from tcube.bands import COMMON_NAMES, L1C_BANDS, L2A_BANDS
 from tcube.errors import InputError
 
 _BAND_RE = re.compile(r"(?:^|[_\-.])B(\d{1,2}A?)(?:$|[_\-.])", re.IGNORECASE)
 
 
 
-def _existing(path: str | Path) -> Path:
+def existing(path: str | Path) -> Path:
     """``path`` as a Path, or an :class:`InputError` when nothing is there."""
     path = Path(path)
     if not path.exists():
@@ -26,13 +26,15 @@ def _text(path: Path) -> str:
 
 
 def band_name(text: str) -> str | None:
-    """Canonical band name ("B8A", "B02") found in a file or variable name, if any.
+    """Canonical band name ("B8A", "B02") found in a file or variable name, or its STAC common name.
 
     Examples
     --------
-    >>> band_name("S2A_MSIL2A_x_B8A.tif"), band_name("B2"), band_name("SCL")
-    ('B8A', 'B02', None)
+    >>> band_name("S2A_MSIL2A_x_B8A.tif"), band_name("B2"), band_name("SCL"), band_name("Red")
+    ('B8A', 'B02', None, 'B04')
     """
+    if text.lower() in COMMON_NAMES:
+        return COMMON_NAMES[text.lower()]
     m = _BAND_RE.search(Path(text).stem if "." in text else text)
     if not m:
         return None
@@ -127,7 +129,7 @@ def read_cube(path: str | Path) -> np.ndarray:
     >>> read_cube(sample_cube_path()).shape[1]
     12
     """
-    path = _existing(path)
+    path = existing(path)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
         a = _from_channels(_read_tiff(path), str(path))
@@ -263,7 +265,7 @@ def open_dataset(path: str | Path):
     """
     import xarray as xr
 
-    path = _existing(path)
+    path = existing(path)
     suffix = path.suffix.lower()
     if suffix == ".zarr" or (path.is_dir() and any((path / m).exists() for m in ("zarr.json", ".zgroup"))):
         consolidated = (path / ".zmetadata").exists() or '"consolidated_metadata": {' in _text(path / "zarr.json")

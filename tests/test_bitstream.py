@@ -109,8 +109,9 @@ def test_header_is_self_describing_and_small(blob):
     h = unpack(blob).header
     assert h["model"] == "tec-hp" and h["quality"] == 6 and h["dtype"] == "int16" and h["shape"] == [1, 12, 16, 16]
     assert len(h["weights"]) == 32 and "mean" not in h  # the digest pins the weights and their normalisation
-    assert set(h["frames"][0]["streams"]) == {"mask", "y", "z"} and h["version"] == 2 and h["nodata"] is None
-    assert struct.unpack_from("<I", blob, 10)[0] < 110
+    assert set(h["frames"][0]["streams"]) == {"mask", "y", "z"} and h["version"] == 3 and h["nodata"] is None
+    assert (h["scale"], h["offset"], h["flags"]) == (1.0, 0.0, 0)
+    assert struct.unpack_from("<I", blob, 10)[0] < 130
 
 
 def test_info_rejects_corrupt(blob):

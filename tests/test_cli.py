@@ -62,7 +62,7 @@ def test_compress_info_preview_decompress(dates_folder, tmp_path, capsys):
     assert main(["preview", str(dates_folder), str(store), str(png), "--date", "2", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert png.stat().st_size > 10_000 and stats["date"] == 2 and stats["psnr_full"] > 30
-    assert main(["preview", str(dates_folder), str(store), str(png), "--date", "9"]) == 3
+    assert main(["preview", str(dates_folder), str(store), str(png), "--date", "9", "--overwrite"]) == 3
     assert "date 9 is outside 0..3" in capsys.readouterr().err
     out = tmp_path / "back.nc"
     assert main(["decompress", str(store), str(out), "--quiet"]) == 0

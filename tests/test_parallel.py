@@ -15,7 +15,7 @@ import zarr
 
 distributed = pytest.importorskip("distributed")
 
-from tcube import parallel  # noqa: E402
+from tcube import jobs, parallel  # noqa: E402
 from tcube.bands import L2A_BANDS  # noqa: E402
 from tcube.codecs import TecZarrCodec  # noqa: E402
 from tcube.errors import InputError, UnknownModelError  # noqa: E402
@@ -65,7 +65,7 @@ def _same(a: xr.Dataset, b: xr.Dataset) -> None:
 @pytest.fixture(scope="module")
 def coded(tmp_path_factory, client, source, monkeypatch_module):
     """The parallel store (SCL written by tasks too) and the serial store of the same dataset."""
-    monkeypatch_module.setattr(parallel, "SMALL_BYTES", 0)
+    monkeypatch_module.setattr(jobs, "SMALL_BYTES", 0)
     out = tmp_path_factory.mktemp("out")
     report = parallel.compress(source, out / "par.zarr", client=client, batch=3, **SETTINGS)
     xarray2tec(xr.open_zarr(source, consolidated=False, chunks=None), out / "ser.zarr", RULES, model="tec-fp",
@@ -128,10 +128,10 @@ def test_another_job_needs_overwrite(coded, client, source, tmp_path):
     report = parallel.compress(source, store, client=client, model="tec-fp", quality=7, rules=RULES, overwrite=True)
     assert report.written == report.chunks
     assert zarr.open_array(store, path="tcube_y_x").serializer.quality == 7
-    serial = tmp_path / "serial.zarr"
-    xarray2tec(xr.open_zarr(source, consolidated=False, chunks=None), serial)
-    with pytest.raises(InputError, match="no finished tcube.parallel job"):
-        parallel.compress(source, serial, client=client)
+    plain = tmp_path / "plain.zarr"
+    xr.open_zarr(source, consolidated=False).to_zarr(plain, consolidated=False)
+    with pytest.raises(InputError, match="a zarr store that no tcube job wrote"):
+        parallel.compress(source, plain, client=client)
     folder = tmp_path / "documents"
     folder.mkdir()
     (folder / "thesis.tex").write_text("precious")

@@ -152,8 +152,9 @@ def test_dask_input_is_never_loaded_whole(sample, monkeypatch):
 
 def test_progress_callback(synthetic):
     calls = []
-    xarray2tec(synthetic, MemoryStore(), progress=lambda done, total: calls.append((done, total)))
-    assert calls[-1][0] == calls[-1][1] == len(calls)
+    xarray2tec(synthetic, MemoryStore(), rules={"*": {"chunks": (1, 48, 48)}}, batch_chunks=2,
+               progress=lambda done, total: calls.append((done, total)))
+    assert [done for done, _ in calls] == [2 * i for i in range(1, 9)] and {total for _, total in calls} == {16}
 
 
 def test_corrupt_stack_chunk_names_it(synthetic):

@@ -18,6 +18,9 @@ from tcube.models.layers import analysis, synthesis
 N_QUALITIES = 16
 #: Largest latent magnitude the coder accepts (escapes code up to 2**31).
 SYMBOL_LIMIT = 2**30
+#: Most pixels (frames x padded height x padded width) the transforms take in one pass; larger
+#: inputs go through them in tiles with a margin of context, so memory stays bounded.
+PASS_PIXELS = 1 << 20
 
 
 def default_lambdas() -> list[float]:
@@ -46,10 +49,12 @@ class CodecConfig:
 
 @dataclass
 class FramePayload:
-    """Entropy-coded streams of one frame and the CRC32 of its symbols."""
+    """Entropy-coded streams of one frame and the CRC32 of its symbols, started from ``seed``
+    (the container binds frames to their header that way)."""
 
     streams: dict[str, bytes]
     symbol_crc: int
+    seed: int = 0
 
 
 def check_symbol_range(symbols: list[Tensor]) -> None:
@@ -58,16 +63,16 @@ def check_symbol_range(symbols: list[Tensor]) -> None:
         raise InputError("input too far outside the Sentinel-2 value range for this model")
 
 
-def check_symbol_crc(arrays: list[np.ndarray], expected: int, frame: int) -> None:
+def check_symbol_crc(arrays: list[np.ndarray], payload: FramePayload, frame: int) -> None:
     """Raise :class:`SymbolChecksumError` when decoded symbols differ from the encoder's."""
-    if symbol_crc(arrays) != expected:
+    if symbol_crc(arrays, payload.seed) != payload.symbol_crc:
         raise SymbolChecksumError(f"frame {frame}: decoded symbols do not match the encoder's checksum "
-                                  "(corrupt payload or a different entropy model)", frame=frame)
+                                  "(corrupt payload, an edited header, or a different entropy model)", frame=frame)
 
 
-def symbol_crc(arrays: list[np.ndarray]) -> int:
-    """CRC32 of symbol arrays, in order, as little-endian int32."""
-    crc = 0
+def symbol_crc(arrays: list[np.ndarray], seed: int = 0) -> int:
+    """CRC32 of symbol arrays, in order, as little-endian int32, started from ``seed``."""
+    crc = seed
     for a in arrays:
         crc = zlib.crc32(np.ascontiguousarray(a, dtype="<i4").tobytes(), crc)
     return crc
@@ -76,9 +81,11 @@ def symbol_crc(arrays: list[np.ndarray]) -> int:
 class LearnedCodec(nn.Module):
     """Base class: subclasses define the latent streams, their tables and the two transforms.
 
-    Subclasses implement ``forward`` (training: reconstruction and bits), ``analyse`` (symbols),
-    ``table_index`` (which table codes each symbol of a stream), ``synthesise`` (symbols back to
-    a normalised image), ``latent_shapes`` and ``stream_names``.
+    Subclasses implement ``forward`` (training: reconstruction and bits), ``analyse`` (symbols of
+    the analysis transform's output), ``table_index`` (which table codes each symbol of a stream),
+    ``decoded_latents`` (symbols back to the synthesis transform's input), ``latent_shapes`` and
+    ``stream_names``. The transforms run through :meth:`analysis` and :meth:`synthesis`, in
+    pieces of bounded size.
     """
 
     stream_names: tuple[str, ...] = ()
@@ -142,15 +149,77 @@ class LearnedCodec(nn.Module):
     def padded_size(self, h: int, w: int) -> tuple[int, int]:
         return h + (-h % self.stride), w + (-w % self.stride)
 
+    # -- transforms in bounded pieces -------------------------------------------------------
+    @property
+    def halo(self) -> int:
+        """Latents of context around a tile: more than either transform's reach."""
+        reach = sum((k // 2) * 2**i for i, k in enumerate(self.config.kernels))
+        return -(-reach // self.stride) + 2
+
+    def _pieces(self, batch: int, h: int, w: int) -> list[tuple[slice, slice, slice]]:
+        """(frames, latent rows, latent columns) of each pass over a (batch, h, w) latent grid."""
+        per_frame = h * w * self.stride**2
+        if batch * per_frame <= PASS_PIXELS:
+            return [(slice(0, batch), slice(0, h), slice(0, w))]
+        if per_frame <= PASS_PIXELS:
+            n = PASS_PIXELS // per_frame
+            return [(slice(b, min(b + n, batch)), slice(0, h), slice(0, w)) for b in range(0, batch, n)]
+        side = max(1, int(PASS_PIXELS**0.5) // self.stride - 2 * self.halo)
+        return [(slice(b, b + 1), slice(r, min(r + side, h)), slice(c, min(c + side, w)))
+                for b in range(batch) for r in range(0, h, side) for c in range(0, w, side)]
+
+    def _margin(self, part: slice, size: int) -> slice:
+        return slice(max(0, part.start - self.halo), min(size, part.stop + self.halo))
+
+    def analysis(self, x: Tensor) -> Tensor:
+        """The analysis transform of frames ``x`` (B, C, H, W) in raw units: latents (B, m, H/16, W/16)
+        (H, W padded up to a multiple of 16), computed in pieces of at most :data:`PASS_PIXELS`."""
+        x = x.to(self.device, torch.float32)
+        hp, wp = self.padded_size(*x.shape[-2:])
+        h, w, s = hp // self.stride, wp // self.stride, self.stride
+        pieces = self._pieces(x.shape[0], h, w)
+        if len(pieces) == 1:
+            return self.g_a(self.pad(self.normalise(x)))
+        out = torch.empty((x.shape[0], self.config.m, h, w), device=self.device)
+        for frames, rows, cols in pieces:
+            rr, cc = self._margin(rows, h), self._margin(cols, w)
+            # replicate padding past the frame's edge, as self.pad does for the whole frame
+            ri = torch.arange(rr.start * s, rr.stop * s, device=self.device).clamp(max=x.shape[-2] - 1)
+            ci = torch.arange(cc.start * s, cc.stop * s, device=self.device).clamp(max=x.shape[-1] - 1)
+            y = self.g_a(self.normalise(x[frames][:, :, ri][:, :, :, ci]))
+            out[frames, :, rows, cols] = y[:, :, rows.start - rr.start: rows.stop - rr.start,
+                                           cols.start - cc.start: cols.stop - cc.start]
+        return out
+
+    def synthesis(self, y: Tensor, height: int, width: int) -> Tensor:
+        """The synthesis transform of latents ``y`` (B, m, h, w): (B, C, height, width) in raw units,
+        computed in pieces of at most :data:`PASS_PIXELS`."""
+        b, _, h, w = y.shape
+        s = self.stride
+        pieces = self._pieces(b, h, w)
+        if len(pieces) == 1:
+            return self.denormalise(self.g_s(y)[..., :height, :width])
+        out = torch.empty((b, self.config.bands, height, width), device=self.device)
+        for frames, rows, cols in pieces:
+            rr, cc = self._margin(rows, h), self._margin(cols, w)
+            part = self.g_s(y[frames, :, rr, cc])
+            top, left = (rows.start - rr.start) * s, (cols.start - cc.start) * s
+            r1, c1 = min(rows.stop * s, height), min(cols.stop * s, width)
+            out[frames, :, rows.start * s: r1, cols.start * s: c1] = self.denormalise(
+                part[..., top: top + r1 - rows.start * s, left: left + c1 - cols.start * s])
+        return out
+
     # -- subclass interface -----------------------------------------------------------
-    def analyse(self, xn: Tensor, q: Tensor) -> dict[str, Tensor]:
+    def analyse(self, y: Tensor, q: Tensor) -> dict[str, Tensor]:
+        """Symbols (and side tensors) of the analysis transform's output ``y`` at qualities ``q``."""
         raise NotImplementedError
 
     def table_index(self, name: str, syms: dict[str, Tensor], q: Tensor, shape: tuple[int, ...]) -> Tensor:
         """Table of each symbol of stream ``name`` (symbol array shape ``shape`` per item)."""
         raise NotImplementedError
 
-    def synthesise(self, syms: dict[str, Tensor], q: Tensor) -> Tensor:
+    def decoded_latents(self, syms: dict[str, Tensor], q: Tensor) -> Tensor:
+        """What the synthesis transform takes for decoded symbols ``syms``."""
         raise NotImplementedError
 
     def latent_shapes(self, hp: int, wp: int) -> dict[str, tuple[int, ...]]:
@@ -161,13 +230,12 @@ class LearnedCodec(nn.Module):
     def reconstruct(self, x: Tensor, quality: int) -> Tensor:
         """What :meth:`decompress` returns for ``x``, without entropy coding (float, raw units)."""
         q = self.quality_index(quality, x.shape[0])
-        xn = self.pad(self.normalise(x.to(self.device, torch.float32)))
-        out = self.synthesise(self.analyse(xn, q), q)
-        return self.denormalise(out[..., : x.shape[-2], : x.shape[-1]])
+        return self.synthesis(self.decoded_latents(self.analyse(self.analysis(x), q), q), *x.shape[-2:])
 
     @torch.no_grad()
-    def compress(self, x: Tensor, quality: int) -> list[FramePayload]:
-        """Code a batch of frames ``x`` (B, C, H, W) in raw units; one payload per frame.
+    def compress(self, x: Tensor, quality: int, seeds: list[int] | None = None) -> list[FramePayload]:
+        """Code a batch of frames ``x`` (B, C, H, W) in raw units; one payload per frame (its symbol
+        CRC started from ``seeds[b]``, default 0).
 
         Examples
         --------
@@ -179,18 +247,18 @@ class LearnedCodec(nn.Module):
         torch.Size([1, 12, 32, 32])
         """
         q = self.quality_index(quality, x.shape[0])
-        xn = self.pad(self.normalise(x.to(self.device, torch.float32)))
-        syms = self.analyse(xn, q)
+        syms = self.analyse(self.analysis(x), q)
         check_symbol_range([syms[n] for n in self.stream_names])
-        shapes = self.latent_shapes(*xn.shape[-2:])
+        shapes = self.latent_shapes(*self.padded_size(*x.shape[-2:]))
         streams: list[dict[str, bytes]] = [{} for _ in range(x.shape[0])]
         for name in self.stream_names:
             sym = syms[name].cpu().numpy()
             idx = self.table_index(name, syms, q, shapes[name]).cpu().numpy()
             for b in range(x.shape[0]):
                 streams[b][name] = encode_symbols(sym[b], idx[b], self.tables[name])
-        crcs = [symbol_crc([syms[n][b].cpu().numpy() for n in self.stream_names]) for b in range(x.shape[0])]
-        return [FramePayload(s, c) for s, c in zip(streams, crcs)]
+        seeds = seeds or [0] * x.shape[0]
+        crcs = [symbol_crc([syms[n][b].cpu().numpy() for n in self.stream_names], seeds[b]) for b in range(x.shape[0])]
+        return [FramePayload(s, c, seed) for s, c, seed in zip(streams, crcs, seeds)]
 
     @torch.no_grad()
     def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int) -> Tensor:
@@ -203,9 +271,8 @@ class LearnedCodec(nn.Module):
             dec = [decode_symbols(p.streams[name], idx[b], self.tables[name]) for b, p in enumerate(payloads)]
             syms[name] = torch.from_numpy(np.stack(dec).reshape(len(payloads), *shapes[name])).to(self.device)
         for b, p in enumerate(payloads):
-            check_symbol_crc([syms[n][b].cpu().numpy() for n in self.stream_names], p.symbol_crc, b)
-        out = self.synthesise(syms, q)
-        return self.denormalise(out[..., :height, :width])
+            check_symbol_crc([syms[n][b].cpu().numpy() for n in self.stream_names], p, b)
+        return self.synthesis(self.decoded_latents(syms, q), height, width)
 
     def rd_loss(self, x_hat: Tensor, xn: Tensor, bits: Tensor, q: Tensor,
                 weight: Tensor | None = None) -> dict[str, Tensor]:

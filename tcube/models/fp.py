@@ -26,16 +26,16 @@ class FactorizedPriorCodec(LearnedCodec):
         bits = self.prior.bits(v + torch.empty_like(v).uniform_(-0.5, 0.5), g)
         return self.g_s(round_ste(v) * self.inv_gain(q)), bits
 
-    def analyse(self, xn: Tensor, q: Tensor) -> dict[str, Tensor]:
-        return {"y": torch.floor(self.g_a(xn) * self.gain(q) + 0.5).long()}
+    def analyse(self, y: Tensor, q: Tensor) -> dict[str, Tensor]:
+        return {"y": torch.floor(y * self.gain(q) + 0.5).long()}
 
     def table_index(self, name: str, syms: dict[str, Tensor], q: Tensor, shape: tuple[int, ...]) -> Tensor:
         m = self.config.m
         channel = torch.arange(m, device=q.device).view(1, m, 1, 1)
         return (q.view(-1, 1, 1, 1) * m + channel).expand(-1, *shape)
 
-    def synthesise(self, syms: dict[str, Tensor], q: Tensor) -> Tensor:
-        return self.g_s(syms["y"].float() * self.inv_gain(q))
+    def decoded_latents(self, syms: dict[str, Tensor], q: Tensor) -> Tensor:
+        return syms["y"].float() * self.inv_gain(q)
 
     def latent_shapes(self, hp: int, wp: int) -> dict[str, tuple[int, ...]]:
         return {"y": (self.config.m, hp // self.stride, wp // self.stride)}

@@ -86,8 +86,8 @@ class HyperpriorCodec(LearnedCodec):
         return self.g_s(v_hat * self.inv_gain(q)), z_bits + y_bits
 
     # -- coding -----------------------------------------------------------------------------
-    def analyse(self, xn: Tensor, q: Tensor) -> dict[str, Tensor]:
-        v = self.g_a(xn) * self.gain(q)
+    def analyse(self, y: Tensor, q: Tensor) -> dict[str, Tensor]:
+        v = y * self.gain(q)
         z = torch.floor(self.h_a(v) + 0.5).long()
         idx, mean = self.params_exact(z, v.shape[-2:])
         return {"z": z, "y": torch.floor(v - mean + 0.5).long(), "_idx": idx, "_mean": mean}
@@ -103,9 +103,9 @@ class HyperpriorCodec(LearnedCodec):
         self._side(syms, shape[1:])
         return syms["_idx"]
 
-    def synthesise(self, syms: dict[str, Tensor], q: Tensor) -> Tensor:
+    def decoded_latents(self, syms: dict[str, Tensor], q: Tensor) -> Tensor:
         self._side(syms, syms["y"].shape[-2:])
-        return self.g_s((syms["y"].float() + syms["_mean"]) * self.inv_gain(q))
+        return (syms["y"].float() + syms["_mean"]) * self.inv_gain(q)
 
     def latent_shapes(self, hp: int, wp: int) -> dict[str, tuple[int, ...]]:
         h, w = hp // self.stride, wp // self.stride

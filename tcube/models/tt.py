@@ -109,14 +109,15 @@ class TemporalCodec(HyperpriorCodec):
             raise InputError("a sequence needs at least one date")
 
     @torch.no_grad()
-    def compress(self, x: Tensor, quality: int) -> list[FramePayload]:
-        """Code the dates ``x`` (T, C, H, W) of one cube, in time order; one payload per date."""
+    def compress(self, x: Tensor, quality: int, seeds: list[int] | None = None) -> list[FramePayload]:
+        """Code the dates ``x`` (T, C, H, W) of one cube, in time order; one payload per date (its
+        symbol CRC started from ``seeds[t]``, default 0)."""
         self._check_sequence(len(x))
         q = self.quality_index(quality, x.shape[0])
-        xn = self.pad(self.normalise(x.to(self.device, torch.float32)))
-        v = self.g_a(xn) * self.gain(q)
+        v = self.analysis(x) * self.gain(q)
         y_hat: list[Tensor] = []
         payloads = []
+        seeds = seeds or [0] * len(x)
         for t in range(len(x)):
             z, sym, idx, y = self.date_symbols(v[t:t + 1], y_hat)
             check_symbol_range([sym, z])
@@ -124,7 +125,8 @@ class TemporalCodec(HyperpriorCodec):
             z_tables = self.table_index("z", {"z": z}, q[:1], tuple(z.shape[1:])).cpu().numpy()
             streams = {"z": encode_symbols(z[0].cpu().numpy(), z_tables[0], self.tables["z"]),
                        "y": encode_symbols(sym[0].cpu().numpy(), idx[0].cpu().numpy(), self.tables["y"])}
-            payloads.append(FramePayload(streams, symbol_crc([z[0].cpu().numpy(), sym[0].cpu().numpy()])))
+            crc = symbol_crc([z[0].cpu().numpy(), sym[0].cpu().numpy()], seeds[t])
+            payloads.append(FramePayload(streams, crc, seeds[t]))
         return payloads
 
     @torch.no_grad()
@@ -142,10 +144,9 @@ class TemporalCodec(HyperpriorCodec):
         for t, p in enumerate(payloads):
             idx, mean = self.date_params(idx_hp[t:t + 1], mean_hp[t:t + 1], y_hat, exact=True)
             sym = decode_symbols(p.streams["y"], idx[0].cpu().numpy(), self.tables["y"]).reshape(shapes["y"])
-            check_symbol_crc([z[t].cpu().numpy(), sym], p.symbol_crc, t)
+            check_symbol_crc([z[t].cpu().numpy(), sym], p, t)
             y_hat.append(torch.from_numpy(sym).to(self.device)[None].double() + mean.double())
-        out = self.g_s(torch.cat(y_hat).float() * self.inv_gain(q))
-        return self.denormalise(out[..., :height, :width])
+        return self.synthesis(torch.cat(y_hat).float() * self.inv_gain(q), height, width)
 
     def reconstruct(self, x: Tensor, quality: int) -> Tensor:
         """Decoded image of a sequence, without entropy coding (for tests and validation)."""

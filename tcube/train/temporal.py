@@ -64,17 +64,17 @@ class TemporalConfig:
 def _dataset_series(path: Path) -> list[tuple[str, np.ndarray]]:
     """(name, (T, 12, H, W)) per grid of a NetCDF / zarr time series; missing bands stood in."""
     from tcube.io import open_dataset
-    from tcube.xarray import _plan, _read_block, _variable_meta
+    from tcube.stacks import plan, read_block, variable_meta
 
     ds = open_dataset(path)
     out = []
-    for stack in _plan(ds, {}, "tec-hp", 8)[0]:
+    for stack in plan(ds, {}, "tec-hp", 8)[0]:
         if stack.tdim is None or ds.sizes[stack.tdim] < 2:
             continue
-        meta = _variable_meta(ds, stack, {})
+        meta = variable_meta(ds, stack, {})
         region = {stack.tdim: slice(0, ds.sizes[stack.tdim]), stack.ydim: slice(0, ds.sizes[stack.ydim]),
                   stack.xdim: slice(0, ds.sizes[stack.xdim])}
-        block = _read_block(ds, stack, meta, region)
+        block = read_block(ds, stack, meta, region)
         invalid = np.isnan(block)
         if invalid.any():
             block = fill_invalid(block, invalid, np.full(block.shape[1], 1500.0))

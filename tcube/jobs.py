@@ -1,0 +1,425 @@
+"""Writing a store as a job: chunk by chunk, resumable, in this process or on a dask cluster.
+
+A job turns a Dataset into a store with the layout of :mod:`tcube.stacks`. :func:`prepare` plans
+it, checks the target (:mod:`tcube.outputs`: never a source, never a folder of something else,
+another job's store only with ``overwrite``), writes the skeleton (metadata, coordinates,
+variables under :data:`SMALL_BYTES`) and marks the store unfinished. Each task (:func:`fill`)
+makes a rectangle of chunks valid: it reads their region from the source once, codes the stack
+chunks in shared forward passes and stores every chunk whole. :func:`finish` publishes the
+store when every task is done. :func:`run` does it all in this process (``xarray2tec``,
+``tcube compress``); :mod:`tcube.parallel` submits the same tasks to dask workers.
+
+Resumable and idempotent: the store records the job's fingerprint (source, its values or file
+signature, variables, rules, layout and codecs). Rerunning the same job keeps every stored chunk
+that checks out (present, length and CRC32 intact, same model, weights, quality, shape and
+no-data; lossless chunks: decodable) and writes the rest. Until the last task is done, the store
+is unfinished and nothing reads it as whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.array
+import numpy as np
+import xarray as xr
+import zarr
+
+from tcube.bands import L2A_BANDS
+from tcube.codecs import TecZarrCodec, check_settings, read_stored_chunk, stored_chunk_problem, write_stored_chunk
+from tcube.io import open_dataset
+from tcube.models.registry import default_device
+from tcube.outputs import check_store_output, local_path, mark_finished, mark_unfinished
+from tcube.stacks import (
+    STACK_PREFIX,
+    Stack,
+    check_rules,
+    create_stacks,
+    json_safe,
+    open_store,
+    plan,
+    read_block,
+    rest_of,
+    rules_for,
+    variable_meta,
+)
+from tcube.validate import check_count
+
+#: Variables (not coded by a model) up to this size are written with the skeleton.
+SMALL_BYTES = 1 << 20
+_OPENERS: dict[str, Callable[[str], xr.Dataset]] = {"dataset": open_dataset,
+                                                    "store": functools.partial(open_store, plain_ok=True)}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Arrays of the output filled together, chunk by chunk: one stack, or plain variables sharing a grid."""
+
+    arrays: tuple[str, ...]
+    dims: tuple[str | None, ...]  # source dims of each axis (a stack's band axis: None)
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    bytes_per_value: float  # source bytes per grid position, for the report
+    block: tuple[int, ...]  # chunks per task along each axis: a rectangle, read from the source at once
+    stack: Stack | None = None
+    meta: dict | None = None
+
+    def tasks(self) -> Iterator[list[tuple[int, ...]]]:
+        """The chunk coordinates of each task: rectangles of ``block`` chunks (smaller at the edges)."""
+        counts = [-(-n // c) for n, c in zip(self.shape, self.chunks)]
+        for start in itertools.product(*(range(0, k, b) for k, b in zip(counts, self.block))):
+            yield list(itertools.product(*(range(s, min(s + b, k)) for s, b, k in zip(start, self.block, counts))))
+
+    def region(self, coords: tuple[int, ...], last: tuple[int, ...] | None = None) -> dict[str, slice]:
+        """Source region of the chunk at ``coords`` (or of the chunks from ``coords`` to ``last``)."""
+        last = last or coords
+        return {d: slice(i * c, min((j + 1) * c, n))
+                for d, i, j, c, n in zip(self.dims, coords, last, self.chunks, self.shape) if d is not None}
+
+    def bytes_in(self, coords: tuple[int, ...]) -> int:
+        return int(self.bytes_per_value * np.prod([s.stop - s.start for s in self.region(coords).values()]))
+
+
+@dataclass(frozen=True)
+class Job:
+    """What tasks need to know: where to write, what, and how to open the source."""
+
+    dst: Any
+    targets: tuple[Target, ...]
+    fingerprint: str
+    source_kind: str | None  # how tasks open the source: a key of _OPENERS, or None (the dataset is passed)
+    source_path: str | None
+
+    def batches(self) -> list[tuple[int, list[tuple]]]:
+        """(target index, chunk coordinates) of every task."""
+        return [(index, coords) for index, target in enumerate(self.targets) for coords in target.tasks()]
+
+
+@dataclass
+class Report:
+    """What a run did: chunks, bytes and throughput, in total and per worker.
+
+    ``bytes_in`` counts the source bytes (in their own dtypes) of the chunks written by this run,
+    ``bytes_out`` what was stored for them; ``seconds`` is the wall time of coding, after the
+    cluster started and the skeleton was written (``setup_seconds``).
+    """
+
+    store: str
+    chunks: int
+    written: int
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+    setup_seconds: float
+    workers: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes_in / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "kept": self.chunks - self.written, "mb_per_s": self.mb_per_s}
+
+    def __str__(self) -> str:
+        if not self.written:
+            return f"{self.store}: complete, nothing to write ({self.chunks} chunks checked, all valid)"
+        lines = [f"{self.store}: {self.written} of {self.chunks} chunks written ({self.chunks - self.written} "
+                 f"already valid), {self.bytes_in / 1e6:.1f} MB in, {self.bytes_out / 1e6:.2f} MB out (ratio "
+                 f"{self.bytes_in / max(self.bytes_out, 1):.1f}), {self.seconds:.1f} s, {self.mb_per_s:.1f} MB/s "
+                 f"(setup {self.setup_seconds:.1f} s)"]
+        for name, w in sorted(self.workers.items()):
+            lines.append(f"  worker {name} ({w['device']}): {w['chunks']} chunks, {w['bytes_in'] / 1e6:.1f} MB in "
+                         f"{w['seconds']:.1f} s busy, {w['mb_per_s']:.1f} MB/s")
+        return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_source(kind: str, path: str, fingerprint: str) -> xr.Dataset:
+    """The source dataset, opened once per process and job."""
+    return _OPENERS[kind](path)
+
+
+def open_source(kind: str, path: str) -> xr.Dataset:
+    """Open a job's source: ``"dataset"`` (anything :func:`tcube.io.open_dataset` reads) or ``"store"``
+    (a zarr store, decoded when tcube wrote it)."""
+    return _OPENERS[kind](path)
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        return "client"
+
+
+def _padded(block: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """An edge chunk's block grown to the full chunk shape with NaN (the stacks' fill value), as zarr stores it."""
+    if block.shape == tuple(shape):
+        return block
+    out = np.full(shape, np.nan, block.dtype)
+    out[tuple(slice(0, n) for n in block.shape)] = block
+    return out
+
+
+def _cut(target: Target, union: dict, coords: tuple) -> tuple:
+    """Where the chunk at ``coords`` lies in a block read for the region ``union``."""
+    own = target.region(coords)
+    return tuple(slice(own[d].start - union[d].start, own[d].stop - union[d].start) if d else slice(None)
+                 for d in target.dims)
+
+
+def _fill_stack(ds: xr.Dataset, dst: Any, target: Target, coords: list[tuple]) -> tuple[list, int]:
+    arr = zarr.open_array(dst, path=target.arrays[0], mode="r+")
+    todo = [c for c in coords if stored_chunk_problem(arr, c) is not None]
+    if not todo:
+        return [], 0
+    union = target.region(tuple(map(min, zip(*todo))), tuple(map(max, zip(*todo))))
+    read = read_block(ds, target.stack, target.meta, union)  # one read: each source chunk decoded once
+    blocks = [_padded(read[_cut(target, union, c)], arr.chunks) for c in todo]
+    codec: TecZarrCodec = dataclasses.replace(arr.serializer, batch_frames=sum(len(b) for b in blocks))
+    blobs = codec.encode_chunks(blocks, [arr.fill_value] * len(blocks))
+    for c, blob in zip(todo, blobs):
+        write_stored_chunk(arr, c, blob)
+    return todo, sum(map(len, blobs))
+
+
+def _plain_chunk_ok(arr: zarr.Array, coords: tuple) -> bool:
+    if read_stored_chunk(arr, coords) is None:
+        return False
+    try:
+        arr.get_block_selection(coords)
+    except Exception:  # any codec's decoding error: the chunk is rewritten
+        return False
+    return True
+
+
+def _fill_plain(ds: xr.Dataset, dst: Any, target: Target, coords: list[tuple]) -> tuple[list, int]:
+    arrays = [zarr.open_array(dst, path=name, mode="r+") for name in target.arrays]
+    todo = [c for c in coords if not all(_plain_chunk_ok(a, c) for a in arrays)]
+    if not todo:
+        return [], 0
+    union = target.region(tuple(map(min, zip(*todo))), tuple(map(max, zip(*todo))))
+    part = ds[list(target.arrays)].isel(union).load()  # one read of the rectangle
+    for name, arr in zip(target.arrays, arrays):
+        values = part[name].values
+        for c in todo:  # whole chunks only: the chunks that were valid stay as they are
+            arr.set_block_selection(c, values[_cut(target, union, c)])
+    return todo, sum(len(read_stored_chunk(a, c) or b"") for a in arrays for c in todo)
+
+
+def fill(job: Job, index: int, coords: list[tuple], dataset: xr.Dataset | None = None) -> dict:
+    """Task: make the chunks ``coords`` of target ``index`` valid; returns what it did."""
+    start = time.perf_counter()
+    target = job.targets[index]
+    with dask.config.set(scheduler="synchronous"):  # reads inside a task stay inside it
+        ds = dataset if dataset is not None else _open_source(job.source_kind, job.source_path, job.fingerprint)
+        written, bytes_out = (_fill_stack if target.stack is not None else _fill_plain)(ds, job.dst, target, coords)
+    return {"worker": _worker_name(), "device": default_device(), "chunks": len(coords), "written": len(written),
+            "bytes_in": sum(target.bytes_in(c) for c in written), "bytes_out": bytes_out,
+            "seconds": time.perf_counter() - start}
+
+
+def _plain_chunks(da: xr.DataArray, rule: Mapping) -> tuple[int, ...]:
+    """Chunks of a variable written losslessly: its rule's, else the source's dask chunks, else (1, ..., 256, 256)."""
+    if len(rule.get("chunks", ())) == da.ndim:
+        return tuple(min(int(c), n) for c, n in zip(rule["chunks"], da.shape))
+    if da.chunks:
+        return tuple(int(c[0]) for c in da.chunks)
+    if da.ndim == 1:
+        return (min(da.shape[0], 1 << 18),)
+    return tuple([1] * (da.ndim - 2) + [min(256, n) for n in da.shape[-2:]])
+
+
+def _big(var: xr.Variable) -> bool:
+    """Written by tasks: numeric, larger than SMALL_BYTES (others go with the skeleton)."""
+    return var.dtype.kind in "iuf" and var.ndim > 0 and var.nbytes > SMALL_BYTES
+
+
+def _source_chunk(ds: xr.Dataset, name: str, dim: str, factor: int) -> int:
+    """Size along ``dim`` (of a grid ``factor`` times finer) of the chunks ``name`` is stored in; 0 if unknown."""
+    da = ds[name]
+    size = da.encoding.get("preferred_chunks", {}).get(dim)
+    if size is None and da.chunks:
+        size = da.chunks[da.dims.index(dim)][0]
+    return int(size or 0) * factor
+
+
+def _stack_block(ds: xr.Dataset, s: Stack, meta: dict, batch: int) -> tuple[int, int, int, int]:
+    """Chunks per task for a stack: whole source chunks in y and x, then dates up to ``batch`` chunks."""
+    name, info = next(iter(meta.items()))
+    ydim, xdim, f = info["grid"]
+    by, bx = (max(1, -(-_source_chunk(ds, name, d, f) // c)) for d, c in ((ydim, s.chunks[1]), (xdim, s.chunks[2])))
+    return max(1, batch // (by * bx)), 1, by, bx
+
+
+def _plain_block(chunks: tuple[int, ...], shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
+    """Chunks per task for plain variables: up to ``batch`` chunks along the first axis."""
+    return (min(batch, -(-shape[0] // chunks[0])),) + (1,) * (len(shape) - 1)
+
+
+def _targets(ds: xr.Dataset, stacks: list[Stack], metas: dict, rest: xr.Dataset, rules: Mapping,
+             batch: int) -> list[Target]:
+    targets = []
+    for s in stacks:
+        per_value = sum(len(info["bands"]) * np.dtype(info["dtype"]).itemsize / info["grid"][2] ** 2
+                        for info in metas[s.name].values())
+        t = ds.sizes[s.tdim] if s.tdim else 1
+        shape = (t, len(L2A_BANDS), ds.sizes[s.ydim], ds.sizes[s.xdim])
+        targets.append(Target((s.name,), (s.tdim, None, s.ydim, s.xdim), shape, (s.chunks[0], len(L2A_BANDS),
+                              *s.chunks[1:]), per_value, _stack_block(ds, s, metas[s.name], batch), s, metas[s.name]))
+    grids: dict[tuple, list[str]] = {}
+    for name, var in rest.data_vars.items():
+        if _big(var.variable):
+            grids.setdefault((var.dims, var.shape, _plain_chunks(ds[name], rules_for(rules, name))), []).append(name)
+    for (dims, shape, chunks), names in grids.items():  # zarr lists a group's arrays in no fixed order
+        names = sorted(names)
+        per_value = sum(ds[n].dtype.itemsize for n in names)
+        targets.append(Target(tuple(names), tuple(map(str, dims)), shape, chunks, per_value,
+                              _plain_block(chunks, shape, batch)))
+    return targets
+
+
+def _file_signature(path: str | None) -> list | None:
+    """Sizes and modification times of a local source (a file, or every file of a folder)."""
+    root = local_path(path) if path else None
+    if root is None or not root.exists():
+        return None
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return [[str(p.relative_to(root)) if p != root else "", p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def _fingerprint(ds: xr.Dataset, source: tuple[str | None, str | None], rules: Mapping,
+                 targets: list[Target]) -> str:
+    """What the job is: the source (its file signature, or the dataset's values), variables, rules, layout, codecs."""
+    kind, path = source
+    desc = {"source": path or "dataset", "rules": json_safe(dict(rules)),
+            "signature": _file_signature(path) if kind else dask.base.tokenize(*ds.variables.values()),
+            "variables": {str(n): [list(map(str, v.dims)), list(v.shape), v.dtype.str]
+                          for n, v in ds.variables.items()},
+            "targets": sorted([sorted(t.arrays), t.chunks, t.stack and [t.stack.model, t.stack.quality]]
+                              for t in targets)}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _template(rest: xr.Dataset, targets: list[Target]) -> xr.Dataset:
+    """``rest`` with the task-written variables as lazy placeholders (zarr metadata only), the others loaded."""
+    out = rest.copy()
+    chunked = {name: t.chunks for t in targets if t.stack is None for name in t.arrays}
+    for name, var in out.variables.items():
+        if name in chunked:
+            var.data = dask.array.zeros(var.shape, dtype=var.dtype, chunks=chunked[name])
+            var.encoding = {}
+        else:
+            var.load()
+    return out
+
+
+def _remove_partial_files(dst: Any) -> None:
+    """Temporary files of chunks whose writer was killed (local stores write, then rename)."""
+    path = local_path(dst)
+    if path is not None and path.is_dir():
+        for leftover in path.rglob("*.partial"):
+            leftover.unlink(missing_ok=True)
+
+
+def sources_of(ds: xr.Dataset, path: str | None = None) -> list[str]:
+    """Paths a job reads: ``path`` and the files ``ds`` (or any of its variables) was opened from."""
+    found = [path] if path else []
+    found += [obj.encoding["source"] for obj in (ds, *ds.variables.values()) if "source" in obj.encoding]
+    return list(dict.fromkeys(map(str, found)))
+
+
+def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rules: Mapping | None, model: str,
+            quality: int, *, batch: int = 8, overwrite: bool = False) -> Job:
+    """Plan a job, check its target and write the skeleton of its store (or find the same job there).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        What to write.
+    source : (kind, path)
+        How tasks open ``ds`` again (``"dataset"`` or ``"store"`` and its path), or ``(None, None)``:
+        tasks are given ``ds`` (in this process, or scattered to dask workers).
+    dst : path, URL or zarr store
+    rules, model, quality
+        As in :func:`tcube.xarray2tec`.
+    batch : int
+        Chunks per task.
+    overwrite : bool
+        Replace a zarr store that holds another job.
+    """
+    batch = check_count(batch, "batch")
+    rules = dict(rules or {})
+    check_rules(ds, rules)
+    stacks, skipped = plan(ds, rules, model, quality)
+    for s in stacks:
+        check_settings(s.model, s.quality, None)  # unknown model or quality: fail before any work
+    rest = rest_of(ds, stacks, skipped, rules)
+    metas = {s.name: variable_meta(ds, s, rules) for s in stacks}
+    targets = _targets(ds, stacks, metas, rest, rules, batch)
+    fingerprint = _fingerprint(ds, source, rules, targets)
+    if check_store_output(dst, sources_of(ds, source[1]), fingerprint=fingerprint, overwrite=overwrite):
+        _remove_partial_files(dst)
+    else:
+        _template(rest, targets).to_zarr(dst, mode="w", zarr_format=3, consolidated=False, compute=False)
+        create_stacks(ds, stacks, metas, dst)
+        mark_unfinished(dst, {"fingerprint": fingerprint, "source": source[1] or "dataset"})
+    return Job(dst, tuple(targets), fingerprint, *source)
+
+
+def report(dst: Any, rows: list[dict], seconds: float, setup: float) -> Report:
+    """The :class:`Report` of a run from its task results."""
+    workers: dict[str, dict] = {}
+    for r in rows:
+        w = workers.setdefault(r["worker"], {"chunks": 0, "written": 0, "bytes_in": 0, "bytes_out": 0, "seconds": 0.0})
+        for k in w:
+            w[k] += r[k]
+        w["device"] = r["device"]
+    for w in workers.values():
+        w["mb_per_s"] = w["bytes_in"] / 1e6 / w["seconds"] if w["seconds"] else 0.0
+    total = {k: sum(r[k] for r in rows) for k in ("chunks", "written", "bytes_in", "bytes_out")}
+    return Report(str(dst), seconds=seconds, setup_seconds=setup, workers=workers, **total)
+
+
+def finish(job: Job) -> None:
+    """Publish the store of a job whose tasks all completed."""
+    mark_finished(job.dst)
+
+
+def run(job: Job, ds: xr.Dataset, progress: Callable[[int, int], None] | None = None, setup: float = 0.0) -> Report:
+    """Run every task of ``job`` in this process, then publish the store; an interrupted run leaves it unfinished."""
+    start = time.perf_counter()
+    batches = job.batches()
+    total, done, rows = sum(len(c) for _, c in batches), 0, []
+    for index, coords in batches:
+        rows.append(fill(job, index, coords, ds))
+        done += len(coords)
+        if progress:
+            progress(done, total)
+    finish(job)
+    return report(job.dst, rows, time.perf_counter() - start, setup)
+
+
+def source_models(path: str | None) -> list[str]:
+    """Models of the tcube arrays of a source store (tasks decode with them)."""
+    if path is None:
+        return []
+    try:
+        group = zarr.open_group(path, mode="r")
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError,
+            zarr.errors.NodeTypeValidationError):
+        return []
+    return [group[k].serializer.model for k in group.array_keys()
+            if k.startswith(STACK_PREFIX) and isinstance(group[k].serializer, TecZarrCodec)]
+

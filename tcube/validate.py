@@ -1,0 +1,168 @@
+"""Checks of what users hand to tcube: the one place that validates a cube, its units and counts.
+
+Every entry point (:func:`tcube.encode`, the zarr codecs, the dataset helpers) goes through these,
+so a bad cube or argument gets the same clear :class:`~tcube.errors.InputError` everywhere,
+before anything is coded or written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tcube.bitstream import DTYPE_CODES, MAX_FRAME_PIXELS, MAX_SIDE, MAX_VALUES
+from tcube.errors import InputError
+
+#: Input dtypes (decoded cubes come back in the same dtype).
+DTYPES = DTYPE_CODES
+#: Float cubes whose every valid value is within +-this, with fractions, are reflectance (0..1):
+#: Sentinel-2 digital numbers of a whole frame never all fall below 3.
+REFLECTANCE_LIMIT = 3.0
+
+
+def check_count(value: object, name: str) -> int:
+    """``value`` as an int when it is a whole number of at least 1 (batch sizes and other counts).
+
+    Examples
+    --------
+    >>> check_count(8, "batch_size")
+    8
+    >>> check_count(0, "batch_size")
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: batch_size must be a whole number of at least 1, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def check_nodata(nodata: float | None, dtype: np.dtype) -> float | None:
+    """``nodata`` as a float, after checking that ``dtype`` can represent it.
+
+    Examples
+    --------
+    >>> check_nodata(0, np.uint16), check_nodata(None, np.int16)
+    (0.0, None)
+    """
+    if nodata is None:
+        return None
+    try:
+        value = float(nodata)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"nodata must be a number or None, got {nodata!r}") from exc
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        lim = np.iinfo(dtype)
+        if not (value.is_integer() and lim.min <= value <= lim.max):
+            raise InputError(f"nodata {nodata!r} is not a {dtype} value")
+    return value
+
+
+def check_units(scale: float | None, offset: float | None, dtype: np.dtype | str | None = None) -> tuple[float, float]:
+    """(scale, offset) of cube values: value = digital number x scale + offset (default 1 and 0).
+
+    Only float32 cubes may have other units (integer cubes hold digital numbers).
+
+    Examples
+    --------
+    >>> check_units(1e-4, None, "float32")
+    (0.0001, 0.0)
+    """
+    out = []
+    for name, value, default in (("scale", scale, 1.0), ("offset", offset, 0.0)):
+        try:
+            v = default if value is None else float(value)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{name} must be a number, got {value!r}") from exc
+        if not math.isfinite(v) or (name == "scale" and v <= 0):
+            raise InputError(f"{name} must be a finite number{' above 0' if name == 'scale' else ''}, got {value!r}")
+        out.append(v)
+    if dtype is not None and np.dtype(dtype).kind != "f" and out != [1.0, 0.0]:
+        raise InputError(f"scale and offset apply to float32 cubes; a {np.dtype(dtype)} cube holds digital numbers")
+    return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class Cube:
+    """A checked cube: its values as (T, C, H, W) and, for a numpy masked array, its mask."""
+
+    values: np.ndarray
+    masked: np.ndarray | None
+    ndim: int  # 3 or 4, as given
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.values.shape if self.ndim == 4 else self.values.shape[1:]
+
+
+def check_size(shape: tuple[int, ...], error: type[Exception] = InputError) -> None:
+    """Refuse shapes beyond the container's limits (see :mod:`tcube.bitstream`)."""
+    t, c, h, w = (1, *shape) if len(shape) == 3 else shape
+    if max(h, w) > MAX_SIDE or h * w > MAX_FRAME_PIXELS or t * c * h * w > MAX_VALUES or t > 65535:
+        raise error(f"cube of shape {tuple(shape)} is beyond one blob's limits (sides up to {MAX_SIDE}, "
+                    f"{MAX_FRAME_PIXELS:,} pixels per date, {MAX_VALUES:,} values, 65535 dates): code it in chunks "
+                    "(tcube.xarray2tec, or a zarr array with the tcube codec)")
+
+
+def check_cube(cube: object, bands: int) -> Cube:
+    """Validate the layout of a (T, C, H, W) or (C, H, W) cube (numpy array or masked array).
+
+    Examples
+    --------
+    >>> check_cube(np.zeros((12, 4, 4), np.uint16), 12).values.shape
+    (1, 12, 4, 4)
+    >>> check_cube(np.zeros((3, 4, 4), np.float64), 12)
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: unsupported dtype float64; use one of uint16, int16, float32
+    """
+    masked = None
+    if isinstance(cube, np.ma.MaskedArray):
+        masked, cube = np.ma.getmaskarray(cube), np.ma.getdata(cube)
+        masked = masked if masked.any() else None
+    if not isinstance(cube, np.ndarray):
+        raise InputError(f"cube must be a numpy array, got {type(cube).__name__}")
+    if cube.dtype.name not in DTYPES:
+        raise InputError(f"unsupported dtype {cube.dtype}; use one of {', '.join(DTYPES)}")
+    if cube.ndim not in (3, 4):
+        raise InputError(f"cube must have dims (time, band, y, x) or (band, y, x); "
+                         f"got {cube.ndim} dims {cube.shape}")
+    c4 = cube if cube.ndim == 4 else cube[None]
+    if c4.shape[1] != bands:
+        raise InputError(f"cube has {c4.shape[1]} bands on axis {cube.ndim - 3}; this model codes {bands}")
+    if min(c4.shape) == 0:
+        raise InputError(f"cube has an empty dimension: shape {cube.shape}")
+    check_size(cube.shape)
+    if masked is not None:
+        masked = masked if masked.ndim == 4 else masked[None]
+    return Cube(c4, masked, cube.ndim)
+
+
+def check_reflectance(values: np.ndarray, valid: np.ndarray | None) -> None:
+    """Refuse float reflectance (0..1) given as digital numbers: name ``scale``.
+
+    Examples
+    --------
+    >>> check_reflectance(np.array([0.05, 0.31, 1.2], np.float32), None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: cube values lie between 0.05 and 1.2: float reflectance, ... Pass scale=1e-4 ...
+    """
+    if values.dtype.kind != "f":
+        return
+    where = np.ones(values.shape, bool) if valid is None else valid
+    if not where.any():
+        return
+    lo = float(np.min(values, where=where, initial=np.inf))
+    hi = float(np.max(values, where=where, initial=-np.inf))
+    if max(abs(lo), abs(hi)) > REFLECTANCE_LIMIT:
+        return
+    if np.any(np.not_equal(np.round(values), values, where=where) & where):
+        raise InputError(
+            f"cube values lie between {lo:.3g} and {hi:.3g}: float reflectance, not digital numbers "
+            "(reflectance x 10000). Pass scale=1e-4 (value = digital number x scale + offset; offset=-0.1 where "
+            "the L2A +1000 offset was removed) to tcube.encode or the zarr codec, the rule {\"scale\": 0.0001} "
+            "to xarray2tec, or --scale 0.0001 to tcube compress")
