@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -61,14 +62,33 @@ class _Prepared:
         """Per frame, the start of its checksum: the header's fields, then its mask stream."""
         return [zlib.crc32(m, frame_seed(self.header, t)) for t, m in enumerate(self.masks)]
 
-    def model_input(self, t: int, fill: np.ndarray) -> np.ndarray:
-        """Frame ``t`` as the model's input: float32 digital numbers, masked pixels filled smoothly."""
-        x = self.cube.values[t].astype(np.float32)
+    def model_input(self, t: int, fill: np.ndarray, out: np.ndarray) -> None:
+        """Frame ``t`` as the model's input, into ``out``: float32 digital numbers, the pixels it does
+        not code filled smoothly."""
+        out[...] = self.cube.values[t]
         if self.header["scale"] != 1.0 or self.header["offset"] != 0.0:
-            x = (x - np.float32(self.header["offset"])) / np.float32(self.header["scale"])
+            out -= np.float32(self.header["offset"])
+            out /= np.float32(self.header["scale"])
         if self.invalid is not None and self.invalid[t].any():
-            x = fill_invalid(x[None], self.invalid[t][None], fill)[0]
-        return x
+            out[...] = fill_invalid(out[None], self.invalid[t][None], fill)[0]
+
+
+def _model_input(prepared: list[_Prepared], refs: list[tuple[int, int]], fill: np.ndarray) -> torch.Tensor:
+    """Frames ``refs`` ((cube, date) pairs of equal size) as one batch for the model: the cube itself
+    when they are consecutive dates of one cube in digital numbers with nothing to fill (the model
+    converts it piece by piece), else a float32 copy."""
+    p = prepared[refs[0][0]]
+    t0, t1 = refs[0][1], refs[-1][1] + 1
+    if (all(i == refs[0][0] for i, _ in refs) and t1 - t0 == len(refs) and p.header["scale"] == 1.0
+            and p.header["offset"] == 0.0 and (p.invalid is None or not p.invalid[t0:t1].any())):
+        with warnings.catch_warnings():  # read-only inputs are fine: the model never writes to them
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(np.ascontiguousarray(p.cube.values[t0:t1]))
+    first = p.cube.values
+    x = np.empty((len(refs), *first.shape[1:]), np.float32)
+    for k, (i, t) in enumerate(refs):
+        prepared[i].model_input(t, fill, x[k])
+    return torch.from_numpy(x)
 
 
 def _prepare(cube: object, codec: LearnedCodec, base: dict, nodata: float | None, scale: float | None,
@@ -166,15 +186,14 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str = "tec-hp", quality: in
     payloads: list[list[FramePayload]] = [[] for _ in prepared]
     if getattr(codec, "temporal", False):  # dates depend on the previous ones: one cube per call
         for i, p in enumerate(prepared):
-            x = np.stack([p.model_input(t, fill) for t in range(len(p.masks))])
-            payloads[i] = codec.compress(torch.from_numpy(x), quality, seeds[i])
+            payloads[i] = codec.compress(_model_input(prepared, [(i, t) for t in range(len(p.masks))], fill), quality,
+                                         seeds[i])
     else:
         for members in _groups([p.cube.values.shape[-2:] for p in prepared]).values():
             refs = [(i, t) for i in members for t in range(len(prepared[i].masks))]
             h, w = prepared[members[0]].cube.values.shape[-2:]
             for run in _passes(refs, h * w, batch_size):
-                x = np.stack([prepared[i].model_input(t, fill) for i, t in run])
-                coded = codec.compress(torch.from_numpy(x), quality, [seeds[i][t] for i, t in run])
+                coded = codec.compress(_model_input(prepared, run, fill), quality, [seeds[i][t] for i, t in run])
                 for (i, _), payload in zip(run, coded):
                     payloads[i].append(payload)
     return [pack({**p.header, "frames": [{"crc": f.symbol_crc} for f in frames]},
@@ -281,19 +300,26 @@ class _Output:
         self.values = np.empty(shape, h["dtype"])
         self.masked = np.zeros(shape, bool) if h.get("flags", 0) & FLAG_MASKED_ARRAY else None
 
-    def put(self, t: int, decoded: np.ndarray) -> None:
-        """Store decoded frame ``t`` (float digital numbers): units, dtype, no-data and masked pixels."""
-        h, out = self.header, self.values[t]
-        # version 3 codes only values in CODED_RANGE (the rest is exact in the mask): decode within it too
-        x = np.clip(decoded, *CODED_RANGE) if h["version"] >= 3 else decoded
-        if h.get("scale", 1.0) != 1.0 or h.get("offset", 0.0) != 0.0:
-            x = x * np.float32(h["scale"]) + np.float32(h["offset"])
+    def put(self, t: int, rows: slice, cols: slice, x: np.ndarray) -> None:
+        """Store a decoded piece of frame ``t`` (float32 digital numbers, modified in place) in its
+        units and dtype."""
+        h, out = self.header, self.values[t][:, rows, cols]
+        if h["version"] >= 3:  # only values in CODED_RANGE went through the model: decode within it
+            np.clip(x, *CODED_RANGE, out=x)
+        if h["scale"] != 1.0 or h["offset"] != 0.0:
+            x *= np.float32(h["scale"])
+            x += np.float32(h["offset"])
         if out.dtype.kind == "f":
             out[...] = x
         else:
             lim = np.iinfo(out.dtype)
-            out[...] = np.clip(np.floor(x + 0.5), lim.min, lim.max)
-        avoid_nodata(out, h["nodata"])
+            x += 0.5
+            np.floor(x, out=x)
+            out[...] = np.clip(x, lim.min, lim.max, out=x)
+
+    def finish(self, t: int) -> None:
+        """Frame ``t`` once every piece is in: no-data never at a valid pixel, kept pixels back."""
+        out = avoid_nodata(self.values[t], self.header["nodata"])
         mask = unpack_mask(self.container.frames[t].get(MASK_STREAM, b""), out.shape, out.dtype)
         if mask is not None:
             out[mask[0]] = mask[1]
@@ -337,10 +363,14 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
         else:
             runs = list(_passes(refs, height * width, batch_size))
         for run in runs:
+            def sink(frames: slice, rows: slice, cols: slice, piece: torch.Tensor, run=run) -> None:
+                for (i, t), frame in zip(run[frames], piece.cpu().numpy()):
+                    outputs[i].put(t, rows, cols, frame)
+
             try:
-                decoded = codec.decompress([_payload(containers[i], t) for i, t in run], quality, height, width)
-                for (i, t), frame in zip(run, decoded.cpu().numpy()):
-                    outputs[i].put(t, frame)
+                codec.decompress([_payload(containers[i], t) for i, t in run], quality, height, width, sink)
+                for i, t in run:
+                    outputs[i].finish(t)
             except SymbolChecksumError as exc:
                 raise _named(exc, label(run[exc.frame or 0][0])) from exc
             except TcubeError as exc:

@@ -45,8 +45,10 @@ DIGEST_BYTES = 16
 DTYPE_CODES = ("uint16", "int16", "float32")
 #: Largest height or width of a frame.
 MAX_SIDE = 1 << 15
-#: Largest frame (height x width): 67 M pixels, e.g. 8192 x 8192; bigger cubes go in chunks.
-MAX_FRAME_PIXELS = 1 << 26
+#: Largest frame (height x width): 16.8 M pixels, e.g. 4096 x 4096; bigger cubes go in chunks. A
+#: forged header that announces a frame this large costs a decoder at most about a second and
+#: 0.5 GB before it fails.
+MAX_FRAME_PIXELS = 1 << 24
 #: Largest number of values (dates x bands x height x width) in one blob: 2**30.
 MAX_VALUES = 1 << 30
 #: Flag bits of the header (version 3).

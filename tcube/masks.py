@@ -46,7 +46,8 @@ def invalid_mask(cube: np.ndarray, nodata: float | None, coded: tuple[float, flo
     if nodata is not None and not np.isnan(nodata):
         bad |= cube == nodata
     if coded is not None:
-        bad |= (cube < coded[0]) | (cube > coded[1])
+        bad |= cube < coded[0]
+        bad |= cube > coded[1]
     if masked is not None:
         bad |= masked
     return bad if bad.any() else None

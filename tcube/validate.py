@@ -130,6 +130,8 @@ def check_cube(cube: object, bands: int) -> Cube:
     if cube.ndim not in (3, 4):
         raise InputError(f"cube must have dims (time, band, y, x) or (band, y, x); "
                          f"got {cube.ndim} dims {cube.shape}")
+    if not cube.dtype.isnative:  # same values in this machine's byte order
+        cube = cube.astype(cube.dtype.newbyteorder("="))
     c4 = cube if cube.ndim == 4 else cube[None]
     if c4.shape[1] != bands:
         raise InputError(f"cube has {c4.shape[1]} bands on axis {cube.ndim - 3}; this model codes {bands}")

@@ -112,3 +112,49 @@ def test_single_nan_pixel_round_trips(small):
     cube[0, 3, 4, 5] = np.nan
     out = tcube.decode(tcube.encode(cube))
     assert np.isnan(out[0, 3, 4, 5]) and np.isnan(out).sum() == 1
+
+
+MEMORY_SCRIPT = """
+import resource, sys, numpy as np, tcube
+model, what = sys.argv[1], sys.argv[2]
+cube = np.tile(tcube.data.load_sample_cube()[:1].astype(np.uint16), (1, 1, 16, 16))  # 1 x 12 x 2048 x 2048
+blob = tcube.encode(cube[:, :, :64, :64], model=model)  # the model loaded, the allocator warm
+tcube.decode(blob)
+if what == "decode":
+    blob = open(sys.argv[3], "rb").read()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if what == "encode":
+    open(sys.argv[3], "wb").write(tcube.encode(cube, model=model))
+else:
+    out = tcube.decode(blob)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024 / cube.nbytes)
+if what == "decode":
+    assert out.shape == cube.shape and tcube.metrics.psnr_full(cube[:, :, :512], out[:, :, :512]) > 35
+"""
+
+
+@pytest.mark.parametrize("model", ["tec-hp", "tec-tt"])
+def test_memory_stays_bounded_for_a_large_frame(model, tmp_path):
+    """One 1 x 12 x 2048 x 2048 uint16 date (96 MiB): the transforms run in tiles, so encoding and
+    decoding each peak at under 4 times the array (fresh processes measure their own peaks)."""
+    import subprocess
+    import sys
+
+    blob = tmp_path / "big.tcube"
+    for what in ("encode", "decode"):
+        run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, model, what, str(blob)], capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert float(run.stdout.strip()) < 4.0, (what, run.stdout)
+
+
+def test_large_frames_code_in_tiles_to_the_same_symbols(sample, monkeypatch):
+    """Tiles with a margin give the latents of the whole frame: the same blob, bit for bit."""
+    import tcube.models.base
+
+    cube = np.tile(sample[:1], (1, 1, 2, 3))[:, :, :250, :330]
+    whole = {m: tcube.encode(cube, model=m) for m in ("tec-fp", "tec-hp", "tec-tt")}
+    monkeypatch.setattr(tcube.models.base, "PASS_PIXELS", 1 << 15)  # pieces of 80 x 80 pixels and a margin
+    for m, blob in whole.items():
+        assert tcube.encode(cube, model=m) == blob
+        np.testing.assert_allclose(tcube.decode(blob).astype(float), tcube.decode(whole[m]).astype(float), atol=1)

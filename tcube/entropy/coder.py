@@ -21,9 +21,9 @@ RangeDecoder = constriction.stream.queue.RangeDecoder
 def _groups(table_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Order that sorts symbols by table, the tables used, and where each group starts."""
     order = np.argsort(table_idx, kind="stable")
-    used, first = np.unique(table_idx[order], return_index=True)
-    bounds = np.append(first, len(order))
-    return order, used, bounds
+    ids = table_idx[order]
+    first = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]])) if len(ids) else np.zeros(0, np.int64)
+    return order, ids[first], np.append(first, len(order))
 
 
 def encode_symbols(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) -> bytes:
@@ -37,7 +37,7 @@ def encode_symbols(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) 
     True
     """
     values = np.asarray(values, dtype=np.int64).ravel()
-    table_idx = np.asarray(table_idx, dtype=np.int64).ravel()
+    table_idx = np.asarray(table_idx, dtype=np.int32).ravel()
     enc = RangeEncoder()
     escaped = []
     order, used, bounds = _groups(table_idx)
@@ -61,7 +61,7 @@ def encode_symbols(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) 
 def decode_symbols(data: bytes, table_idx: np.ndarray, tables: TableSet) -> np.ndarray:
     """Inverse of :func:`encode_symbols`; returns int64 values in the shape of ``table_idx``."""
     shape = np.shape(table_idx)
-    table_idx = np.asarray(table_idx, dtype=np.int64).ravel()
+    table_idx = np.asarray(table_idx, dtype=np.int32).ravel()
     if len(data) % 4:
         raise CorruptBlobError("entropy-coded segment length is not a multiple of 4 bytes")
     try:
@@ -81,6 +81,6 @@ def decode_symbols(data: bytes, table_idx: np.ndarray, tables: TableSet) -> np.n
             lo = np.asarray(dec.decode(_RAW, len(pos)), dtype=np.uint64)
             zig = (hi << 16) | lo
             out[pos] = np.where(zig % 2 == 0, zig // 2, -((zig + 1) // 2)).astype(np.int64)
-    except (ValueError, RuntimeError, OverflowError) as exc:
-        raise CorruptBlobError(f"entropy-coded segment cannot be decoded: {exc}") from exc
+    except Exception as exc:  # constriction signals invalid data with AssertionError, ValueError...
+        raise CorruptBlobError(f"entropy-coded segment cannot be decoded ({type(exc).__name__}: {exc})") from exc
     return out.reshape(shape)

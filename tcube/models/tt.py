@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from tcube.entropy import decode_symbols, encode_symbols
 from tcube.errors import InputError
-from tcube.models.base import CodecConfig, FramePayload, check_symbol_crc, check_symbol_range, symbol_crc
+from tcube.models.base import CodecConfig, FramePayload, Sink, check_symbol_crc, check_symbol_range, symbol_crc
 from tcube.models.hp import MEAN_STEPS, HyperpriorCodec
 from tcube.models.layers import IntegerConv2d, round_ste
 
@@ -130,8 +130,10 @@ class TemporalCodec(HyperpriorCodec):
         return payloads
 
     @torch.no_grad()
-    def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int) -> Tensor:
-        """Decode the payloads of :meth:`compress` (one cube's dates, in order)."""
+    def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int,
+                   sink: Sink | None = None) -> Tensor | None:
+        """Decode the payloads of :meth:`compress` (one cube's dates, in order; ``sink`` as in
+        :meth:`LearnedCodec.synthesis`)."""
         self._check_sequence(len(payloads))
         q = self.quality_index(quality, len(payloads))
         shapes = self.latent_shapes(*self.padded_size(height, width))
@@ -146,7 +148,7 @@ class TemporalCodec(HyperpriorCodec):
             sym = decode_symbols(p.streams["y"], idx[0].cpu().numpy(), self.tables["y"]).reshape(shapes["y"])
             check_symbol_crc([z[t].cpu().numpy(), sym], p, t)
             y_hat.append(torch.from_numpy(sym).to(self.device)[None].double() + mean.double())
-        return self.synthesis(torch.cat(y_hat).float() * self.inv_gain(q), height, width)
+        return self.synthesis(torch.cat(y_hat).float() * self.inv_gain(q), height, width, sink)
 
     def reconstruct(self, x: Tensor, quality: int) -> Tensor:
         """Decoded image of a sequence, without entropy coding (for tests and validation)."""
