@@ -248,8 +248,16 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Descriptions as written, and every option's default in its help."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and the default of every option that has one in its help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS) and action.default is not False and "default" not in text \
+                and action.option_strings:
+            default = " ".join(map(str, action.default)) if isinstance(action.default, list) else action.default
+            text += f" (default: {default})"
+        return text
 
 
 def _subcommand(sub, name: str, help: str, **kwargs) -> argparse.ArgumentParser:
@@ -375,13 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print a JSON summary")
     v.set_defaults(func=_cmd_preview)
 
-    d = sub.add_parser("demo", help="compress the shipped sample cube with every model; print size, ratio, PSNR, time")
+    d = sub.add_parser("demo", help="compress the shipped sample cube with every model; print size, ratio, PSNR, time",
+                       formatter_class=_HelpFormatter)
     d.add_argument("--models", nargs="+", default=None, help="models to run (default: all)")
     d.add_argument("--qualities", nargs="+", type=int, default=[1, 4, 8, 12, 16], help="qualities 1..16")
     d.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     d.set_defaults(func=_cmd_demo)
 
-    t = sub.add_parser("train", help="train a codec on Sentinel-2 files/folders and export safetensors weights")
+    t = sub.add_parser("train", help="train a codec on Sentinel-2 files/folders and export safetensors weights",
+                       formatter_class=_HelpFormatter)
     t.add_argument("--arch", choices=["fp", "hp", "tt"], required=True,
                    help="fp: factorized prior; hp: mean-scale hyperprior; tt: temporal prior on top of --init "
                         "(trained on time series: GeoTIFF places over dates, NetCDF/zarr series)")
@@ -395,14 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", nargs="+", required=True, help="GeoTIFF / NetCDF / zarr / npy files or folders")
     t.add_argument("--holdout", default="0080717", help="files whose path contains this are used for validation only")
     t.add_argument("--out", default="runs/model", help="run folder (checkpoint, resumable)")
-    t.add_argument("--steps", type=int, default=4000)
+    t.add_argument("--steps", type=positive_int, default=4000, help="optimiser steps")
     t.add_argument("--epoch-steps", type=int, default=250, help="validate and checkpoint every N steps")
-    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--batch", type=positive_int, default=8, help="crops per step")
     t.add_argument("--crop", type=int, default=96, help="crop size (multiple of 16)")
-    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--lr", type=float, default=5e-4, help="learning rate")
     t.add_argument("--max-minutes", type=float, default=None, help="stop (and export) after this wall time")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--export", help="write safetensors weights (and a .md model card beside them) here")
     t.set_defaults(func=_cmd_train)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,10 +81,12 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 
 def _from_channels(a: np.ndarray, source: str) -> np.ndarray:
-    """(…, C, H, W) with C = 12 (L2A order) or 13 (L1C order, B10 dropped) -> (T, 12, H, W)."""
+    """(…, C, H, W) with C = 12 (L2A order) or 13 (L1C order, B10 left out, with a warning) -> (T, 12, H, W)."""
     if a.ndim == 3:
         a = a[None]
     if a.shape[1] == len(L1C_BANDS):
+        warnings.warn(f"{source}: 13 L1C bands; read_cube leaves out B10 (cirrus), the models code the 12 L2A "
+                      "bands (tcube compress and open_dataset keep it, stored losslessly)", stacklevel=3)
         a = np.delete(a, L1C_BANDS.index("B10"), axis=1)
     if a.ndim != 4 or a.shape[1] != len(L2A_BANDS):
         raise InputError(f"{source}: expected 12 or 13 bands, got array of shape {a.shape}")
@@ -121,7 +124,8 @@ def read_cube(path: str | Path) -> np.ndarray:
 
     Accepts a multi-band GeoTIFF, a folder of per-band or per-date GeoTIFFs, ``.npy`` arrays
     ((T, H, W, C) or (T, C, H, W) with 12 or 13 bands; float reflectance is scaled by 1e4),
-    NetCDF and zarr with band variables named like ``B02``. L1C inputs lose B10.
+    NetCDF and zarr with band variables named like ``B02``. L1C inputs lose B10 (with a warning):
+    this reader feeds training and benchmarks; :func:`open_dataset` keeps every band as it is.
 
     Examples
     --------
@@ -134,13 +138,7 @@ def read_cube(path: str | Path) -> np.ndarray:
     if suffix in (".tif", ".tiff"):
         a = _from_channels(_read_tiff(path), str(path))
     elif suffix in (".npy", ".npz"):
-        a = np.load(path, allow_pickle=False)
-        if suffix == ".npz":
-            with a as z:
-                a = z[z.files[0]]
-        if a.ndim == 4 and a.shape[-1] in (12, 13) and a.shape[1] not in (12, 13):
-            a = np.moveaxis(a, -1, 1)
-        a = _from_channels(a, str(path))
+        a = _from_channels(_load_array(path), str(path))
     elif suffix in (".nc", ".zarr") or (path.is_dir() and (path / "zarr.json").exists()):
         a = _read_xarray(path)
     elif path.is_dir():
@@ -148,6 +146,17 @@ def read_cube(path: str | Path) -> np.ndarray:
     else:
         raise InputError(f"{path}: unsupported file type {suffix!r}")
     return _to_dn(np.asarray(a)).astype(np.float32)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    """A .npy array, or the first array of a .npz, as (T, C, H, W) when its last axis holds the bands."""
+    a = np.load(path, allow_pickle=False)
+    if path.suffix.lower() == ".npz":
+        with a as z:
+            a = z[z.files[0]]
+    if a.ndim == 4 and a.shape[-1] in (12, 13) and a.shape[1] not in (12, 13):
+        a = np.moveaxis(a, -1, 1)
+    return a[None] if a.ndim == 3 else a
 
 
 def find_cubes(paths: list[str | Path]) -> list[Path]:
@@ -275,9 +284,12 @@ def open_dataset(path: str | Path):
     if suffix in (".tif", ".tiff"):
         a, coords, crs = _geotiff(path)
         return _dataset(_band_planes(a, str(path)), coords, crs, ("y", "x"), {})
-    if suffix in (".npy", ".npz"):
-        cube = read_cube(path)
-        return _dataset(dict(zip(L2A_BANDS, np.moveaxis(cube, 1, 0))), {}, {}, ("time", "y", "x"), {})
+    if suffix in (".npy", ".npz"):  # values as they are, every band (B10 of L1C too)
+        cube = _load_array(path)
+        names = {len(L2A_BANDS): L2A_BANDS, len(L1C_BANDS): L1C_BANDS}.get(cube.shape[1] if cube.ndim == 4 else 0)
+        if names is None:
+            raise InputError(f"{path}: expected (T, C, H, W) or (T, H, W, C) with 12 or 13 bands, got {cube.shape}")
+        return _dataset(dict(zip(names, np.moveaxis(cube, 1, 0))), {}, {}, ("time", "y", "x"), {})
     if path.is_dir():
         tifs = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
         if not tifs:

@@ -52,7 +52,7 @@ from tcube.stacks import (
     rules_for,
     variable_meta,
 )
-from tcube.validate import check_count
+from tcube.validate import check_count, check_reflectance
 
 #: Variables (not coded by a model) up to this size are written with the skeleton.
 SMALL_BYTES = 1 << 20
@@ -340,6 +340,18 @@ def sources_of(ds: xr.Dataset, path: str | None = None) -> list[str]:
     return list(dict.fromkeys(map(str, found)))
 
 
+def _preflight(ds: xr.Dataset, targets: list[Target]) -> None:
+    """Refuse, before the store is touched, band values no chunk could be coded from: the first
+    chunk of each stack is read and checked as the model's input (reflectance instead of digital
+    numbers, say)."""
+    for target in targets:
+        if target.stack is not None:
+            block = read_block(ds, target.stack, target.meta, target.region((0,) * len(target.shape)))
+            present = sorted({i for info in target.meta.values() for i in info["bands"].values()})
+            block = block[:, present]  # not the stand-ins
+            check_reflectance(block, np.isfinite(block))
+
+
 def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rules: Mapping | None, model: str,
             quality: int, *, batch: int = 8, overwrite: bool = False) -> Job:
     """Plan a job, check its target and write the skeleton of its store (or find the same job there).
@@ -369,6 +381,7 @@ def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rul
     metas = {s.name: variable_meta(ds, s, rules) for s in stacks}
     targets = _targets(ds, stacks, metas, rest, rules, batch)
     fingerprint = _fingerprint(ds, source, rules, targets)
+    _preflight(ds, targets)
     if check_store_output(dst, sources_of(ds, source[1]), fingerprint=fingerprint, overwrite=overwrite):
         _remove_partial_files(dst)
     else:

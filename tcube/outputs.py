@@ -101,12 +101,14 @@ def check_not_source(target: Any, sources: Sequence[Any]) -> None:
             raise InputError(f"{target} {relation} the source {source}: refusing to write there")
 
 
-def _store(target: Any) -> Store:
+def _store(target: Any, writable: bool = False) -> Store | None:
+    """A zarr store for ``target`` (read-only unless ``writable``), or None for a missing local path."""
     if isinstance(target, Store):
         return target
-    if local_path(target) is not None:
-        return zarr.storage.LocalStore(local_path(target))
-    return zarr.storage.FsspecStore.from_url(str(target))
+    path = local_path(target)
+    if path is not None:
+        return zarr.storage.LocalStore(path, read_only=not writable) if path.is_dir() else None
+    return zarr.storage.FsspecStore.from_url(str(target), read_only=not writable)
 
 
 def _get_json(store: Store, key: str) -> dict | None:
@@ -114,8 +116,10 @@ def _get_json(store: Store, key: str) -> dict | None:
     return None if buf is None else json.loads(buf.to_bytes())
 
 
-def _root(store: Store) -> tuple[str, dict] | None:
+def _root(store: Store | None) -> tuple[str, dict] | None:
     """(key, metadata) of the root group: the published one, else the one an unfinished job keeps aside."""
+    if store is None:
+        return None
     for key in (ROOT_KEY, UNFINISHED_KEY):
         meta = _get_json(store, key)
         if meta is not None:
@@ -166,7 +170,7 @@ def _kind(target: Any) -> str:
             return "empty"
         return "zarr" if any((path / m).exists() for m in _MARKERS) else "other"
     store = _store(target)
-    if sync(store.is_empty("")):
+    if store is None or sync(store.is_empty("")):
         return "empty"
     return "zarr" if any(sync(store.exists(m)) for m in _MARKERS) else "other"
 
@@ -262,7 +266,7 @@ def _set_json(store: Store, key: str, meta: dict) -> None:
 
 def mark_unfinished(target: Any, record: dict) -> None:
     """Record the job in the root metadata and keep it aside until :func:`mark_finished`."""
-    store = _store(target)
+    store = _store(target, writable=True)
     key, meta = _root(store)
     meta.setdefault("attributes", {})[JOB_ATTR] = {**record, "finished": False}
     _set_json(store, UNFINISHED_KEY, meta)
@@ -274,7 +278,7 @@ def mark_unfinished(target: Any, record: dict) -> None:
 
 def mark_finished(target: Any) -> None:
     """Publish the root metadata of a store whose job stored its last chunk."""
-    store = _store(target)
+    store = _store(target, writable=True)
     key, meta = _root(store)
     meta.setdefault("attributes", {}).setdefault(JOB_ATTR, {})["finished"] = True
     _set_json(store, ROOT_KEY, meta)

@@ -35,8 +35,8 @@ import zarr
 from tcube.bands import L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN
 from tcube.codecs import TecZarrCodec
 from tcube.errors import InputError
-from tcube.io import band_name
-from tcube.outputs import JOB_ATTR, check_finished
+from tcube.io import band_name, existing
+from tcube.outputs import JOB_ATTR, check_finished, local_path
 
 STACK_PREFIX = "tcube_"
 ORDER_ATTR = "tcube:variables"
@@ -417,10 +417,15 @@ def open_store(store: Any, chunks: Mapping | None = None, *, plain_ok: bool = Fa
     :class:`~tcube.errors.UnfinishedStoreError`; a zarr store tcube did not write raises
     :class:`~tcube.errors.InputError` unless ``plain_ok`` (then it opens as plain zarr).
     """
+    if local_path(store) is not None:
+        existing(store)
     check_finished(store)
     try:
         ds = xr.open_zarr(store, consolidated=False, chunks=chunks if chunks is not None else {},
                           mask_and_scale=False)
+    except zarr.errors.ContainsArrayError as exc:
+        raise InputError(f"{store}: a single zarr array, not a tcube store of a dataset; read it with "
+                         "zarr.open_array (its codec decodes it)") from exc
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise InputError(f"{store}: not a tcube store (no zarr group: {exc})") from exc
     if not plain_ok and ORDER_ATTR not in ds.attrs and not any(str(n).startswith(STACK_PREFIX) for n in ds.data_vars):

@@ -162,7 +162,7 @@ def check_reflectance(values: np.ndarray, valid: np.ndarray | None) -> None:
     hi = float(np.max(values, where=where, initial=-np.inf))
     if max(abs(lo), abs(hi)) > REFLECTANCE_LIMIT:
         return
-    if np.any(np.not_equal(np.round(values), values, where=where) & where):
+    if np.any((np.round(values) != values) & where):
         raise InputError(
             f"cube values lie between {lo:.3g} and {hi:.3g}: float reflectance, not digital numbers "
             "(reflectance x 10000). Pass scale=1e-4 (value = digital number x scale + offset; offset=-0.1 where "

@@ -101,9 +101,13 @@ def tec2xarray(store: Any, chunks: Mapping | None = None) -> xr.Dataset:
     return open_store(store, chunks)
 
 
-def _psnr_valid(a: np.ndarray, b: np.ndarray, valid: np.ndarray, psnr) -> float:
-    """``psnr`` (a :mod:`tcube.metrics` convention) over the valid pixels of one date; NaN if none."""
-    return psnr(a[valid][None], b[valid][None]) if valid.any() else float("nan")
+def _psnr_valid(a: np.ndarray, b: np.ndarray, valid: np.ndarray, psnr, floor: float) -> float:
+    """``psnr`` (a :mod:`tcube.metrics` convention, which clamps values at ``floor``) over the valid
+    pixels of one date; NaN (undefined) if there are none or the convention sees nothing above its floor."""
+    a, b = a[valid], b[valid]
+    if not a.size or ((a <= floor).all() and (b <= floor).all()):
+        return float("nan")
+    return psnr(a[None], b[None])
 
 
 def _variable_quality(original: xr.DataArray, decoded: xr.DataArray, info: dict, tdim: str | None) -> dict:
@@ -117,8 +121,8 @@ def _variable_quality(original: xr.DataArray, decoded: xr.DataArray, info: dict,
         b = (decoded.isel({tdim: t}) if tdim else decoded).values.astype(np.float64)
         valid = ~np.isnan(a) & (a != info["nodata"] if info["nodata"] is not None else True)
         a, b = (a - info["offset"]) / info["scale"], (b - info["offset"]) / info["scale"]
-        psnr10.append(_psnr_valid(a, b, valid, psnr_10k))
-        psnrf.append(_psnr_valid(a, b, valid, psnr_full))
+        psnr10.append(_psnr_valid(a, b, valid, psnr_10k, 1000.0))
+        psnrf.append(_psnr_valid(a, b, valid, psnr_full, 0.0))
         ssims.append(ssim(np.where(valid, a, 0), np.where(valid, b, 0)))
     return {"psnr_10k": _mean_db(psnr10), "psnr_full": _mean_db(psnrf), "ssim": float(np.nanmean(ssims))}
 

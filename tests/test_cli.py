@@ -115,3 +115,107 @@ def test_cli_round_trip_of_real_datasets(s2_dir, tmp_path, source):
     assert main(["compress", str(s2_dir / source), str(store), "--quiet", "--json"]) == 0
     assert main(["decompress", str(store), str(out), "--quiet", "--json"]) == 0
     assert_same(open_dataset(s2_dir / source), open_dataset(out), min_psnr=20)
+
+
+def test_version_and_defaults_in_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("tcube ")
+    for command, expected in (("compress", "(default: 8)"), ("decompress", "(default: 8)"), ("demo", "(default: 1 4"),
+                              ("train", "(default: 4000)"), ("bench", "(default: rd)")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert expected in capsys.readouterr().out, command
+
+
+@pytest.fixture(scope="module")
+def readme_stores(sample, tmp_path_factory):
+    """The README's zarr examples: one format 3 array, one format 2 array, an xarray `encoding` store."""
+    import xarray as xr
+    import zarr
+
+    from tcube.codecs import TecCodec, TecZarrCodec
+
+    root = tmp_path_factory.mktemp("readme")
+    cube = sample[:2, :, :64, :64]
+    zarr.create_array(root / "cube.zarr", shape=cube.shape, chunks=(1, 12, 32, 32), dtype="int16",
+                      serializer=TecZarrCodec(model="tec-fp"), compressors=None)[:] = cube
+    zarr.create_array(root / "cube2.zarr", shape=cube.shape, chunks=(1, 12, 32, 32), dtype="int16", zarr_format=2,
+                      compressors=TecCodec(model="tec-fp"))[:] = cube
+    ds = xr.Dataset({"reflectance": (("time", "band", "y", "x"), cube)})
+    ds.to_zarr(root / "ds.zarr", consolidated=False, encoding={"reflectance": {
+        "serializer": TecZarrCodec(model="tec-fp"), "compressors": None, "chunks": (1, 12, 32, 32)}})
+    return root
+
+
+@pytest.mark.parametrize("name, array", [("cube.zarr", "/"), ("cube2.zarr", "/"), ("ds.zarr", "reflectance")])
+def test_info_describes_any_tcube_coded_store(readme_stores, capsys, name, array):
+    assert main(["info", str(readme_stores / name), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    coded = [a for a in info["arrays"] if a["name"] == array]
+    assert coded and coded[0]["codec"] == "tcube tec-fp q8" and coded[0]["raw_bytes"] == 2 * 12 * 64 * 64 * 2
+    assert main(["info", str(readme_stores / name)]) == 0 and "tcube tec-fp q8" in capsys.readouterr().out
+
+
+def test_decompress_refuses_what_tcube_did_not_write(readme_stores, tmp_path, capsys):
+    import xarray as xr
+
+    xr.Dataset({"a": ("x", [1, 2])}).to_zarr(tmp_path / "plain.zarr", consolidated=False)
+    assert main(["decompress", str(tmp_path / "plain.zarr"), str(tmp_path / "x.nc")]) == 3
+    assert "tcube did not write" in capsys.readouterr().err
+    assert main(["decompress", str(readme_stores / "cube.zarr"), str(tmp_path / "x.nc")]) == 3
+    assert "a single zarr array" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["compress", "missing.nc", "x.zarr"], ["decompress", "missing.zarr", "x.nc"],
+                                  ["info", "missing.tcube"], ["preview", "missing.nc", "missing.zarr", "p.png"],
+                                  ["recompress", "missing.zarr", "x.zarr", "--workers", "1"]])
+def test_missing_inputs_read_the_same_everywhere(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 3
+    assert capsys.readouterr().err == f"tcube: error: {argv[1]}: no such file or folder\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_float_reflectance_needs_scale_and_stats_never_print_inf(s2_dir, tmp_path, capsys):
+    """A NetCDF of float reflectance 0..1 without a scale_factor: refused before any write, then coded
+    with --scale; the statistics of lossy variables are finite (undefined ones read n/a)."""
+    import xarray as xr
+
+    from tcube.io import open_dataset
+
+    ds = open_dataset(s2_dir / "nrt_romania" / "sentinel2_cube_subset_romania_10m.nc").isel(time=slice(40, 46))
+    bands = ["B2", "B3", "B4", "B8"]
+    flat = xr.Dataset({b: (ds[b] / 1e4).astype(np.float32) for b in bands})
+    for b in bands:
+        flat[b].encoding = {}
+    src = tmp_path / "reflectance.nc"
+    flat.to_netcdf(src)
+    assert main(["compress", str(src), str(tmp_path / "r.zarr"), "--stats"]) == 3
+    assert "float reflectance" in capsys.readouterr().err and not (tmp_path / "r.zarr").exists()
+    assert main(["compress", str(src), str(tmp_path / "r.zarr"), "--stats", "--scale", "0.0001", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert " inf " not in out and "B4" in out
+    back = xr.open_dataset(tmp_path / "back.nc") if main(["decompress", str(tmp_path / "r.zarr"),
+                                                            str(tmp_path / "back.nc"), "--quiet"]) == 0 else None
+    assert float(np.abs(back["B4"] - flat["B4"]).mean()) < 0.02  # in the source's units
+
+
+def test_band_labels_by_common_name_and_l1c_b10(sample, tmp_path, capsys):
+    import xarray as xr
+
+    import tcube
+
+    rgbn = sample[:2, [1, 2, 3, 7], :40, :40]
+    da = xr.DataArray(rgbn, dims=("time", "band", "y", "x"), coords={"band": ["blue", "green", "red", "nir"]})
+    tcube.xarray2tec(xr.Dataset({"reflectance": da}), tmp_path / "rgbn.zarr")
+    meta = json.loads(json.dumps(dict(__import__("zarr").open_array(tmp_path / "rgbn.zarr", path="tcube_y_x")
+                                      .attrs["tcube"])))
+    assert meta["variables"]["reflectance"]["bands"] == {"blue": 1, "green": 2, "red": 3, "nir": 7}
+    l1c = np.concatenate([sample[:1, :10], sample[:1, :1] // 10, sample[:1, 10:]], axis=1)[:, :, :32, :32]
+    np.save(tmp_path / "l1c.npy", l1c)  # 13 bands in L1C order: B10 comes along, stored losslessly
+    assert main(["compress", str(tmp_path / "l1c.npy"), str(tmp_path / "l1c.zarr"), "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {"B10"} in [set(a["variables"]) for a in summary["arrays"]]
+    back = tcube.tec2xarray(tmp_path / "l1c.zarr")
+    np.testing.assert_array_equal(back["B10"].values, l1c[:, 10])
