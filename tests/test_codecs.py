@@ -142,11 +142,37 @@ def test_bad_settings_fail_at_construction(settings, error):
     ((2, 12, 64, 64), (1, 6, 64, 64), "uint16", "split the band axis"),
     ((12, 64, 64), (4, 64, 64), "uint16", "split the band axis"),
     ((2, 12, 64, 64), (1, 12, 64, 64), "uint8", "not uint8"),
+    ((2, 12, 64, 64), (1, 12, 64, 64), "int32", "not int32"),
+    ((2, 12, 64, 64), (1, 12, 64, 64), "float64", "not float64"),
     ((64, 64), (64, 64), "uint16", "dims"),
 ])
-def test_array_layouts_are_checked_at_creation(shape, chunks, dtype, match):
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_array_layouts_are_checked_at_creation(shape, chunks, dtype, match, zarr_format):
+    store = MemoryStore()
+    codec = {"serializer": TecZarrCodec()} if zarr_format == 3 else {"compressors": TecCodec()}
     with pytest.raises(InputError, match=match):
-        zarr.create_array(MemoryStore(), shape=shape, chunks=chunks, dtype=dtype, serializer=TecZarrCodec())
+        zarr.create_array(store, shape=shape, chunks=chunks, dtype=dtype, zarr_format=zarr_format, **codec)
+    assert not store._store_dict  # nothing written
+
+
+def test_units_in_the_codec_config(real):
+    reflectance = real[:1].astype(np.float32) * np.float32(1e-4)
+    v3 = TecZarrCodec(model="tec-fp", quality=9, scale=1e-4)
+    assert TecZarrCodec.from_dict(v3.to_dict()) == v3 and v3.to_dict()["configuration"]["scale"] == 1e-4
+    v2 = TecCodec(model="tec-fp", quality=9, scale=1e-4)
+    assert numcodecs.get_codec(v2.get_config()).scale == 1e-4
+    for fmt, codec in ((3, {"serializer": v3, "compressors": None}), (2, {"compressors": v2})):
+        arr = zarr.create_array(MemoryStore(), shape=reflectance.shape, chunks=(1, 12, 64, 64), dtype="float32",
+                                zarr_format=fmt, **codec)
+        arr[:] = reflectance
+        assert np.abs(arr[:] - reflectance).max() < 0.2 and psnr_10k(real[:1], arr[:] * 1e4) > 35
+        with pytest.raises(InputError, match="apply to float32"):
+            zarr.create_array(MemoryStore(), shape=(12, 8, 8), dtype="uint16", zarr_format=fmt,
+                              **{k: v for k, v in codec.items()})
+    with pytest.raises(InputError, match="float reflectance"):  # without units, refused chunk by chunk
+        arr = zarr.create_array(MemoryStore(), shape=reflectance.shape, chunks=(1, 12, 64, 64), dtype="float32",
+                                serializer=TecZarrCodec(model="tec-fp"), compressors=None)
+        arr[:] = reflectance
 
 
 def test_numcodecs_codec_rejects_flat_buffers():
