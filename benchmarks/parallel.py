@@ -105,7 +105,9 @@ def _compress(src: Path, dst: Path, workers: int, batch: int, fresh: bool = True
 
 
 def _serial(src: Path, dst: Path, batch: int) -> dict:
-    """Baseline: xarray2tec in a fresh process (2 torch threads), timed inside it."""
+    """Baseline: xarray2tec in a fresh process (2 torch threads), timed inside it (into a new store:
+    the same job again would find every chunk done)."""
+    shutil.rmtree(dst, ignore_errors=True)
     code = ("import json, time, tcube, torch; from tcube.io import open_dataset; torch.set_num_threads(2); "
             f"ds = open_dataset({str(src)!r}); t = time.perf_counter(); "
             f"tcube.xarray2tec(ds, {str(dst)!r}, batch_chunks={batch}); print(json.dumps(time.perf_counter() - t))")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -41,8 +42,9 @@ MASK_STREAM = "mask"
 CALL_PIXELS = 4 * PASS_PIXELS
 
 
+@functools.cache
 def package_version() -> str:
-    """The installed tcube version (written into every blob)."""
+    """The installed tcube version (written into every blob; looked up once per process)."""
     try:
         return version("tcube")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree

@@ -38,7 +38,7 @@ from tcube.bands import L2A_BANDS
 from tcube.codecs import TecZarrCodec, check_settings, read_stored_chunk, stored_chunk_problem, write_stored_chunk
 from tcube.io import open_dataset
 from tcube.models.registry import default_device
-from tcube.outputs import check_store_output, local_path, mark_finished, mark_unfinished
+from tcube.outputs import JOB_ATTR, check_store_output, local_path, mark_finished, mark_unfinished
 from tcube.stacks import (
     STACK_PREFIX,
     Stack,
@@ -382,13 +382,28 @@ def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rul
     targets = _targets(ds, stacks, metas, rest, rules, batch)
     fingerprint = _fingerprint(ds, source, rules, targets)
     _preflight(ds, targets)
-    if check_store_output(dst, sources_of(ds, source[1]), fingerprint=fingerprint, overwrite=overwrite):
+    record = {"fingerprint": fingerprint, "source": source[1] or "dataset", "finished": False}
+    resume = check_store_output(dst, sources_of(ds, source[1]), fingerprint=fingerprint, overwrite=overwrite)
+    if resume and _has_arrays(dst, targets):
         _remove_partial_files(dst)
-    else:
-        _template(rest, targets).to_zarr(dst, mode="w", zarr_format=3, consolidated=False, compute=False)
+    else:  # a new store (or this job's own, killed while its skeleton was written)
+        template = _template(rest, targets)
+        template.attrs[JOB_ATTR] = record  # unfinished from its first byte on
+        template.to_zarr(dst, mode="w", zarr_format=3, consolidated=False, compute=False)
         create_stacks(ds, stacks, metas, dst)
-        mark_unfinished(dst, {"fingerprint": fingerprint, "source": source[1] or "dataset"})
+        mark_unfinished(dst, record)
     return Job(dst, tuple(targets), fingerprint, *source)
+
+
+def _has_arrays(dst: Any, targets: list[Target]) -> bool:
+    """Whether every array the job fills exists in ``dst``."""
+    try:
+        for target in targets:
+            for name in target.arrays:
+                zarr.open_array(dst, path=name, mode="r")
+    except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError, zarr.errors.ArrayNotFoundError):
+        return False
+    return True
 
 
 def report(dst: Any, rows: list[dict], seconds: float, setup: float) -> Report:

@@ -8,7 +8,8 @@ A store is a zarr format 3 group:
   :class:`~tcube.codecs.TecZarrCodec`. Its ``tcube`` attribute records every original variable:
   name, band, dims, dtype, scale and offset to digital numbers, no-data, attributes, encoding.
   Bands the dataset lacks stand in as their Gaussian conditional mean given the present ones
-  (:func:`stand_in`), so the model sees plausible spectra; they are never read back.
+  (:func:`stand_in`, within the coded range), so the model sees plausible spectra; they are never
+  read back.
 - everything else (masks, SCL, angles, other variables, coordinates, the CRS variable) is stored
   losslessly with zarr's defaults (Zstd).
 
@@ -36,6 +37,7 @@ from tcube.bands import L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN
 from tcube.codecs import TecZarrCodec
 from tcube.errors import InputError
 from tcube.io import band_name, existing
+from tcube.masks import CODED_RANGE
 from tcube.outputs import JOB_ATTR, check_finished, local_path
 
 STACK_PREFIX = "tcube_"
@@ -322,7 +324,9 @@ def stand_in(present: list[int], block: np.ndarray) -> np.ndarray:
     mean, cov = np.asarray(L2A_FILL_MEAN), np.asarray(L2A_FILL_COV)
     gain = cov[np.ix_(missing, present)] @ np.linalg.inv(cov[np.ix_(present, present)])
     given = np.moveaxis(block[:, present], 1, -1).astype(np.float64) - mean[present]
-    block[:, missing] = np.moveaxis(given @ gain.T + mean[missing], -1, 1)
+    # within the range the model codes: a stand-in beyond it (bright clouds extrapolated) would be
+    # kept exactly, as an outlier, for nothing (stand-ins are never read back)
+    block[:, missing] = np.clip(np.moveaxis(given @ gain.T + mean[missing], -1, 1), *CODED_RANGE)
     return block
 
 

@@ -98,3 +98,21 @@ def test_ctrl_c_during_compress(series, tmp_path):
     assert subprocess.run([*cmd[:5], str(whole), *cmd[6:]], capture_output=True).returncode == 0
     assert _chunks(store) == _chunks(whole) and len(_chunks(whole)) == 140
     assert main(["info", str(store)]) == 0
+
+
+def test_a_job_killed_while_writing_its_skeleton_is_unfinished_and_resumes(sample, tmp_path, monkeypatch):
+    ds = _dataset(sample)
+    store = tmp_path / "s.zarr"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, "create_stacks", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tcube.xarray2tec(ds, store, model="tec-fp")
+    monkeypatch.undo()
+    assert is_unfinished(store)
+    with pytest.raises(UnfinishedStoreError):
+        tcube.tec2xarray(store)
+    tcube.xarray2tec(ds, store, model="tec-fp")  # the same job: its own store, completed without --overwrite
+    assert not is_unfinished(store) and tcube.tec2xarray(store)["B04"].shape == (4, 64, 80)

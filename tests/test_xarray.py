@@ -167,3 +167,16 @@ def test_corrupt_stack_chunk_names_it(synthetic):
     raw[key] = raw[key].from_bytes(raw[key].to_bytes()[:-3])
     with pytest.raises(tcube.errors.TruncatedBlobError, match="c/0/0/0/0"):
         tec2xarray(store)["B04"].load()
+
+
+def test_stand_ins_stay_in_the_coded_range():
+    """Bright clouds extrapolate stand-ins far beyond the bands' range: they are clipped to what the
+    model codes, so they never cost an exact copy in the mask stream (they are never read back)."""
+    from tcube.masks import CODED_RANGE
+    from tcube.stacks import stand_in
+
+    block = np.full((1, 12, 2, 2), np.nan, np.float32)
+    block[:, 1], block[:, 3] = 18000.0, 200.0  # a very bright B02 beside a dark B04
+    out = stand_in([1, 3], block)
+    assert CODED_RANGE[0] <= out.min() and out.max() <= CODED_RANGE[1]
+    np.testing.assert_array_equal(out[:, [1, 3]], block[:, [1, 3]])
