@@ -334,7 +334,7 @@ def _kept_encoding(var: xr.Variable) -> dict:
     return {k: v for k, v in var.encoding.items() if k in _KEPT_ENCODING}
 
 
-def clean_encodings(ds: xr.Dataset, rules: Mapping) -> xr.Dataset:
+def _clean_encodings(ds: xr.Dataset, rules: Mapping) -> xr.Dataset:
     """A shallow copy to write with zarr defaults: values as they are in memory (no CF packing, which
     NetCDF files often carry in forms the zarr writer refuses); :func:`open_store` restores the
     original encodings from the store's attributes."""
@@ -350,7 +350,7 @@ def rest_of(ds: xr.Dataset, stacks: list[Stack], skipped: list[str], rules: Mapp
     :func:`open_store` needs to rebuild the original: variable order, encodings, own fill values."""
     coded = [m.name for s in stacks for m in s.members]
     kept = ds.drop_vars(list(dict.fromkeys(coded + skipped)))
-    rest = clean_encodings(kept, rules)
+    rest = _clean_encodings(kept, rules)
     rest.attrs[ORDER_ATTR] = [str(n) for n in ds.data_vars if n not in skipped]
     rest.attrs[ENCODINGS_ATTR] = json_safe({str(n): _kept_encoding(v) for n, v in kept.variables.items()})
     rest.attrs[FILL_ATTR] = [str(n) for n, v in kept.variables.items() if "_FillValue" in v.attrs]

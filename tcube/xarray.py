@@ -22,15 +22,13 @@ from tcube.outputs import check_finished
 from tcube.stacks import (
     band_dim,
     candidates,
-    clean_encodings,
     open_store,
     stacks_in,
     stand_in,
     to_dn_params,
 )
 
-__all__ = ["band_planes", "describe_store", "format_stats", "stand_in", "store_stats", "tec2xarray", "writable",
-           "xarray2tec"]
+__all__ = ["band_planes", "describe_store", "format_stats", "stand_in", "store_stats", "tec2xarray", "xarray2tec"]
 
 
 def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None = None, *,
@@ -222,11 +220,6 @@ def describe_store(store: Any) -> dict:
     stored, raw = sum(a["stored_bytes"] for a in arrays), sum(a["raw_bytes"] for a in arrays)
     return {"store": str(store), "arrays": arrays, "stored_bytes": stored, "raw_bytes": raw,
             "ratio": raw / max(stored, 1)}
-
-
-def writable(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` with encodings the zarr writer accepts (values written as they are in memory)."""
-    return clean_encodings(ds, {})
 
 
 def format_stats(rows: list[dict]) -> str:
