@@ -1,6 +1,7 @@
 """Where tcube writes: the one place that checks an output against its sources and what is there.
 
-Rules, for every command and API that writes:
+Rules, for every command and API that writes data (compress, recompress, decompress, preview,
+xarray2tec, tcube.parallel; ``tcube train --export`` for weights):
 
 - an output is never one of its sources, inside one, or a folder holding one, however the paths
   are spelled (relative, through symlinks, with a trailing slash);
@@ -42,19 +43,21 @@ _MARKERS = (ROOT_KEY, ".zgroup", ".zarray", UNFINISHED_KEY)
 
 @dataclass(frozen=True)
 class FileKind:
-    """A kind of output file, known by the first bytes of its content."""
+    """A kind of output file, known by the bytes its content starts with (after ``offset`` bytes)."""
 
     name: str
     magics: tuple[bytes, ...]
+    offset: int = 0
 
     def matches(self, path: Path) -> bool:
         with open(path, "rb") as f:
-            head = f.read(max(map(len, self.magics)))
+            head = f.read(self.offset + max(map(len, self.magics)))[self.offset:]
         return any(head.startswith(m) for m in self.magics)
 
 
 NETCDF = FileKind("NetCDF", (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n"))
 PNG = FileKind("PNG", (b"\x89PNG\r\n\x1a\n",))
+SAFETENSORS = FileKind("safetensors", (b"{",), offset=8)  # an 8-byte header length, then its JSON
 
 
 def local_path(target: Any) -> Path | None:

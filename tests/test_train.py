@@ -65,3 +65,21 @@ def test_temporal_training_exports_a_working_model(tmp_path):
 
     x = torch.from_numpy(cube)
     assert model.decompress(model.compress(x, 6), 6, 32, 32).shape == (4, 12, 32, 32)
+
+
+def test_export_never_replaces_what_is_not_weights(tmp_path):
+    """Checked before any training: a file that is not safetensors, or a missing folder, is refused."""
+    import pytest
+
+    from tcube.errors import InputError
+    from tcube.train import TrainConfig, train
+    from tcube.train.temporal import TemporalConfig, train_temporal
+
+    notes = tmp_path / "notes.safetensors"
+    notes.write_text("my notes")
+    for target, match in ((notes, "not a safetensors file"), (tmp_path / "no" / "w.safetensors", "does not exist")):
+        with pytest.raises(InputError, match=match):
+            train(TrainConfig(arch="fp", name="x", data=["nothing"], export=str(target), out=str(tmp_path / "run")))
+        with pytest.raises(InputError, match=match):
+            train_temporal(TemporalConfig(data=["nothing"], export=str(target)))
+    assert notes.read_text() == "my notes" and not (tmp_path / "run").exists() and not (tmp_path / "no").exists()

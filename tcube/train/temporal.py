@@ -34,6 +34,7 @@ from tcube.models.registry import (
     save_weights,
     weights_file,
 )
+from tcube.outputs import SAFETENSORS, check_file_output
 
 QUALITIES = (1, 4, 8, 12, 16)
 #: Models the held-out comparison codes next to the new one.
@@ -166,6 +167,8 @@ def train_temporal(cfg: TemporalConfig) -> dict:
 
     The loss of each window is the log of its estimated bits, so every quality weighs the same.
     """
+    if cfg.export:  # before training: replace only weights, in a folder that exists
+        check_file_output(cfg.export, SAFETENSORS, overwrite=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -208,7 +211,7 @@ def train_temporal(cfg: TemporalConfig) -> dict:
 
 
 def _export(model, cfg: TemporalConfig, report: dict) -> None:
-    path = Path(cfg.export)
+    path = check_file_output(cfg.export, SAFETENSORS, overwrite=True)
     command = (f"tcube train --arch tt --init {cfg.init} --data {' '.join(cfg.data)} --holdout {cfg.holdout} "
                f"--steps {cfg.steps} --lr {cfg.lr} --threads {cfg.threads} --export {cfg.export}")
     earlier, base_digest = lineage(cfg.init), file_digest(weights_file(cfg.init))

@@ -17,6 +17,7 @@ from tcube.api import to_dtype
 from tcube.metrics import bpppb, psnr_10k, psnr_full
 from tcube.models.base import N_QUALITIES, LearnedCodec
 from tcube.models.registry import build_model, copy_matching, lineage, load_init, save_weights
+from tcube.outputs import SAFETENSORS, check_file_output
 from tcube.train.data import CropSampler, load_frames
 
 VAL_QUALITIES = (1, 4, 8, 12, 16)
@@ -105,6 +106,8 @@ def _save_checkpoint(path: Path, model, opt, step: int, history: list, elapsed: 
 
 def train(cfg: TrainConfig, log=print) -> LearnedCodec:
     """Train (or resume) a model as ``cfg`` says; export weights and model card if asked."""
+    if cfg.export:  # before hours of training: replace only weights, in a folder that exists
+        check_file_output(cfg.export, SAFETENSORS, overwrite=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -163,8 +166,7 @@ def export(model, cfg: TrainConfig, step, history, seconds, train_files, val_fil
     earlier = lineage(cfg.init) if cfg.init else []
     meta = {"tcube_model": cfg.name, "steps": str(step), "train_files": json.dumps(train_files),
             "holdout": str(cfg.holdout), "train_config": json.dumps(asdict(cfg)), "lineage": json.dumps(earlier)}
-    path = Path(cfg.export)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_file_output(cfg.export, SAFETENSORS, overwrite=True)
     digest = save_weights(model, path, meta)
     rows = coded_rd(model, val) if val else []
     card = [
