@@ -236,12 +236,29 @@ def _check_header(h: dict) -> LearnedCodec:
     return codec
 
 
+def _round_into(out: np.ndarray, x: np.ndarray) -> None:
+    """Decoded floats ``x`` (float32, modified in place) into ``out``: integers are rounded half up
+    and saturated to the dtype's range, floats kept as they are."""
+    if out.dtype.kind == "f":
+        out[...] = x
+        return
+    lim = np.iinfo(out.dtype)
+    x += 0.5
+    np.floor(x, out=x)
+    out[...] = np.clip(x, lim.min, lim.max, out=x)
+
+
 def to_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
-    """Decoded floats to ``dtype``: integers are rounded half up and saturated to the dtype's range."""
-    if dtype == "float32":
-        return x.astype(np.float32)
-    lim = np.iinfo(dtype)
-    return np.clip(np.floor(x + 0.5), lim.min, lim.max).astype(dtype)
+    """Decoded floats to ``dtype``, as :func:`decode` stores them.
+
+    Examples
+    --------
+    >>> to_dtype(np.array([-3.0, 1.5, 70000.0]), "uint16")
+    array([    0,     2, 65535], dtype=uint16)
+    """
+    out = np.empty(np.shape(x), dtype)
+    _round_into(out, np.array(x, np.float32))
+    return out
 
 
 def decode(blob: bytes, *, device: str | None = None, batch_size: int = 8) -> np.ndarray:
@@ -311,13 +328,7 @@ class _Output:
         if h["scale"] != 1.0 or h["offset"] != 0.0:
             x *= np.float32(h["scale"])
             x += np.float32(h["offset"])
-        if out.dtype.kind == "f":
-            out[...] = x
-        else:
-            lim = np.iinfo(out.dtype)
-            x += 0.5
-            np.floor(x, out=x)
-            out[...] = np.clip(x, lim.min, lim.max, out=x)
+        _round_into(out, x)
 
     def finish(self, t: int) -> None:
         """Frame ``t`` once every piece is in: no-data never at a valid pixel, kept pixels back."""

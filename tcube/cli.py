@@ -7,8 +7,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tcube.errors import BitstreamError, InputError, TcubeError, UnfinishedStoreError, UnknownModelError
+
+if TYPE_CHECKING:
+    import xarray
 
 #: Exit codes: 0 success, 2 bad usage (argparse), 3 bad input, 4 damaged or unfinished data, 1 any other tcube
 #: error, 130 interrupted (Ctrl-C).
@@ -147,7 +151,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_serial(ds, source: tuple[str, str], args: argparse.Namespace, rules: dict, model: str,
+def _run_serial(ds: xarray.Dataset, source: tuple[str, str], args: argparse.Namespace, rules: dict, model: str,
                 quality: int) -> tuple[dict, str]:
     """Run a job in this process with the command's flags; its summary (dict and text)."""
     from tcube import jobs
