@@ -130,6 +130,16 @@ def _root(store: Store | None) -> tuple[str, dict] | None:
     return None
 
 
+def _job(target: Any) -> tuple[bool, dict | None]:
+    """(unfinished, job record) of a store, from one read of its root metadata."""
+    root = _root(_store(target))
+    if root is None:
+        return False, None
+    record = root[1].get("attributes", {}).get(JOB_ATTR)
+    record = record if isinstance(record, dict) else None
+    return root[0] == UNFINISHED_KEY or (record or {}).get("finished") is False, record
+
+
 def job_record(target: Any) -> dict | None:
     """The job record of a store (fingerprint, source, finished), or None.
 
@@ -138,26 +148,20 @@ def job_record(target: Any) -> dict | None:
     >>> job_record(zarr.storage.MemoryStore()) is None
     True
     """
-    root = _root(_store(target))
-    record = root[1].get("attributes", {}).get(JOB_ATTR) if root else None
-    return record if isinstance(record, dict) else None
+    return _job(target)[1]
 
 
 def is_unfinished(target: Any) -> bool:
     """Whether a job started writing this store and has not completed it."""
-    root = _root(_store(target))
-    if root is None:
-        return False
-    record = root[1].get("attributes", {}).get(JOB_ATTR)
-    return root[0] == UNFINISHED_KEY or (isinstance(record, dict) and record.get("finished") is False)
+    return _job(target)[0]
 
 
 def check_finished(target: Any) -> None:
     """Raise :class:`~tcube.errors.UnfinishedStoreError` for a store whose job has not completed."""
-    if is_unfinished(target):
-        record = job_record(target) or {}
+    unfinished, record = _job(target)
+    if unfinished:
         raise UnfinishedStoreError(
-            f"{target} is unfinished: the job writing it (from {record.get('source', 'an unknown source')}) "
+            f"{target} is unfinished: the job writing it (from {(record or {}).get('source', 'an unknown source')}) "
             "stopped before the end or is still running; rerun the same command to complete it")
 
 
