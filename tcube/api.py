@@ -95,7 +95,7 @@ def _model_input(prepared: list[_Prepared], refs: list[tuple[int, int]], fill: n
 
 def _prepare(cube: object, codec: LearnedCodec, base: dict, nodata: float | None, scale: float | None,
              offset: float | None) -> _Prepared:
-    checked = check_cube(cube, codec.config.bands)
+    checked = check_cube(cube, codec.band_counts)
     values = checked.values
     nodata = check_nodata(nodata, values.dtype)
     scale_, offset_ = check_units(scale, offset, values.dtype)
@@ -183,17 +183,18 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str = "tec-hp", quality: in
     base = {"model": model, "weights": model_digest(model), "quality": int(quality), "coder": CODER,
             "tcube": package_version()}
     prepared = [_prepare(c, codec, base, nodata, scale, offset) for c in cubes]
-    fill = np.asarray(codec.config.mean)
     seeds = [p.seeds() for p in prepared]
     payloads: list[list[FramePayload]] = [[] for _ in prepared]
     if getattr(codec, "temporal", False):  # dates depend on the previous ones: one cube per call
         for i, p in enumerate(prepared):
+            fill = codec.background(p.cube.values.shape[1])
             payloads[i] = codec.compress(_model_input(prepared, [(i, t) for t in range(len(p.masks))], fill), quality,
                                          seeds[i])
     else:
-        for members in _groups([p.cube.values.shape[-2:] for p in prepared]).values():
+        for members in _groups([p.cube.values.shape[-3:] for p in prepared]).values():
             refs = [(i, t) for i in members for t in range(len(prepared[i].masks))]
-            h, w = prepared[members[0]].cube.values.shape[-2:]
+            c, h, w = prepared[members[0]].cube.values.shape[-3:]
+            fill = codec.background(c)
             for run in _passes(refs, h * w, batch_size):
                 coded = codec.compress(_model_input(prepared, run, fill), quality, [seeds[i][t] for i, t in run])
                 for (i, _), payload in zip(run, coded):
@@ -221,10 +222,11 @@ def _check_header(h: dict) -> LearnedCodec:
         raise BitstreamError(f"blob uses entropy coder {h.get('coder')!r}; this package reads {CODER!r}")
     codec = load_model(model, "cpu")
     bands = shape[-3] if len(shape) in (3, 4) else None
-    if (dtype not in DTYPES or bands != codec.config.bands or min(shape) < 1 or isinstance(quality, bool)
+    counts = codec.band_counts
+    if (dtype not in DTYPES or bands not in counts or min(shape) < 1 or isinstance(quality, bool)
             or not isinstance(quality, int) or not 1 <= quality <= N_QUALITIES):
         raise BitstreamError(f"blob header is inconsistent: dtype {dtype}, shape {shape}, quality {quality} "
-                             f"({model} codes {codec.config.bands} bands at qualities 1..{N_QUALITIES})")
+                             f"({model} codes {counts.start}..{counts.stop - 1} bands at qualities 1..{N_QUALITIES})")
     check_size(tuple(shape), BitstreamError)
     try:
         check_nodata(h.get("nodata"), np.dtype(dtype))
@@ -367,8 +369,8 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
         except TcubeError as exc:
             raise _named(exc, label(i)) from exc
     outputs = [_Output(c) for c in containers]
-    keys = [(c.header["model"], c.header["quality"], *c.header["shape"][-2:]) for c in containers]
-    for (model, quality, height, width), members in _groups(keys).items():
+    keys = [(c.header["model"], c.header["quality"], *c.header["shape"][-3:]) for c in containers]
+    for (model, quality, bands, height, width), members in _groups(keys).items():
         codec = load_model(model, device)
         refs = [(i, t) for i in members for t in range(len(containers[i].frames))]
         if getattr(codec, "temporal", False):  # one blob's dates per call, in order
@@ -381,7 +383,8 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
                     outputs[i].put(t, rows, cols, frame)
 
             try:
-                codec.decompress([_payload(containers[i], t) for i, t in run], quality, height, width, sink)
+                codec.decompress([_payload(containers[i], t) for i, t in run], quality, height, width, sink,
+                                 bands=bands)
                 for i, t in run:
                     outputs[i].finish(t)
             except SymbolChecksumError as exc:

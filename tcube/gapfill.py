@@ -123,7 +123,7 @@ def inpaint(cube: np.ndarray, mask: np.ndarray, *, model: str = "tec-tt", qualit
     codec = load_model(model, device)
     if not getattr(codec, "temporal", False):
         raise InputError(f"inpaint needs a temporal model (tec-tt), got {model!r}")
-    checked = check_cube(cube, codec.config.bands)
+    checked = check_cube(cube, codec.band_counts)
     if checked.masked is not None:
         raise InputError("inpaint takes the gaps as `mask`: pass cube.filled(0) and mask=np.ma.getmaskarray(cube)")
     c4 = checked.values

@@ -107,8 +107,9 @@ def check_size(shape: tuple[int, ...], error: type[Exception] = InputError) -> N
                     "(tcube.xarray2tec, or a zarr array with the tcube codec)")
 
 
-def check_cube(cube: object, bands: int) -> Cube:
-    """Validate the layout of a (T, C, H, W) or (C, H, W) cube (numpy array or masked array).
+def check_cube(cube: object, bands: int | range) -> Cube:
+    """Validate the layout of a (T, C, H, W) or (C, H, W) cube (numpy array or masked array) with
+    ``bands`` bands (a count, or a range of counts).
 
     Examples
     --------
@@ -133,8 +134,10 @@ def check_cube(cube: object, bands: int) -> Cube:
     if not cube.dtype.isnative:  # same values in this machine's byte order
         cube = cube.astype(cube.dtype.newbyteorder("="))
     c4 = cube if cube.ndim == 4 else cube[None]
-    if c4.shape[1] != bands:
-        raise InputError(f"cube has {c4.shape[1]} bands on axis {cube.ndim - 3}; this model codes {bands}")
+    counts = bands if isinstance(bands, range) else range(bands, bands + 1)
+    if c4.shape[1] not in counts:
+        codes = f"{counts.start} to {counts.stop - 1}" if len(counts) > 1 else str(counts.start)
+        raise InputError(f"cube has {c4.shape[1]} bands on axis {cube.ndim - 3}; this model codes {codes}")
     if min(c4.shape) == 0:
         raise InputError(f"cube has an empty dimension: shape {cube.shape}")
     check_size(cube.shape)

@@ -15,7 +15,7 @@ def cube(sample):
 
 def test_registry():
     assert list_baselines() == ["jpeg2000-per_band", "jpeg2000-joint", "jpeg2000-pca", "jpeg2000-lossless",
-                                "jpegxl-per_band", "jpegxl-lossless", "x265-video", "zstd-19"]
+                                "jpegxl-per_band", "jpegxl-lossless", "x265-video", "x265-intra-pca", "zstd-19"]
     with pytest.raises(UnknownModelError, match="unknown baseline"):
         get_baseline("webp")
 
@@ -44,7 +44,7 @@ def test_lossy_round_trip_and_sweep(cube, name):
 
 def test_odd_sizes_and_single_date(sample):
     cube = np.ascontiguousarray(np.clip(sample[:1, :, :17, :23], 0, None).astype(np.uint16))
-    for name in ("jpeg2000-pca", "jpegxl-per_band", "x265-video", "zstd-19"):
+    for name in ("jpeg2000-pca", "jpegxl-per_band", "x265-video", "x265-intra-pca", "zstd-19"):
         b = get_baseline(name)
         assert b.decode(b.encode(cube, b.settings[-1]), cube.shape).shape == cube.shape
 
@@ -54,3 +54,14 @@ def test_bad_input():
         get_baseline("zstd-19").encode(np.full((1, 12, 4, 4), -1, np.int16), 19)
     with pytest.raises(InputError, match="T, C, H, W"):
         get_baseline("zstd-19").encode(np.zeros((12, 4, 4), np.uint16), 19)
+
+
+def test_intra_pca_codes_any_band_count_and_counts_its_side_information(sample):
+    b = get_baseline("x265-intra-pca")
+    for bands in (1, 4, 13):
+        cube = np.ascontiguousarray(np.clip(sample[:2, :bands, :40, :44], 0, None).astype(np.uint16)) if bands <= 12 \
+            else np.ascontiguousarray(np.concatenate([sample[:2, :, :40, :44], sample[:2, :1, :40, :44]], 1)
+                                      .clip(0, None).astype(np.uint16))
+        blob = b.encode(cube, b.settings[-1])
+        assert len(blob) > 2 * (4 * bands * bands + 8 * bands)  # the float32 side information is in the size
+        assert psnr_10k(cube, b.decode(blob, cube.shape)) > 45

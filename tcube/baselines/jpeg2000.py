@@ -14,19 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from tcube.baselines.base import Baseline, check_uint16, imagecodecs_module, pack, unpack
+from tcube.baselines.klt import inverse_klt, klt
 
 J2K_MODES = ("per_band", "joint", "pca")
-
-
-def _klt(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Band means, orthonormal KLT matrix (rows = components) and integer components."""
-    c = frame.shape[0]
-    flat = frame.reshape(c, -1).astype(np.float64)
-    mean = flat.mean(axis=1)
-    _, vecs = np.linalg.eigh(np.cov(flat - mean[:, None]))
-    basis = vecs[:, ::-1].T.astype(np.float32)
-    comps = np.floor(basis.astype(np.float64) @ (flat - mean[:, None]) + 0.5)
-    return mean.astype(np.float32), basis, comps.reshape(frame.shape)
 
 
 def j2k_encode(cube: np.ndarray, level: float, mode: str = "joint") -> bytes:
@@ -51,7 +41,8 @@ def j2k_encode(cube: np.ndarray, level: float, mode: str = "joint") -> bytes:
             hwc = np.ascontiguousarray(np.moveaxis(frame.astype(np.uint16), 0, -1))
             parts.append(ic.jpeg2k_encode(hwc, level=level, codecformat="j2k", planar=False, **lossless))
         else:
-            mean, basis, comps = _klt(frame)
+            mean, basis, comps = klt(frame)
+            comps = np.floor(comps + 0.5)
             offset = comps.reshape(len(comps), -1).min(axis=1).astype(np.int32)
             shifted = comps - offset[:, None, None]
             if shifted.max() >= 2**16:
@@ -75,12 +66,11 @@ def j2k_decode(blob: bytes, shape: tuple[int, ...], mode: str = "per_band") -> n
             out[i] = np.moveaxis(ic.jpeg2k_decode(parts[i]), -1, 0)
         else:
             side, code = parts[2 * i], parts[2 * i + 1]
-            mean = np.frombuffer(side[: 4 * c], np.float32).astype(np.float64)
-            basis = np.frombuffer(side[4 * c: 4 * c + 4 * c * c], np.float32).reshape(c, c).astype(np.float64)
+            mean = np.frombuffer(side[: 4 * c], np.float32)
+            basis = np.frombuffer(side[4 * c: 4 * c + 4 * c * c], np.float32).reshape(c, c)
             offset = np.frombuffer(side[4 * c + 4 * c * c:], np.int32)
             comps = np.moveaxis(ic.jpeg2k_decode(code), -1, 0).astype(np.float64) + offset[:, None, None]
-            rec = basis.T @ comps.reshape(c, -1) + mean[:, None]
-            out[i] = np.clip(np.floor(rec + 0.5), 0, 65535).reshape(c, h, w)
+            out[i] = np.clip(np.floor(inverse_klt(mean, basis, comps) + 0.5), 0, 65535)
     return out
 
 

@@ -49,6 +49,8 @@ class CodecConfig:
     mean: list[float] = field(default_factory=lambda: list(L2A_MEAN))
     std: list[float] = field(default_factory=lambda: list(L2A_STD))
     lambdas: list[float] = field(default_factory=default_lambdas)
+    steps: list[int] = field(default_factory=list)  # tec-pc: step exponent per quality (step 2**(e/4) DN)
+    drop: float = -3.0  # tec-pc: components below 2**drop steps of amplitude are not coded
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,6 +98,8 @@ class LearnedCodec(nn.Module):
     """
 
     stream_names: tuple[str, ...] = ()
+    #: Whether frames of any band count in :attr:`band_counts` are native (not a fixed band order).
+    any_bands: bool = False
 
     def __init__(self, config: CodecConfig):
         super().__init__()
@@ -121,6 +125,15 @@ class LearnedCodec(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.mean.device
+
+    @property
+    def band_counts(self) -> range:
+        """Band counts this model codes."""
+        return range(self.config.bands, self.config.bands + 1)
+
+    def background(self, bands: int) -> np.ndarray:
+        """Per band, the value that stands in for a plane without any valid pixel."""
+        return np.asarray(self.config.mean, np.float64)
 
     @property
     def log_gain(self) -> Tensor:
@@ -278,9 +291,10 @@ class LearnedCodec(nn.Module):
 
     @torch.no_grad()
     def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int,
-                   sink: Sink | None = None) -> Tensor | None:
+                   sink: Sink | None = None, bands: int | None = None) -> Tensor | None:
         """Decode payloads of :meth:`compress` into (B, C, height, width) float raw units (or, piece
-        by piece, into ``sink``: see :meth:`synthesis`)."""
+        by piece, into ``sink``: see :meth:`synthesis`); ``bands`` matters to models with
+        :attr:`any_bands` only."""
         q = self.quality_index(quality, len(payloads))
         shapes = self.latent_shapes(*self.padded_size(height, width))
         syms: dict[str, Tensor] = {}

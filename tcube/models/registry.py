@@ -18,10 +18,11 @@ from tcube.errors import TcubeError, UnknownModelError
 from tcube.models.base import CodecConfig, LearnedCodec
 from tcube.models.fp import FactorizedPriorCodec
 from tcube.models.hp import HyperpriorCodec
+from tcube.models.pc import PrincipalComponentCodec
 from tcube.models.tt import TemporalCodec
 
 ARCHITECTURES: dict[str, type[LearnedCodec]] = {"fp": FactorizedPriorCodec, "hp": HyperpriorCodec,
-                                               "tt": TemporalCodec}
+                                               "tt": TemporalCodec, "pc": PrincipalComponentCodec}
 #: Registered model name -> architecture of its shipped weights.
 MODELS: dict[str, str] = {"tec-fp": "fp", "tec-hp": "hp", "tec-tt": "tt"}
 

@@ -131,7 +131,7 @@ class TemporalCodec(HyperpriorCodec):
 
     @torch.no_grad()
     def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int,
-                   sink: Sink | None = None) -> Tensor | None:
+                   sink: Sink | None = None, bands: int | None = None) -> Tensor | None:
         """Decode the payloads of :meth:`compress` (one cube's dates, in order; ``sink`` as in
         :meth:`LearnedCodec.synthesis`)."""
         self._check_sequence(len(payloads))

@@ -1,0 +1,464 @@
+"""``tec-pc``: a KLT per date, then one learned image codec shared by every principal component.
+
+Each frame's bands are decorrelated by their own Karhunen-Loeve transform, whose basis, band
+means and component amplitudes travel as a few hundred bytes of side information. Every component
+is then one single-channel image, divided by the quality's step and coded by the same learned
+transform: the latent grows with the number of bands, so any band set (1 to :data:`MAX_BANDS`) is
+native. Components whose amplitude is far below the step are not coded at all. The entropy model of
+a component's latents is a hyperprior conditioned on the latents of the component coded before it
+and on its amplitude.
+
+The decoder is exact: the hyper-synthesis, the context network and the synthesis transform run
+on integers in float64 (every product and partial sum below 2**53), the step and the basis are
+dyadic rationals, so a blob decodes to the same bits on any device, thread count and batch split.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tcube.entropy import FactorizedDensity, GaussianConditional, decode_symbols, encode_symbols
+from tcube.errors import CorruptBlobError, InputError
+from tcube.models.base import (
+    N_QUALITIES,
+    PASS_PIXELS,
+    CodecConfig,
+    FramePayload,
+    LearnedCodec,
+    Sink,
+    check_symbol_crc,
+    check_symbol_range,
+    symbol_crc,
+)
+from tcube.models.layers import IntegerConv2d, SimplifiedGDN, round_ste
+
+#: Most bands a frame may have.
+MAX_BANDS = 32
+#: Fractional bits of the transmitted KLT basis (int16 entries).
+BASIS_FRAC = 12
+#: Fractional bits of the synthesis activations, and of its weights.
+A_FRAC, W_FRAC = 14, 12
+#: Activations of the synthesis are clamped to this magnitude, the ISGDN norms to NORM_MAX, weights
+#: to W_MAX: the bounds that keep every integer of the exact decoder below 2**53 (activations
+#: below 2**22, weights below 2**15, at most 2**10 terms per sum).
+A_MAX, NORM_MAX, W_MAX = 256.0, 256.0, 8.0
+#: Components enter the transforms divided by a power-of-two gain, 2**floor(log2(amplitude /
+#: step)) clamped to [1, 2**MAX_GAIN_LOG], and their latents are multiplied by it before rounding:
+#: the transforms always see about unit amplitude, the gain sets the precision.
+MAX_GAIN_LOG = 10
+#: Steps are multiples of 1/STEP_DENOM (dyadic, so products with them are exact).
+STEP_DENOM = 256
+#: Amplitudes travel as round(AMP_STEPS * log2(std)), int8.
+AMP_STEPS = 4
+#: Hyper-latents and context latents are clamped to these magnitudes at the entropy networks' input.
+Z_MAX, CTX_MAX = 1024.0, 255.0
+#: Fractional bits of the entropy networks' hidden activations; means lie on a 1/MEAN_STEPS grid.
+H_FRAC, MEAN_STEPS = 4, 16
+
+
+def default_steps() -> list[int]:
+    """Step exponents of qualities 1..16: the step is 2 ** (e / 4) digital numbers of a component."""
+    return [44 - 2 * i for i in range(N_QUALITIES)]
+
+
+def step_value(exponent: int) -> float:
+    """The quality step for ``exponent``, rounded to a multiple of 1/:data:`STEP_DENOM`."""
+    return round(2.0 ** (exponent / 4) * STEP_DENOM) / STEP_DENOM
+
+
+# -- the spectral transform -------------------------------------------------------------------
+def spectral_fit(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per frame of ``x`` (B, C, H, W) float64: integer band means (B, C), the integer basis (B, C, C)
+    (rows: components by decreasing variance, scaled by 2**BASIS_FRAC), the components (B, C, H, W)
+    under that exact basis, and their quantised log-amplitudes (B, C)."""
+    b, c = x.shape[:2]
+    flat = x.reshape(b, c, -1)
+    mean = torch.floor(flat.mean(2) + 0.5).clamp(-32768, 32767)
+    r = flat - mean[..., None]
+    cov = r @ r.transpose(1, 2) / flat.shape[-1]
+    _, vecs = torch.linalg.eigh(cov)
+    basis = vecs.flip(-1).transpose(1, 2)  # rows, by decreasing eigenvalue
+    sign = torch.sign(basis.gather(2, basis.abs().argmax(2, keepdim=True)))
+    basis_int = torch.floor(basis * sign * 2**BASIS_FRAC + 0.5).clamp(-32767, 32767)
+    # exact inverse of what the decoder does: x = mean + basis_int^T c / 2**BASIS_FRAC
+    comps = torch.linalg.solve(basis_int.transpose(1, 2) / 2**BASIS_FRAC, r)
+    std = comps.pow(2).mean(2).sqrt().clamp_min(1e-6)
+    amp = torch.floor(AMP_STEPS * torch.log2(std) + 0.5).clamp(-128, 127)
+    return mean, basis_int, comps.reshape(x.shape), amp
+
+
+def spectral_inverse(c: Tensor, mean: Tensor, basis_int: Tensor) -> Tensor:
+    """Bands (B, C, H, W) float64 from integer components ``c`` (B, C, H, W), exactly."""
+    b, n = c.shape[:2]
+    acc = basis_int.transpose(1, 2).to(c.dtype) @ c.reshape(b, n, -1)  # integers below 2**53
+    return (acc / 2**BASIS_FRAC + mean[..., None].to(c.dtype)).reshape(c.shape)
+
+
+def pack_side(mean: Tensor, basis_int: Tensor, amp: Tensor) -> bytes:
+    """One frame's side information: amplitudes (int8), means and basis (int16), little-endian."""
+    return (amp.cpu().numpy().astype("i1").tobytes() + mean.cpu().numpy().astype("<i2").tobytes()
+            + basis_int.cpu().numpy().astype("<i2").tobytes())
+
+
+def unpack_side(data: bytes, bands: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Inverse of :func:`pack_side` for a frame of ``bands`` bands (means, basis, amplitudes)."""
+    if len(data) != bands + 2 * bands + 2 * bands * bands:
+        raise CorruptBlobError(f"spectral side information has {len(data)} bytes; {bands} bands need "
+                               f"{3 * bands + 2 * bands * bands}")
+    amp = np.frombuffer(data[:bands], "i1").astype(np.float64)
+    mean = np.frombuffer(data[bands: 3 * bands], "<i2").astype(np.float64)
+    basis = np.frombuffer(data[3 * bands:], "<i2").astype(np.float64).reshape(bands, bands)
+    return torch.from_numpy(mean), torch.from_numpy(basis), torch.from_numpy(amp)
+
+
+# -- exact synthesis ------------------------------------------------------------------------------
+def _fixed(w: Tensor, frac: int, limit: float) -> Tensor:
+    return torch.floor(w.clamp(-limit, limit) * 2**frac + 0.5)
+
+
+class UpStage(nn.Module):
+    """3x3 convolution to 4x the channels, a pixel shuffle to twice the resolution, then (but for
+    the last stage) an inverse simplified GDN ``x * (beta + gamma |x|)``.
+
+    Training runs in float; :meth:`exact` runs the same layer on the fixed-point grid (activations
+    with :data:`A_FRAC` fractional bits, weights with :data:`W_FRAC`) in float64, exactly.
+    """
+
+    def __init__(self, c_in: int, c_out: int, last: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, 4 * c_out, 3, padding=1)
+        self.gdn = None if last else SimplifiedGDN(c_out, inverse=True)
+
+    def forward(self, a: Tensor) -> Tensor:
+        a = F.pixel_shuffle(self.conv(a), 2)
+        if self.gdn is None:
+            return a
+        a = a.clamp(-A_MAX, A_MAX)
+        gamma = self.gdn.gamma.abs().clamp_max(W_MAX).view(*self.gdn.gamma.shape, 1, 1)
+        norm = F.conv2d(a.abs(), gamma, self.gdn.beta.abs().clamp_max(W_MAX) + 1e-6).clamp_max(NORM_MAX)
+        return (a * norm).clamp(-A_MAX, A_MAX)
+
+    def _exact_parameters(self, device: torch.device) -> tuple[Tensor, ...]:
+        params = [self.conv.weight, self.conv.bias] + ([] if self.gdn is None else [self.gdn.gamma, self.gdn.beta])
+        key = (device, *[(p.data_ptr(), p._version) for p in params])
+        if getattr(self, "_exact_key", None) != key:
+            w = _fixed(self.conv.weight, W_FRAC, W_MAX)
+            b = torch.floor(self.conv.bias * 2 ** (W_FRAC + A_FRAC) + 0.5)
+            out = [w, b]
+            if self.gdn is not None:
+                gamma = _fixed(self.gdn.gamma.abs(), W_FRAC, W_MAX).view(*self.gdn.gamma.shape, 1, 1)
+                beta = torch.floor((self.gdn.beta.abs().clamp_max(W_MAX) + 1e-6) * 2 ** (W_FRAC + A_FRAC) + 0.5)
+                out += [gamma, beta]
+            self._exact = tuple(t.detach().to(device, torch.float64) for t in out)
+            self._exact_key = key
+        return self._exact
+
+    @torch.no_grad()
+    def exact(self, a: Tensor) -> Tensor:
+        """Integer activations (float64, scaled by 2**A_FRAC) -> the next stage's, exactly."""
+        params = self._exact_parameters(a.device)
+        lim = A_MAX * 2**A_FRAC
+        with torch.backends.cudnn.flags(enabled=False):  # no transformed (Winograd/FFT) algorithms
+            acc = F.conv2d(a, params[0], params[1], padding=1)
+        a = torch.floor(F.pixel_shuffle(acc, 2) / 2**W_FRAC + 0.5)
+        if self.gdn is None:
+            return a
+        a = a.clamp(-lim, lim)
+        with torch.backends.cudnn.flags(enabled=False):
+            norm = F.conv2d(a.abs(), params[2], params[3])
+        norm = torch.floor(norm / 2**W_FRAC + 0.5).clamp_max(NORM_MAX * 2**A_FRAC)
+        return torch.floor(a * norm / 2**A_FRAC + 0.5).clamp(-lim, lim)
+
+
+class ExactSynthesis(nn.Module):
+    """Normalised latents (N, m, h, w) -> one normalised component image (N, 1, 16h, 16w): float
+    while training, exact fixed point in eval mode (inputs on the grid of 2**-A_FRAC)."""
+
+    def __init__(self, m: int, widths: list[int]):
+        super().__init__()
+        chans = [m, *reversed(widths), 1]
+        self.stages = nn.ModuleList([UpStage(chans[i], chans[i + 1], last=i == len(chans) - 2)
+                                     for i in range(len(chans) - 1)])
+
+    def forward(self, y: Tensor) -> Tensor:
+        if self.training:
+            y = y.clamp(-A_MAX, A_MAX)
+            for stage in self.stages:
+                y = stage(y)
+            return y
+        a = torch.floor(y.to(torch.float64) * 2**A_FRAC + 0.5).clamp(-A_MAX * 2**A_FRAC, A_MAX * 2**A_FRAC)
+        for stage in self.stages:
+            a = stage.exact(a)
+        return a / 2**A_FRAC
+
+
+def _analysis(m: int, widths: list[int]) -> nn.Sequential:
+    chans = [1, *widths, m]
+    mods: list[nn.Module] = []
+    for i in range(len(chans) - 1):
+        mods.append(nn.Conv2d(chans[i], chans[i + 1], 5, stride=2, padding=2))
+        if i < len(chans) - 2:
+            mods.append(SimplifiedGDN(chans[i + 1]))
+    return nn.Sequential(*mods)
+
+
+class PrincipalComponentCodec(LearnedCodec):
+    """KLT per frame + a learned codec shared by the components (see the module's docstring)."""
+
+    stream_names = ("spectral", "z", "y")
+    any_bands = True
+
+    def __init__(self, config: CodecConfig):
+        # one transform for single-component images, in units of the step
+        config = replace(config, bands=1, mean=[0.0], std=[1.0], steps=config.steps or default_steps(),
+                         kernels=[5] * (len(config.widths) + 1))
+        super().__init__(config)
+        m, nh = config.m, config.nh
+        self.g_a = _analysis(m, config.widths)
+        self.g_s = ExactSynthesis(m, config.widths)
+        del self.gain_base, self.gain_steps, self.log_inv_gain  # the step sets the quality
+        self.h_a = nn.Sequential(
+            nn.Conv2d(m, nh, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(nh, nh, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(nh, nh, 5, stride=2, padding=2),
+        )
+        self.h_s = nn.ModuleList([
+            IntegerConv2d(nh, 4 * nh, in_frac=0, out_frac=H_FRAC),
+            IntegerConv2d(nh, 4 * nh, in_frac=H_FRAC, out_frac=H_FRAC),
+        ])
+        self.context = nn.ModuleList([
+            IntegerConv2d(nh + m + 1, 2 * nh, in_frac=H_FRAC, out_frac=H_FRAC),
+            IntegerConv2d(2 * nh, 2 * m, in_frac=H_FRAC, out_frac=0, relu=False),
+        ])
+        self.gaussian = GaussianConditional(scale_max=4096.0, levels=96)
+        with torch.no_grad():
+            self.context[-1].bias[:m] = self.gaussian.levels / 3
+        self.prior = FactorizedDensity(nh)
+        self.register_buffer("steps", torch.tensor([step_value(e) for e in config.steps], dtype=torch.float64))
+        self.register_buffer("step_exponents", torch.tensor(config.steps, dtype=torch.float64))
+
+    # -- what the application layer asks --------------------------------------------------
+    @property
+    def band_counts(self) -> range:
+        return range(1, MAX_BANDS + 1)
+
+    def background(self, bands: int) -> np.ndarray:
+        return np.zeros(bands)
+
+    def relative(self, amp: Tensor, q: Tensor) -> Tensor:
+        """log2(amplitude / step) of each component (amp (B, C), q (B,)): a multiple of 1/4."""
+        return (amp - AMP_STEPS * self.step_exponents[q].view(-1, 1) / 4) / AMP_STEPS
+
+    def coded(self, rel: Tensor) -> Tensor:
+        """Which components are coded: amplitude at least 2**drop steps."""
+        return rel >= self.config.drop
+
+    # -- entropy parameters ---------------------------------------------------------------------
+    def _features(self, z: Tensor, hw: tuple[int, int], exact: bool) -> Tensor:
+        h = z.clamp(-Z_MAX, Z_MAX)
+        if exact:
+            h = h.to(torch.float64)
+        for layer in self.h_s:
+            h = F.pixel_shuffle(layer.forward_exact(h) if exact else layer(h), 2)
+        return h[..., : hw[0], : hw[1]]
+
+    def _params(self, feat: Tensor, ctx: Tensor, rel: Tensor, exact: bool) -> tuple[Tensor, Tensor]:
+        """Scale index and mean of a component's latents (gained) from its hyper features, the
+        previous component's normalised decoded latents and its relative amplitude (B,)."""
+        m = self.config.m
+        ctx = ctx.clamp(-CTX_MAX, CTX_MAX)
+        plane = rel.clamp(-16, 16).view(-1, 1, 1, 1).expand(-1, 1, *feat.shape[-2:])
+        if not exact:
+            h = self.context[0](torch.cat([feat, ctx, plane.to(feat.dtype)], 1))
+            out = self.context[1](h)
+            idx = round_ste(out[:, :m]).clamp(0, self.gaussian.levels - 1)
+            return idx, round_ste(out[:, m:] * MEAN_STEPS) / MEAN_STEPS
+        s = 2.0**H_FRAC
+        h = torch.cat([feat, torch.floor(ctx.to(torch.float64) * s + 0.5), torch.floor(plane.double() * s + 0.5)], 1)
+        acc = self.context[1].forward_exact(self.context[0].forward_exact(h))
+        frac = H_FRAC + IntegerConv2d.W_FRAC
+        idx = torch.floor((acc[:, :m] + 2.0 ** (frac - 1)) / 2.0**frac).clamp(0, self.gaussian.levels - 1)
+        shift = frac - int(math.log2(MEAN_STEPS))
+        mean = torch.floor((acc[:, m:] + 2.0 ** (shift - 1)) / 2.0**shift) / MEAN_STEPS
+        return idx.long(), mean.float()
+
+    # -- training ---------------------------------------------------------------------------
+    def forward(self, u: Tensor, rel: Tensor, coded: Tensor) -> tuple[Tensor, Tensor]:
+        """Training pass over components ``u`` (B, C, H, W) in steps, their relative amplitudes
+        (B, C) and which are coded (B, C): reconstruction and estimated bits per frame."""
+        b, c, hgt, wid = u.shape
+        gain = component_gain(rel)
+        y = self.g_a((u / gain[..., None, None]).reshape(b * c, 1, hgt, wid))
+        z = self.h_a(y)
+        z_bits = self.prior.bits(z + torch.empty_like(z).uniform_(-0.5, 0.5)).view(b, c)
+        hw = y.shape[-2:]
+        feat = self._features(round_ste(z), hw, exact=False).view(b, c, -1, *hw)
+        ys = y.view(b, c, -1, *hw) * gain[..., None, None, None]
+        prev = torch.zeros_like(ys[:, 0])
+        y_bits, y_hat = [], []
+        for k in range(c):
+            idx, mean = self._params(feat[:, k], prev, rel[:, k], exact=False)
+            noisy = ys[:, k] + torch.empty_like(ys[:, k]).uniform_(-0.5, 0.5)
+            y_bits.append(self.gaussian.bits(noisy, mean, self.gaussian.scale(idx)))
+            prev = (round_ste(ys[:, k] - mean) + mean) / gain[:, k, None, None, None]
+            y_hat.append(prev)
+        v_hat = self.g_s(torch.stack(y_hat, 1).flatten(0, 1)).view(b, c, hgt, wid)
+        u_hat = torch.where(coded[..., None, None], v_hat * gain[..., None, None], torch.zeros_like(v_hat))
+        bits = ((z_bits + torch.stack(y_bits, 1)) * coded).sum(1)
+        return u_hat, bits
+
+    # -- coding -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress(self, x: Tensor, quality: int, seeds: list[int] | None = None) -> list[FramePayload]:
+        """Code frames ``x`` (B, C, H, W) in digital numbers: one payload per frame."""
+        b, c, hgt, wid = x.shape
+        if c not in self.band_counts:
+            raise InputError(f"tec-pc codes 1 to {MAX_BANDS} bands, got {c}")
+        q = self.quality_index(quality, b)
+        mean, basis, comps, amp = spectral_fit(x.to(self.device, torch.float64))
+        rel = self.relative(amp, q)
+        coded, gain = self.coded(rel), component_gain(rel)
+        step = float(self.steps[q[0]])
+        hp, wp = self.padded_size(hgt, wid)
+        hw = (hp // self.stride, wp // self.stride)
+        sel = coded.flatten()
+        y = torch.zeros((b * c, self.config.m, *hw), device=self.device)
+        if sel.any():
+            y[sel] = self.analysis((comps / (step * gain[..., None, None])).flatten(0, 1)[sel, None].float())
+        z = torch.floor(self.h_a(y) + 0.5)
+        feat = self._features(z, hw, exact=True).view(b, c, -1, *hw)
+        y = y.view(b, c, -1, *hw) * gain[..., None, None, None]
+        syms = torch.zeros(y.shape, dtype=torch.long, device=y.device)
+        idxs = torch.zeros(y.shape, dtype=torch.long, device=y.device)
+        prev = torch.zeros_like(y[:, 0])
+        for k in range(c):
+            idx, mu = self._params(feat[:, k], prev, rel[:, k], exact=True)
+            keep = coded[:, k].view(-1, 1, 1, 1)
+            sym = torch.where(keep, torch.floor(y[:, k] - mu + 0.5), torch.zeros_like(mu))
+            syms[:, k], idxs[:, k] = sym.long(), idx
+            prev = torch.where(keep, (sym + mu) / gain[:, k, None, None, None], torch.zeros_like(mu))
+        check_symbol_range([syms])
+        zs = z.long().view(b, c, -1, *z.shape[-2:]).cpu().numpy()
+        ys, ids = syms.cpu().numpy(), idxs.cpu().numpy()
+        seeds = seeds or [0] * b
+        out = []
+        for i in range(b):
+            ks = np.flatnonzero(coded[i].cpu().numpy())
+            side = pack_side(mean[i], basis[i], amp[i])
+            z_table = np.broadcast_to(np.arange(self.config.nh).reshape(1, -1, 1, 1), zs[i, ks].shape)
+            streams = {"spectral": side, "z": encode_symbols(zs[i, ks], z_table, self.tables["z"]),
+                       "y": _join([encode_symbols(ys[i, k], ids[i, k], self.tables["y"]) for k in ks])}
+            crc = symbol_crc([np.frombuffer(side, np.uint8), zs[i, ks], ys[i, ks]], seeds[i])
+            out.append(FramePayload(streams, crc, seeds[i]))
+        return out
+
+    @torch.no_grad()
+    def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int,
+                   sink: Sink | None = None, bands: int | None = None) -> Tensor | None:
+        """Decode payloads of :meth:`compress` (frames of ``bands`` bands) into (B, C, height, width)
+        float64 digital numbers, or piece by piece into ``sink``."""
+        if bands is None:
+            raise InputError("tec-pc needs the band count to decode")
+        b, c = len(payloads), bands
+        q = self.quality_index(quality, b)
+        sides = [unpack_side(p.streams["spectral"], c) for p in payloads]
+        mean, basis, amp = (torch.stack([s[j] for s in sides]).to(self.device) for j in range(3))
+        rel = self.relative(amp, q)
+        coded, gain = self.coded(rel), component_gain(rel)
+        hp, wp = self.padded_size(height, width)
+        hw = (hp // self.stride, wp // self.stride)
+        zhw = ((hw[0] + 3) // 4, (hw[1] + 3) // 4)
+        nh, m = self.config.nh, self.config.m
+        z = torch.zeros((b, c, nh, *zhw), dtype=torch.float64, device=self.device)
+        for i, p in enumerate(payloads):
+            ks = coded[i].nonzero().flatten()
+            table = np.broadcast_to(np.arange(nh).reshape(1, -1, 1, 1), (len(ks), nh, *zhw))
+            z[i, ks] = torch.from_numpy(decode_symbols(p.streams["z"], table, self.tables["z"]).astype(np.float64)).to(
+                self.device)
+        feat = self._features(z.flatten(0, 1), hw, exact=True).view(b, c, -1, *hw)
+        segments = [_split(p.streams["y"], int(coded[i].sum())) for i, p in enumerate(payloads)]
+        y_hat = torch.zeros((b, c, m, *hw), dtype=torch.float64, device=self.device)
+        syms = np.zeros((b, c, m, *hw), np.int64)
+        prev = torch.zeros((b, m, *hw), device=self.device)
+        for k in range(c):
+            idx, mu = self._params(feat[:, k], prev, rel[:, k], exact=True)
+            ids = idx.cpu().numpy()
+            for i in range(b):
+                if coded[i, k]:
+                    syms[i, k] = decode_symbols(segments[i][int(coded[i, :k].sum())], ids[i], self.tables["y"])
+            keep = coded[:, k].view(-1, 1, 1, 1)
+            sym = torch.from_numpy(syms[:, k]).to(self.device).float()
+            prev = torch.where(keep, (sym + mu) / gain[:, k, None, None, None], torch.zeros_like(mu))
+            y_hat[:, k] = prev
+        for i, p in enumerate(payloads):
+            ks = coded[i].nonzero().flatten().cpu().numpy()
+            check_symbol_crc([np.frombuffer(p.streams["spectral"], np.uint8), z[i, ks].long().cpu().numpy(),
+                              syms[i, ks]], p, i)
+        return self._synthesise(y_hat, coded, gain * float(self.steps[q[0]]), mean, basis, height, width, sink)
+
+    def _synthesise(self, y_hat: Tensor, coded: Tensor, scale: Tensor, mean: Tensor, basis: Tensor,
+                    height: int, width: int, sink: Sink | None) -> Tensor | None:
+        """Bands from normalised latents: the exact synthesis of each coded component times its
+        ``scale`` (gain x step, dyadic) rounded to integers, then the inverse KLT, in row strips."""
+        b, c = coded.shape
+        comps = torch.zeros((b, c, height, width), dtype=torch.float32, device=self.device)
+        flat = coded.flatten().nonzero().flatten()
+        if len(flat):
+            target, factor = comps.view(b * c, height, width), scale.flatten()[flat].to(torch.float64)
+
+            def put(frames: slice, rows: slice, cols: slice, piece: Tensor) -> None:
+                # integers (below 2**24, exact in float32): the product of dyadic numbers is exact
+                value = torch.floor(piece[:, 0].to(torch.float64) * factor[frames, None, None] + 0.5)
+                target[flat[frames], rows, cols] = value.to(torch.float32)
+
+            self.synthesis(y_hat.flatten(0, 1)[flat], height, width, put)
+        out = None if sink is not None else torch.empty((b, c, height, width), dtype=torch.float64, device=self.device)
+        strip = max(1, PASS_PIXELS // max(1, b * width))
+        for r in range(0, height, strip):
+            rows = slice(r, min(r + strip, height))
+            x = spectral_inverse(comps[:, :, rows].to(torch.float64), mean, basis)
+            if sink is None:
+                out[:, :, rows] = x
+            else:
+                sink(slice(0, b), rows, slice(0, width), x)
+        return out
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, quality: int) -> Tensor:
+        return self.decompress(self.compress(x, quality), quality, *x.shape[-2:], bands=x.shape[1])
+
+    def export_tables(self) -> None:
+        self.tables = {"z": self.prior.tables(), "y": self.gaussian.tables()}
+
+
+def component_gain(rel: Tensor) -> Tensor:
+    """The power-of-two gain of components of relative amplitude ``rel`` (see :data:`MAX_GAIN_LOG`)."""
+    return 2.0 ** torch.floor(rel).clamp(0, MAX_GAIN_LOG)
+
+
+def _join(parts: list[bytes]) -> bytes:
+    """Length-prefixed segments (u32 each) in one stream."""
+    return b"".join(struct.pack("<I", len(p)) + p for p in parts)
+
+
+def _split(data: bytes, n: int) -> list[bytes]:
+    """Inverse of :func:`_join`, expecting ``n`` segments."""
+    parts, pos = [], 0
+    for _ in range(n):
+        if pos + 4 > len(data):
+            raise CorruptBlobError("latent stream is truncated")
+        (size,) = struct.unpack_from("<I", data, pos)
+        if pos + 4 + size > len(data):
+            raise CorruptBlobError("latent stream is truncated")
+        parts.append(data[pos + 4: pos + 4 + size])
+        pos += 4 + size
+    if pos != len(data):
+        raise CorruptBlobError("latent stream has trailing bytes")
+    return parts
