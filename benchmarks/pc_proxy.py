@@ -79,8 +79,9 @@ def load_checkpoint(run: str):
     state = torch.load(Path(run) / "checkpoint.pt", map_location="cpu", weights_only=True)
     cfg = json.loads(state["history"])
     shapes = {k: v.shape for k, v in state["model"].items()}
-    convs = [shapes[k][0] for k in sorted(shapes, key=lambda k: int(k.split(".")[1]))
-             if k.startswith("g_a.") and k.endswith(".weight") and len(shapes[k]) == 4 and shapes[k][-1] == 5]
+    keys = [k for k in shapes if k.startswith("g_a.") and k.endswith(".weight") and len(shapes[k]) == 4
+            and shapes[k][-1] == 5]
+    convs = [shapes[k][0] for k in sorted(keys, key=lambda k: int(k.split(".")[1]))]
     model = build_model("pc", widths=convs[:-1], m=convs[-1], nh=shapes["h_a.0.weight"][0])
     model.load_state_dict(state["model"])
     model.eval().export_tables()

@@ -56,6 +56,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return EXIT_OK
     from tcube.train import TrainConfig, train
 
+    if args.arch == "pc":
+        from tcube.train.spectral import train_pc as train  # noqa: F811 - one trainer per family
     cfg = TrainConfig(arch=args.arch, name=args.name or f"tec-{args.arch}", data=args.data, holdout=args.holdout,
                       out=args.out, steps=args.steps, epoch_steps=args.epoch_steps, batch=args.batch,
                       crop=args.crop, lr=args.lr, max_minutes=args.max_minutes, threads=args.threads,
@@ -396,9 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a codec on Sentinel-2 files/folders and export safetensors weights",
                        formatter_class=_HelpFormatter)
-    t.add_argument("--arch", choices=["fp", "hp", "tt"], required=True,
+    t.add_argument("--arch", choices=["fp", "hp", "tt", "pc"], required=True,
                    help="fp: factorized prior; hp: mean-scale hyperprior; tt: temporal prior on top of --init "
-                        "(trained on time series: GeoTIFF places over dates, NetCDF/zarr series)")
+                        "(trained on time series: GeoTIFF places over dates, NetCDF/zarr series); pc: KLT per "
+                        "date + one codec shared by the components, any band set (--data: shared/data/s2 or a "
+                        "corpus file of python -m tcube.train.corpus)")
     t.add_argument("--init", help="weights to start from: a model name or a safetensors file (for tt: the "
                                    "model whose transforms it keeps, frozen; default tec-fp)")
     t.add_argument("--name", help="model name written in the weights (default tec-ARCH)")

@@ -129,11 +129,13 @@ def compression_ratio(nbytes: int, shape: tuple[int, ...], itemsize: int = 2) ->
     return float(np.prod(shape)) * itemsize / nbytes
 
 
-def bd_rate(rates_a: np.ndarray, psnrs_a: np.ndarray, rates_b: np.ndarray, psnrs_b: np.ndarray) -> float:
+def bd_rate(rates_a: np.ndarray, psnrs_a: np.ndarray, rates_b: np.ndarray, psnrs_b: np.ndarray,
+            psnr_range: tuple[float, float] | None = None) -> float:
     """Bjontegaard delta rate of curve A against curve B, in percent (negative: A needs fewer bits).
 
     log(rate) is interpolated piecewise-linearly in PSNR along each curve (points sorted by PSNR),
-    the difference is averaged over the PSNR interval both curves cover, and the mean log-rate
+    the difference is averaged over the PSNR interval both curves cover (within ``psnr_range``
+    when given: see :func:`bd_interval`), and the mean log-rate
     difference ``d`` gives ``100 * (exp(d) - 1)``. Unlike the classic cubic fit, points far outside
     the shared interval (a baseline swept to 80 dB) cannot bend the result. NaN without overlap.
 
@@ -152,8 +154,28 @@ def bd_rate(rates_a: np.ndarray, psnrs_a: np.ndarray, rates_b: np.ndarray, psnrs
             return float("nan")
         curves.append((p[keep][order], np.log(r[keep][order])))
     lo, hi = max(c[0][0] for c in curves), min(c[0][-1] for c in curves)
+    if psnr_range is not None:
+        lo, hi = max(lo, psnr_range[0]), min(hi, psnr_range[1])
     if hi <= lo:
         return float("nan")
     grid = np.linspace(lo, hi, 1001)
     diff = np.interp(grid, *curves[0]) - np.interp(grid, *curves[1])
     return float(100 * (np.exp(np.mean(diff)) - 1))
+
+
+def bd_interval(psnrs_a: np.ndarray, psnrs_b: np.ndarray, psnr_range: tuple[float, float] | None = None
+                ) -> tuple[float, float]:
+    """The PSNR interval :func:`bd_rate` averages over (NaN, NaN without overlap).
+
+    Examples
+    --------
+    >>> bd_interval(np.array([30.0, 44.0]), np.array([36.0, 60.0]), (35.0, 50.0))
+    (36.0, 44.0)
+    """
+    a, b = (np.asarray(p, np.float64)[np.isfinite(p)] for p in (psnrs_a, psnrs_b))
+    if len(a) < 2 or len(b) < 2:
+        return float("nan"), float("nan")
+    lo, hi = max(a.min(), b.min()), min(a.max(), b.max())
+    if psnr_range is not None:
+        lo, hi = max(lo, psnr_range[0]), min(hi, psnr_range[1])
+    return (float(lo), float(hi)) if hi > lo else (float("nan"), float("nan"))

@@ -11,7 +11,7 @@ MODELS = tcube.list_models()
 
 
 def test_list_models():
-    assert MODELS == ["tec-fp", "tec-hp", "tec-tt"]
+    assert MODELS == ["tec-fp", "tec-hp", "tec-pc", "tec-tt"]
 
 
 @pytest.mark.parametrize("model", MODELS)

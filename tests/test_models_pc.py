@@ -95,3 +95,53 @@ def test_damaged_payloads_raise(model):
     forged = FramePayload({**p.streams, "spectral": bytes(side)}, p.symbol_crc, p.seed)
     with pytest.raises((CorruptBlobError, SymbolChecksumError)):
         model.decompress([forged], 10, *x.shape[-2:], bands=4)
+
+
+# -- the shipped model through the array API ---------------------------------------------------
+import tcube  # noqa: E402
+
+
+@pytest.mark.parametrize(("bands", "dtype"), [(1, "uint16"), (4, "uint16"), (6, "int16"), (13, "float32")])
+def test_shipped_model_codes_any_band_set_through_the_api(bands, dtype):
+    cube = _frames(bands, n=2, h=37, w=50).numpy().astype(dtype)
+    cube[0, :, :4, :6] = 0
+    if dtype == "float32":
+        cube[1, 2, 5:9, 10:20] = np.nan
+    blob = tcube.encode(cube, model="tec-pc", quality=12, nodata=0)
+    out = tcube.decode(blob)
+    assert out.shape == cube.shape and out.dtype == cube.dtype
+    np.testing.assert_array_equal(out[0, :, :4, :6], 0)
+    valid = cube != 0
+    if dtype == "float32":
+        assert np.isnan(out[1, 2, 5:9, 10:20]).all()
+        valid &= ~np.isnan(cube)
+    assert (out[valid] != 0).all()  # no-data never appears at a valid pixel
+    assert tcube.info(blob)["shape"] == list(cube.shape)
+
+
+def test_shipped_model_decodes_the_same_bytes_on_any_thread_count_and_batch(restore_threads):
+    cube = _frames(12, n=5, h=48, w=40, seed=3).numpy().astype("uint16")
+    blob = tcube.encode(cube, model="tec-pc", quality=9)
+    outs = []
+    for threads, batch in ((1, 1), (2, 8), (2, 3)):
+        torch.set_num_threads(threads)
+        outs.append(tcube.decode(blob, batch_size=batch).tobytes())
+    assert outs[0] == outs[1] == outs[2]
+    floats = _frames(4, n=3, h=33, w=41, seed=4).numpy().astype("float32") * np.float32(1e-4)
+    fblob = tcube.encode(floats, model="tec-pc", quality=14, scale=1e-4)
+    torch.set_num_threads(1)
+    one = tcube.decode(fblob, batch_size=1).tobytes()
+    torch.set_num_threads(2)
+    assert tcube.decode(fblob, batch_size=8).tobytes() == one  # float32 too, to the last bit
+
+
+def test_bright_and_saturated_values_never_decode_to_zero_or_no_data():
+    cube = _frames(12, n=1, h=40, w=40, seed=5).numpy()
+    cube[0, :, 10:20, 10:20] = 9000 + 3000 * np.random.default_rng(1).random((12, 10, 10))  # cloud
+    cube[0, :, 25:30, 5:15] = 65535
+    cube = cube.astype("uint16")
+    for quality in (1, 8, 16):
+        out = tcube.decode(tcube.encode(cube, model="tec-pc", quality=quality, nodata=0))
+        assert (out != 0).all()
+        np.testing.assert_array_equal(out[0, :, 25:30, 5:15], 65535)
+        assert out[0, :, 10:20, 10:20].mean() > 7000

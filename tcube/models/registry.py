@@ -24,7 +24,7 @@ from tcube.models.tt import TemporalCodec
 ARCHITECTURES: dict[str, type[LearnedCodec]] = {"fp": FactorizedPriorCodec, "hp": HyperpriorCodec,
                                                "tt": TemporalCodec, "pc": PrincipalComponentCodec}
 #: Registered model name -> architecture of its shipped weights.
-MODELS: dict[str, str] = {"tec-fp": "fp", "tec-hp": "hp", "tec-tt": "tt"}
+MODELS: dict[str, str] = {"tec-fp": "fp", "tec-hp": "hp", "tec-tt": "tt", "tec-pc": "pc"}
 
 
 def list_models() -> list[str]:
@@ -33,7 +33,7 @@ def list_models() -> list[str]:
     Examples
     --------
     >>> list_models()
-    ['tec-fp', 'tec-hp', 'tec-tt']
+    ['tec-fp', 'tec-hp', 'tec-pc', 'tec-tt']
     """
     return sorted(MODELS)
 
@@ -150,6 +150,8 @@ def model_digest(name: str) -> str:
 def model_card_summary(name: str) -> dict:
     """Short description of an installed model (for ``tcube info``)."""
     model = load_model(name, "cpu")
-    return {"architecture": model.config.arch, "bands": model.config.bands, "qualities": "1..16",
+    counts = model.band_counts
+    bands = f"any, {counts.start}..{counts.stop - 1}" if model.any_bands else model.config.bands
+    return {"architecture": model.config.arch, "bands": bands, "qualities": "1..16",
             "parameters": sum(p.numel() for p in model.parameters()), "weights": str(weights_path(name)),
             "sha256": model_digest(name)}

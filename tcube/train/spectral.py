@@ -64,7 +64,7 @@ def step_inputs(x: torch.Tensor, exponents: torch.Tensor, drop: float) -> tuple[
     return (comps / step).float(), rel.float(), rel >= drop
 
 
-def train_pc(cfg: TrainConfig, log=print, lmbda: float = LMBDA):
+def train_pc(cfg: TrainConfig, log=print):
     """Train (or resume) ``tec-pc`` as ``cfg`` says (``cfg.data``: a corpus file or data folder;
     ``cfg.holdout``: comma-separated names held out, default :data:`HOLDOUT`)."""
     if cfg.export:
@@ -108,7 +108,7 @@ def train_pc(cfg: TrainConfig, log=print, lmbda: float = LMBDA):
         u_hat, bits = model(u, plane, coded)
         bpppb = bits / u[0].numel()
         mse = (u_hat - u).pow(2).flatten(1).mean(1)
-        loss = (bpppb + lmbda * mse).mean()
+        loss = (bpppb + cfg.lmbda * mse).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -126,5 +126,101 @@ def train_pc(cfg: TrainConfig, log=print, lmbda: float = LMBDA):
             log(json.dumps(row))
             _save_checkpoint(ckpt, model, opt, step, history, time.time() - started)
     _save_checkpoint(ckpt, model, opt, step, history, time.time() - started)
-    log(json.dumps({"config": asdict(cfg)}))
-    return model, step, history, time.time() - started, train_groups, held
+    if cfg.export:
+        export_pc(model, cfg, step, history, time.time() - started, train_groups, held, log)
+    return model
+
+
+def earlier_training(init: str | None) -> tuple[int, float]:
+    """(steps, seconds) recorded in the weights a run starts from (0, 0 without)."""
+    if not init:
+        return 0, 0.0
+    from safetensors import safe_open
+
+    from tcube.models.registry import weights_file
+
+    with safe_open(str(weights_file(init)), framework="pt") as f:
+        meta = f.metadata() or {}
+    return int(meta.get("cumulative_steps", meta.get("steps", 0))), float(meta.get("cumulative_seconds", 0))
+
+
+#: Qualities of the model card's validation table.
+CARD_QUALITIES = (1, 4, 8, 12, 16)
+
+
+def validation_sets(held: list[Group], dates: int = 8) -> dict[str, np.ndarray]:
+    """Held-out groups as (T, C, H, W) cubes for validation: the terracodec place's seasons
+    together, up to ``dates`` dates spread over each series."""
+    sets: dict[str, list[np.ndarray]] = {}
+    for g in held:
+        key = g.name.rsplit("_", 1)[0] if g.name.startswith("terracodec/") else g.name
+        pick = np.linspace(0, len(g.frames) - 1, min(dates, len(g.frames))).round().astype(int)
+        sets.setdefault(key, []).append(g.frames[pick])
+    return {k: np.concatenate(v) for k, v in sets.items()}
+
+
+@torch.no_grad()
+def coded_rd(model, cube: np.ndarray, qualities=CARD_QUALITIES) -> list[dict]:
+    """Real entropy-coded bytes (side information included) and PSNR per quality on one cube."""
+    from tcube.api import to_dtype
+    from tcube.metrics import psnr_10k, psnr_full
+
+    model.eval()
+    x = torch.from_numpy(cube.astype(np.float64))
+    rows = []
+    for q in qualities:
+        payloads = model.compress(x, q)
+        n = sum(len(s) for p in payloads for s in p.streams.values())
+        dec = to_dtype(model.decompress(payloads, q, *cube.shape[-2:], bands=cube.shape[1]).cpu().numpy(), "uint16")
+        rows.append({"quality": q, "bpppb": 8 * n / cube.size, "psnr_10k": psnr_10k(cube, dec),
+                     "psnr_full": psnr_full(cube, dec)})
+    return rows
+
+
+def export_pc(model, cfg: TrainConfig, step: int, history: list, seconds: float, train_groups: list[Group],
+              held: list[Group], log=print) -> None:
+    """Write safetensors weights and a Markdown model card (held-out RD with real bytes) beside them."""
+    import platform
+
+    from tcube.models.registry import lineage, save_weights
+
+    model.eval().cpu()
+    earlier = lineage(cfg.init) if cfg.init else []
+    before = earlier_training(cfg.init)
+    total_steps, total_seconds = before[0] + step, before[1] + seconds
+    meta = {"tcube_model": cfg.name, "steps": str(step), "train_files": json.dumps([g.name for g in train_groups]),
+            "holdout": ", ".join(g.name for g in held), "train_config": json.dumps(asdict(cfg)),
+            "lineage": json.dumps(earlier), "cumulative_steps": str(total_steps),
+            "cumulative_seconds": f"{total_seconds:.0f}"}
+    path = check_file_output(cfg.export, SAFETENSORS, overwrite=True)
+    digest = save_weights(model, path, meta)
+    c = model.config
+    card = [
+        f"# {cfg.name}", "",
+        f"Architecture `pc`: a KLT per frame (basis, means and amplitudes as side information), then one "
+        f"learned codec shared by the components: analysis widths {c.widths}, {c.m} latent channels at "
+        f"1/{model.stride}, hyperprior with {c.nh} channels conditioned on the previous component; "
+        f"{sum(p.numel() for p in model.parameters())} parameters. Decoder exact (fixed point in float64).",
+        f"Weights: `{path.name}`, SHA-256 `{digest}`.", "",
+        "## Training", "",
+        *[f"- Earlier stage {i + 1}: `{cmd}`" for i, cmd in enumerate(earlier)],
+        f"- Command: `{cfg.command}`",
+        f"- Steps: {step} of batch {cfg.batch}, crops up to {cfg.crop}x{cfg.crop} (one band set per step), "
+        f"Adam lr {cfg.lr}, step exponents {TRAIN_EXPONENTS} drawn per crop, lambda {cfg.lmbda}, seed {cfg.seed}",
+        f"- Time: {seconds / 60:.1f} min on {cfg.device} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads), torch {torch.__version__}",
+        f"- Cumulative over all stages: {total_steps} steps, {total_seconds / 3600:.2f} h",
+        f"- Training data ({len(train_groups)} groups of frames, Copernicus Sentinel-2, `shared/data/s2`): "
+        + ", ".join(g.name for g in train_groups),
+        "- Held out: " + ", ".join(g.name for g in held), "",
+        "## Validation (held out, real entropy-coded bytes incl. side information, PSNR per REFERENCE.md)", "",
+    ]
+    for name, cube in validation_sets(held).items():
+        card += [f"{name}: {cube.shape[0]} dates of {cube.shape[1]} bands, {cube.shape[2]} x {cube.shape[3]}", "",
+                 "| quality | bpppb | PSNR 10k (dB) | PSNR full (dB) |", "|---|---|---|---|",
+                 *[f"| {r['quality']} | {r['bpppb']:.4f} | {r['psnr_10k']:.2f} | {r['psnr_full']:.2f} |"
+                   for r in coded_rd(model, cube)], ""]
+    card += ["## Training curve (estimated rates, squared error in steps)", "", "```",
+             *[json.dumps(h) for h in history], "```", ""]
+    path.with_suffix(".md").write_text("\n".join(card))
+    log(f"exported {path} ({path.stat().st_size / 1e6:.2f} MB), card {path.with_suffix('.md')}")

@@ -44,6 +44,7 @@ class TrainConfig:
     export: str | None = None
     model: dict = field(default_factory=dict)  # CodecConfig overrides (widths, m, nh, kernels)
     init: str | None = None  # start from these weights (a model name or a safetensors path)
+    lmbda: float = 10.0  # pc: weight of the squared error (in quality steps) against bits per pixel per band
     command: str = field(default_factory=lambda: " ".join(["tcube", *sys.argv[1:]]))
 
 
