@@ -10,7 +10,8 @@ from tcube.cli import main
 def test_info_models(capsys):
     assert main(["info"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"tec-fp", "tec-hp", "tec-tt"} and len(out["tec-hp"]["sha256"]) == 64
+    assert set(out) == {"tec-fp", "tec-hp", "tec-pc", "tec-tt"} and len(out["tec-hp"]["sha256"]) == 64
+    assert out["tec-pc"]["bands"] == "any, 1..32"
 
 
 def test_info_blob(tmp_path, capsys, small):

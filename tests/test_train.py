@@ -83,3 +83,39 @@ def test_export_never_replaces_what_is_not_weights(tmp_path):
         with pytest.raises(InputError, match=match):
             train_temporal(TemporalConfig(data=["nothing"], export=str(target)))
     assert notes.read_text() == "my notes" and not (tmp_path / "run").exists() and not (tmp_path / "no").exists()
+
+
+def test_band_agnostic_training_exports_weights_that_code_any_band_set(tmp_path):
+    """tec-pc trains on groups of different band sets, resumes, and records cumulative steps."""
+    from safetensors import safe_open
+
+    from tcube.train.corpus import Group, save_corpus
+    from tcube.train.spectral import train_pc
+
+    rng = np.random.default_rng(0)
+
+    def frames(n, c, side):
+        base = np.cumsum(np.cumsum(rng.normal(0, 40, (n, 1, side, side)), -1), -2)
+        return np.clip(2000 + base * rng.uniform(0.5, 1.5, (1, c, 1, 1)), 0, 9000).astype(np.uint16)
+
+    groups = [Group("a/four", ("B02", "B03", "B04", "B08"), frames(3, 4, 48)),
+              Group("b/thirteen", tuple(f"B{i:02d}" for i in range(1, 14)), frames(2, 13, 40)),
+              Group("held/0080717_0", ("B02", "B03"), frames(2, 2, 32))]
+    save_corpus(groups, tmp_path / "corpus.npz")
+    logs = []
+    cfg = TrainConfig(arch="pc", name="tec-test", data=[str(tmp_path / "corpus.npz")], holdout="0080717_0",
+                      out=str(tmp_path / "run"), steps=3, epoch_steps=2, batch=2, crop=32,
+                      model={"widths": [8, 8], "m": 8, "nh": 8}, export=str(tmp_path / "w.safetensors"))
+    train_pc(cfg, log=logs.append)
+    assert any("held out: held/0080717_0" in line for line in logs)
+    model = read_weights(tmp_path / "w.safetensors")
+    for bands in (1, 4, 13):
+        x = torch.from_numpy(frames(1, bands, 24).astype(np.float64))
+        assert model.decompress(model.compress(x, 8), 8, 24, 24, bands=bands).shape == (1, bands, 24, 24)
+    card = (tmp_path / "w.md").read_text()
+    assert "held/0080717_0" in card and "| 16 |" in card and "Cumulative over all stages: 3 steps" in card
+    cfg.steps, cfg.init, cfg.out, cfg.export = 2, str(tmp_path / "w.safetensors"), str(tmp_path / "run2"), \
+        str(tmp_path / "w2.safetensors")
+    train_pc(cfg, log=logs.append)
+    with safe_open(str(tmp_path / "w2.safetensors"), framework="pt") as f:
+        assert f.metadata()["cumulative_steps"] == "5"

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from tcube.entropy import FactorizedDensity, GaussianConditional
 from tcube.models.base import CodecConfig, LearnedCodec
-from tcube.models.layers import IntegerConv2d, round_ste
+from tcube.models.layers import IntegerConv2d, hyper_analysis, round_ste
 
 #: Hyper-latents are clamped to this magnitude at the input of the hyper-synthesis.
 Z_MAX = 1024.0
@@ -33,11 +33,7 @@ class HyperpriorCodec(LearnedCodec):
     def __init__(self, config: CodecConfig):
         super().__init__(config)
         m, nh = config.m, config.nh
-        self.h_a = nn.Sequential(
-            nn.Conv2d(m, nh, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(nh, nh, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(nh, nh, 5, stride=2, padding=2),
-        )
+        self.h_a = hyper_analysis(m, nh)
         self.h_s = nn.ModuleList([
             IntegerConv2d(nh, 4 * nh, in_frac=0, out_frac=A_FRAC),
             IntegerConv2d(nh, 4 * nh, in_frac=A_FRAC, out_frac=A_FRAC),

@@ -57,6 +57,15 @@ def synthesis(m: int, widths: list[int], c_out: int, kernels: list[int]) -> nn.S
     return nn.Sequential(*mods)
 
 
+def hyper_analysis(m: int, nh: int) -> nn.Sequential:
+    """Latents (B, m, h, w) -> hyper-latents (B, nh, h/4, w/4): a 3x3 and two stride-2 5x5 convs."""
+    return nn.Sequential(
+        nn.Conv2d(m, nh, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(nh, nh, 5, stride=2, padding=2), nn.ReLU(),
+        nn.Conv2d(nh, nh, 5, stride=2, padding=2),
+    )
+
+
 class IntegerConv2d(nn.Module):
     """Convolution on a fixed-point grid, computable exactly on any device.
 

@@ -37,7 +37,7 @@ from tcube.models.base import (
     check_symbol_range,
     symbol_crc,
 )
-from tcube.models.layers import IntegerConv2d, SimplifiedGDN, round_ste
+from tcube.models.layers import IntegerConv2d, SimplifiedGDN, hyper_analysis, round_ste
 
 #: Most bands a frame may have.
 MAX_BANDS = 32
@@ -224,11 +224,7 @@ class PrincipalComponentCodec(LearnedCodec):
         self.g_a = _analysis(m, config.widths)
         self.g_s = ExactSynthesis(m, config.widths)
         del self.gain_base, self.gain_steps, self.log_inv_gain  # the step sets the quality
-        self.h_a = nn.Sequential(
-            nn.Conv2d(m, nh, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(nh, nh, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(nh, nh, 5, stride=2, padding=2),
-        )
+        self.h_a = hyper_analysis(m, nh)
         self.h_s = nn.ModuleList([
             IntegerConv2d(nh, 4 * nh, in_frac=0, out_frac=H_FRAC),
             IntegerConv2d(nh, 4 * nh, in_frac=H_FRAC, out_frac=H_FRAC),

@@ -15,16 +15,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from tcube.models.pc import AMP_STEPS, spectral_fit
-from tcube.models.registry import build_model, copy_matching, load_init
+from tcube.models.registry import build_model
 from tcube.outputs import SAFETENSORS, check_file_output
 from tcube.train.corpus import HOLDOUT, Group, corpus, split
-from tcube.train.trainer import TrainConfig, _lr, _save_checkpoint
+from tcube.train.trainer import TrainConfig, _save_checkpoint, resume, start, within_budget
 
 #: Step exponents drawn in training (the step is 2 ** (e / 4) digital numbers): a margin on
 #: both sides of the 16 qualities.
@@ -67,40 +66,20 @@ def step_inputs(x: torch.Tensor, exponents: torch.Tensor, drop: float) -> tuple[
 def train_pc(cfg: TrainConfig, log=print):
     """Train (or resume) ``tec-pc`` as ``cfg`` says (``cfg.data``: a corpus file or data folder;
     ``cfg.holdout``: comma-separated names held out, default :data:`HOLDOUT`)."""
-    if cfg.export:
-        check_file_output(cfg.export, SAFETENSORS, overwrite=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start(cfg)
     holdout = tuple(cfg.holdout.split(",")) if cfg.holdout and cfg.holdout != "0080717" else HOLDOUT
     train_groups, held = split(corpus(cfg.data[0]), holdout)
     log(f"training groups: {len(train_groups)}; held out: {', '.join(g.name for g in held)}")
     model = build_model("pc", **cfg.model).to(cfg.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt = out / "checkpoint.pt"
-    step, history, elapsed = 0, [], 0.0
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=cfg.device, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, history, elapsed = state["step"], json.loads(state["history"]), state["elapsed"]
-        log(f"resumed from {ckpt} at step {step}")
-    elif cfg.init:
-        copied = copy_matching(load_init(cfg.init), model)
-        log(f"initialised {len(copied)} of {len(model.state_dict())} tensors from {cfg.init}")
+    step, history, elapsed = resume(ckpt, cfg, model, opt, log)
     sampler = GroupSampler(train_groups, cfg.crop, cfg.seed + step)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     started = time.time() - elapsed
     model.train()
     run = {"loss": 0.0, "bpppb": 0.0, "mse": 0.0, "n": 0}
-    while step < cfg.steps:
-        if cfg.max_minutes and time.time() - started > 60 * cfg.max_minutes:
-            log(f"time budget of {cfg.max_minutes} min reached at step {step}")
-            break
-        for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step)
+    while step < cfg.steps and within_budget(cfg, opt, step, started, log):
         x, _ = sampler.batch(cfg.batch)
         e = torch.randint(*TRAIN_EXPONENTS, (cfg.batch,), generator=gen).double()
         u, plane, coded = step_inputs(torch.from_numpy(x), e, model.config.drop)
@@ -114,9 +93,9 @@ def train_pc(cfg: TrainConfig, log=print):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        run["loss"] += float(loss)
-        run["bpppb"] += float(bpppb.mean())
-        run["mse"] += float(mse.mean())
+        run["loss"] += float(loss.detach())
+        run["bpppb"] += float(bpppb.detach().mean())
+        run["mse"] += float(mse.detach().mean())
         run["n"] += 1
         if step % cfg.epoch_steps == 0 or step == cfg.steps:
             row = {"step": step, "minutes": round((time.time() - started) / 60, 2),

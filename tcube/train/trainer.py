@@ -105,40 +105,59 @@ def _save_checkpoint(path: Path, model, opt, step: int, history: list, elapsed: 
     tmp.replace(path)
 
 
-def train(cfg: TrainConfig, log=print) -> LearnedCodec:
-    """Train (or resume) a model as ``cfg`` says; export weights and model card if asked."""
-    if cfg.export:  # before hours of training: replace only weights, in a folder that exists
+def within_budget(cfg: TrainConfig, opt: torch.optim.Optimizer, step: int, started: float, log=print) -> bool:
+    """Whether step ``step`` runs within ``cfg.max_minutes`` (then at the scheduled learning rate)."""
+    if cfg.max_minutes and time.time() - started > 60 * cfg.max_minutes:
+        log(f"time budget of {cfg.max_minutes} min reached at step {step}")
+        return False
+    for g in opt.param_groups:
+        g["lr"] = _lr(cfg, step)
+    return True
+
+
+def start(cfg: TrainConfig) -> Path:
+    """Checks and settings before a run: the export path (before hours of training: replace only
+    weights, in a folder that exists), threads, seed; returns the run folder (created)."""
+    if cfg.export:
         check_file_output(cfg.export, SAFETENSORS, overwrite=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def resume(ckpt: Path, cfg: TrainConfig, model: LearnedCodec, opt: torch.optim.Optimizer, log=print
+           ) -> tuple[int, list, float]:
+    """Load ``ckpt`` into ``model`` and ``opt`` when it exists (else start from ``cfg.init``, if
+    any); returns (step, history, elapsed seconds) to continue from."""
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=cfg.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        log(f"resumed from {ckpt} at step {state['step']}")
+        return state["step"], json.loads(state["history"]), state["elapsed"]
+    if cfg.init:
+        copied = copy_matching(load_init(cfg.init), model)
+        log(f"initialised {len(copied)} of {len(model.state_dict())} tensors from {cfg.init}")
+    return 0, [], 0.0
+
+
+def train(cfg: TrainConfig, log=print) -> LearnedCodec:
+    """Train (or resume) a model as ``cfg`` says; export weights and model card if asked."""
+    out = start(cfg)
     frames, val, train_files, val_files = load_frames(cfg.data, cfg.holdout, cfg.crop)
     log(f"training frames: {len(frames)} from {len(train_files)} files; validation frames: {len(val)}")
     model = build_model(cfg.arch, **cfg.model).to(cfg.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt = out / "checkpoint.pt"
-    step, history, elapsed = 0, [], 0.0
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=cfg.device, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, history, elapsed = state["step"], json.loads(state["history"]), state["elapsed"]
-        log(f"resumed from {ckpt} at step {step}")
-    elif cfg.init:
-        copied = copy_matching(load_init(cfg.init), model)
-        log(f"initialised {len(copied)} of {len(model.state_dict())} tensors from {cfg.init}")
+    step, history, elapsed = resume(ckpt, cfg, model, opt, log)
     sampler = CropSampler(frames, cfg.crop, seed=cfg.seed + step)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     started = time.time() - elapsed
     model.train()
-    while step < cfg.steps:
-        if cfg.max_minutes and time.time() - started > 60 * cfg.max_minutes:
-            log(f"time budget of {cfg.max_minutes} min reached at step {step}")
-            break
-        for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step)
+    while step < cfg.steps and within_budget(cfg, opt, step, started, log):
         x = sampler.batch(cfg.batch).to(cfg.device)
         q = torch.randint(0, N_QUALITIES, (cfg.batch,), generator=gen).to(cfg.device)
         xn = model.normalise(x)
