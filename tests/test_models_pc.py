@@ -145,3 +145,10 @@ def test_bright_and_saturated_values_never_decode_to_zero_or_no_data():
         assert (out != 0).all()
         np.testing.assert_array_equal(out[0, :, 25:30, 5:15], 65535)
         assert out[0, :, 10:20, 10:20].mean() > 7000
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_and_cpu_decode_the_same_bytes():  # pragma: no cover - GPU machines only
+    cube = _frames(6, n=3, h=70, w=90, seed=6).numpy().astype("uint16")
+    blob = tcube.encode(cube, model="tec-pc", quality=10, device="cuda")
+    assert tcube.decode(blob, device="cuda").tobytes() == tcube.decode(blob, device="cpu").tobytes()
