@@ -158,6 +158,8 @@ def corpus(source: str | Path) -> list[Group]:
 
 
 if __name__ == "__main__":  # pragma: no cover - a data preparation command
+    if Path(sys.argv[2]).exists():  # never replace a file that may not be ours
+        sys.exit(f"{sys.argv[2]} exists: remove it first, or name another file")
     found = read_corpus(sys.argv[1])
     for g in found:
         print(f"{g.name:70s} {len(g.bands):2d} bands {g.frames.shape} max {g.frames.max()}")
