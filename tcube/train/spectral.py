@@ -3,7 +3,7 @@
 Each step draws one group of the corpus (:mod:`tcube.train.corpus`; groups are drawn in proportion
 to the square root of their size, so small sets count), a batch of random crops of it with flips
 and rotations, and per crop a quality step. Crops go through their own KLT, and the loss is the
-estimated rate (bits per pixel per band) plus ``lmbda`` times the squared error in units of the
+estimated rate (bits per pixel per band) plus ``TrainConfig.lmbda`` times the squared error in units of the
 step, which makes one trade-off serve every quality: the step sets it.
 
 Resumable (``OUT/checkpoint.pt``), exportable to safetensors with a model card, like
@@ -28,8 +28,6 @@ from tcube.train.trainer import TrainConfig, _save_checkpoint, resume, start, wi
 #: Step exponents drawn in training (the step is 2 ** (e / 4) digital numbers): a margin on
 #: both sides of the 16 qualities.
 TRAIN_EXPONENTS = (10, 48)
-#: Weight of the squared error (in steps) against bits per pixel per band.
-LMBDA = 10.0
 
 
 class GroupSampler:
