@@ -22,11 +22,12 @@ from tcube.errors import (
     WeightsMismatchError,
 )
 from tcube.masks import CODED_RANGE, avoid_nodata, fill_invalid, invalid_mask, pack_mask, unpack_mask
-from tcube.models import FramePayload, LearnedCodec, list_models, load_model, model_digest
+from tcube.models import FramePayload, LearnedCodec, has_weights, list_models, load_model, model_digest
 from tcube.models.base import N_QUALITIES, PASS_PIXELS
 from tcube.validate import (
     DTYPES,
     Cube,
+    check_band_names,
     check_count,
     check_cube,
     check_nodata,
@@ -94,9 +95,10 @@ def _model_input(prepared: list[_Prepared], refs: list[tuple[int, int]], fill: n
 
 
 def _prepare(cube: object, codec: LearnedCodec, base: dict, nodata: float | None, scale: float | None,
-             offset: float | None) -> _Prepared:
+             offset: float | None, band_names: Sequence[str] | None = None) -> _Prepared:
     checked = check_cube(cube, codec.band_counts)
     values = checked.values
+    names = check_band_names(band_names, values.shape[1])
     nodata = check_nodata(nodata, values.dtype)
     scale_, offset_ = check_units(scale, offset, values.dtype)
     coded = tuple(v * scale_ + offset_ for v in CODED_RANGE)
@@ -104,7 +106,8 @@ def _prepare(cube: object, codec: LearnedCodec, base: dict, nodata: float | None
     if scale is None and offset is None:
         check_reflectance(values, None if invalid is None else ~invalid)
     header = {**base, "dtype": values.dtype.name, "shape": list(checked.shape), "nodata": nodata, "scale": scale_,
-              "offset": offset_, "flags": FLAG_MASKED_ARRAY if isinstance(cube, np.ma.MaskedArray) else 0}
+              "offset": offset_, "flags": FLAG_MASKED_ARRAY if isinstance(cube, np.ma.MaskedArray) else 0,
+              "bands": names}
     masks = [pack_mask(None if invalid is None else invalid[t], values[t],
                        None if checked.masked is None else checked.masked[t]) for t in range(len(values))]
     return _Prepared(checked, invalid, header, masks)
@@ -126,8 +129,8 @@ def _groups(keys: list) -> dict:
 
 
 def encode(cube: np.ndarray, model: str = "tec-hp", quality: int = 8, *, nodata: float | None = None,
-           scale: float | None = None, offset: float | None = None, device: str | None = None,
-           batch_size: int = 8) -> bytes:
+           scale: float | None = None, offset: float | None = None, band_names: Sequence[str] | None = None,
+           device: str | None = None, batch_size: int = 8) -> bytes:
     """Compress a Sentinel-2 cube into a self-describing blob.
 
     Parameters
@@ -147,6 +150,9 @@ def encode(cube: np.ndarray, model: str = "tec-hp", quality: int = 8, *, nodata:
         Units of a float32 cube: value = digital number x scale + offset (e.g. ``scale=1e-4``
         for reflectance 0..1). Recorded in the blob: decoding gives values in the same units.
         Float cubes that look like reflectance without them are refused.
+    band_names : sequence of str, optional
+        One distinct name per band (e.g. ``("B02", "B03", "B04", "B08")``), recorded in the blob
+        (:func:`info` shows them).
     device : str, optional
         Torch device for the transforms; default CUDA when present. The blob decodes anywhere.
     batch_size : int
@@ -161,13 +167,14 @@ def encode(cube: np.ndarray, model: str = "tec-hp", quality: int = 8, *, nodata:
     >>> out.shape, bool((out[0, :, :5] == 0).all()), int((out == 0).sum())
     ((2, 12, 40, 52), True, 3120)
     """
-    return encode_batch([cube], model, quality, nodata=nodata, scale=scale, offset=offset, device=device,
-                        batch_size=batch_size)[0]
+    return encode_batch([cube], model, quality, nodata=nodata, scale=scale, offset=offset, band_names=band_names,
+                        device=device, batch_size=batch_size)[0]
 
 
 def encode_batch(cubes: Sequence[np.ndarray], model: str = "tec-hp", quality: int = 8, *,
                  nodata: float | None = None, scale: float | None = None, offset: float | None = None,
-                 device: str | None = None, batch_size: int = 8) -> list[bytes]:
+                 band_names: Sequence[str] | None = None, device: str | None = None,
+                 batch_size: int = 8) -> list[bytes]:
     """:func:`encode` several cubes, sharing forward passes between cubes of equal height and width.
 
     Examples
@@ -182,7 +189,7 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str = "tec-hp", quality: in
     codec.quality_index(quality, 1)
     base = {"model": model, "weights": model_digest(model), "quality": int(quality), "coder": CODER,
             "tcube": package_version()}
-    prepared = [_prepare(c, codec, base, nodata, scale, offset) for c in cubes]
+    prepared = [_prepare(c, codec, base, nodata, scale, offset, band_names) for c in cubes]
     seeds = [p.seeds() for p in prepared]
     payloads: list[list[FramePayload]] = [[] for _ in prepared]
     if getattr(codec, "temporal", False):  # dates depend on the previous ones: one cube per call
@@ -213,14 +220,16 @@ def _check_header(h: dict) -> LearnedCodec:
     if model not in list_models():
         raise UnknownModelError(f"blob was made with model {model!r}, which this installation does not have "
                                 f"(available: {', '.join(list_models())})")
-    if h.get("weights") != model_digest(model)[: 2 * DIGEST_BYTES]:
+    weights = h.get("weights")
+    if not isinstance(weights, str) or len(weights) != 2 * DIGEST_BYTES or not has_weights(model, weights):
         raise WeightsMismatchError(
-            f"blob was made with other weights of {model!r} (digest {str(h.get('weights'))[:12]}…, installed "
-            f"{model_digest(model)[:12]}…); install the tcube version that wrote it ({h.get('tcube')})"
+            f"blob was made with other weights of {model!r} (digest {str(weights)[:12]}…, installed "
+            f"{model_digest(model)[:12]}… and no earlier weights with that digest); install the tcube version "
+            f"that wrote it ({h.get('tcube')})"
         )
     if h.get("coder") != CODER:
         raise BitstreamError(f"blob uses entropy coder {h.get('coder')!r}; this package reads {CODER!r}")
-    codec = load_model(model, "cpu")
+    codec = load_model(model, "cpu", weights)
     bands = shape[-3] if len(shape) in (3, 4) else None
     counts = codec.band_counts
     if (dtype not in DTYPES or bands not in counts or min(shape) < 1 or isinstance(quality, bool)
@@ -231,6 +240,8 @@ def _check_header(h: dict) -> LearnedCodec:
     try:
         check_nodata(h.get("nodata"), np.dtype(dtype))
         check_units(h.get("scale", 1.0), h.get("offset", 0.0), dtype)
+        if h.get("bands"):
+            check_band_names(h["bands"], bands)
     except InputError as exc:
         raise BitstreamError(f"blob header is inconsistent: {exc}") from exc
     if h.get("flags", 0) & ~FLAG_MASKED_ARRAY:
@@ -369,9 +380,9 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
         except TcubeError as exc:
             raise _named(exc, label(i)) from exc
     outputs = [_Output(c) for c in containers]
-    keys = [(c.header["model"], c.header["quality"], *c.header["shape"][-3:]) for c in containers]
-    for (model, quality, bands, height, width), members in _groups(keys).items():
-        codec = load_model(model, device)
+    keys = [(c.header["model"], c.header["weights"], c.header["quality"], *c.header["shape"][-3:]) for c in containers]
+    for (model, weights, quality, bands, height, width), members in _groups(keys).items():
+        codec = load_model(model, device, weights)
         refs = [(i, t) for i in members for t in range(len(containers[i].frames))]
         if getattr(codec, "temporal", False):  # one blob's dates per call, in order
             runs = [[r for r in refs if r[0] == i] for i in members]
@@ -401,9 +412,10 @@ def info(blob: bytes) -> dict:
     Examples
     --------
     >>> import numpy as np, tcube
-    >>> d = tcube.info(tcube.encode(np.full((12, 16, 16), 900, dtype=np.uint16), model="tec-fp"))
-    >>> d["model"], d["shape"], d["format_version"]
-    ('tec-fp', [12, 16, 16], 3)
+    >>> cube = np.full((4, 16, 16), 900, dtype=np.uint16)
+    >>> d = tcube.info(tcube.encode(cube, model="tec-pc", band_names=["B02", "B03", "B04", "B08"]))
+    >>> d["model"], d["shape"], d["bands"], d["format_version"]
+    ('tec-pc', [4, 16, 16], ['B02', 'B03', 'B04', 'B08'], 4)
     """
     h = dict(unpack(blob).header)
     samples = int(np.prod(h["shape"]))

@@ -8,18 +8,20 @@ Layout (little endian)::
     header     hlen      model name, first 16 bytes of the weights' SHA-256, quality, dtype,
                          shape, entropy coder, package version, the no-data value (a flag byte
                          and an f64), the units (scale and offset, f64: value = DN x scale +
-                         offset), flags (u8), stream names, and per frame a CRC32 and the byte
-                         length (LEB128) of each stream
+                         offset), flags (u8), the band names (a count and short strings; none
+                         when the writer gave none), stream names, and per frame a CRC32 and the
+                         byte length (LEB128) of each stream
     payload              the streams, frame after frame, in header order
     crc        u32       CRC32 of everything before it
 
-Version 3 (written now) adds the units and the flags (bit 0: decode to a numpy masked array),
+Version 4 (written now) adds the band names, which seed the frames' checksums when present.
+Version 3 added the units and the flags (bit 0: decode to a numpy masked array),
 and binds each frame's CRC32 to the header: it covers the frame's decoded symbols and its mask
 stream, seeded by a CRC of the header's fields (:func:`frame_seed`), so a header edited with a
 valid checksum (another shape, dtype, quality, no-data value, or bytes moved between streams)
 fails at decoding instead of decoding to something else. Version 2 added the no-data value and
 the per-frame stream ``"mask"`` (see :mod:`tcube.masks`); version 1 had the per-band
-normalisation where version 2 has the no-data value. Versions 1 and 2 still decode.
+normalisation where version 2 has the no-data value. Versions 1 to 3 still decode.
 
 Sizes are bounded (:data:`MAX_SIDE`, :data:`MAX_FRAME_PIXELS`, :data:`MAX_VALUES`): encoders
 refuse bigger cubes and decoders refuse headers that announce them, before any allocation.
@@ -39,8 +41,10 @@ from dataclasses import dataclass, field
 from tcube.errors import CorruptBlobError, NotATcubeBlobError, TruncatedBlobError, UnsupportedVersionError
 
 MAGIC = b"\x89TCUBE\r\n"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+#: Format versions :func:`pack` writes (older ones for tests of compatibility).
+WRITABLE_VERSIONS = (2, 3, 4)
 DIGEST_BYTES = 16
 DTYPE_CODES = ("uint16", "int16", "float32")
 #: Largest height or width of a frame.
@@ -130,6 +134,11 @@ def _encode_header(h: dict, frames: list[dict[str, bytes]], version: int) -> byt
     w.fmt("Bd", nodata is not None, 0.0 if nodata is None else nodata)
     if version >= 3:
         w.fmt("ddB", h.get("scale", 1.0), h.get("offset", 0.0), h.get("flags", 0))
+    if version >= 4:
+        bands = h.get("bands") or []
+        w.fmt("B", len(bands))
+        for band in bands:
+            w.text(band)
     names = sorted(frames[0]) if frames else []
     w.fmt("B", len(names))
     for name in names:
@@ -161,6 +170,7 @@ def _decode_header(data: bytes, version: int) -> dict:
         has_nodata, nodata = r.fmt("Bd")
         h["nodata"] = nodata if has_nodata else None
     h["scale"], h["offset"], h["flags"] = r.fmt("ddB") if version >= 3 else (1.0, 0.0, 0)
+    h["bands"] = [r.text() for _ in range(r.fmt("B"))] if version >= 4 else []
     names = [r.text() for _ in range(r.fmt("B"))]
     n_frames = r.fmt("I")
     if n_frames > len(data):
@@ -175,8 +185,9 @@ def pack(header: dict, frames: list[dict[str, bytes]], version: int = FORMAT_VER
     """Serialise ``header`` and the frames' streams into a blob.
 
     ``header`` holds model, weights (hex), quality, dtype, shape, coder, tcube (version), nodata
-    (a number or None), scale, offset, flags and frames (a list of ``{"crc": int}``); the stream
-    lengths are added by this function. ``version`` 2 writes the previous format (for tests).
+    (a number or None), scale, offset, flags, bands (names, optional) and frames (a list of
+    ``{"crc": int}``); the stream lengths are added by this function. ``version`` 2 or 3 writes
+    an earlier format (for tests).
 
     Examples
     --------
@@ -186,7 +197,7 @@ def pack(header: dict, frames: list[dict[str, bytes]], version: int = FORMAT_VER
     >>> c.frames[0]["y"], c.header["frames"]
     (b'abcd', [{'crc': 7, 'streams': {'y': 4}}])
     """
-    if version not in (2, FORMAT_VERSION):
+    if version not in WRITABLE_VERSIONS:
         raise ValueError(f"cannot write format version {version}")
     hbytes = _encode_header(header, frames, version)
     body = _PREFIX.pack(MAGIC, version, len(hbytes)) + hbytes + b"".join(
@@ -266,4 +277,6 @@ def frame_seed(header: dict, index: int) -> int:
     fields = [header.get(k) for k in BOUND_FIELDS]
     if fields[1] is not None:
         fields[1] = str(fields[1])[: 2 * DIGEST_BYTES]
+    if header.get("bands"):  # version 4, when the writer named the bands
+        fields.append(list(header["bands"]))
     return zlib.crc32(repr((fields, index)).encode())

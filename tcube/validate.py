@@ -39,6 +39,37 @@ def check_count(value: object, name: str) -> int:
     return int(value)
 
 
+#: Longest band name (UTF-8 bytes) a blob records.
+MAX_BAND_NAME = 64
+
+
+def check_band_names(names: object, bands: int) -> list[str]:
+    """Band names for a cube of ``bands`` bands as a list (empty when ``names`` is None): one
+    distinct, non-empty name of at most :data:`MAX_BAND_NAME` bytes per band.
+
+    Examples
+    --------
+    >>> check_band_names(("B02", "B03", "B04", "B08"), 4)
+    ['B02', 'B03', 'B04', 'B08']
+    >>> check_band_names(["B02", "B02"], 2)
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: band names must be distinct, got ['B02', 'B02']
+    """
+    if names is None:
+        return []
+    if isinstance(names, str | bytes) or not hasattr(names, "__len__"):
+        raise InputError(f"band names must be a sequence of strings, one per band, got {names!r}")
+    names = list(names)
+    if len(names) != bands:
+        raise InputError(f"{len(names)} band names for a cube of {bands} bands")
+    if not all(isinstance(n, str) and 0 < len(n.encode()) <= MAX_BAND_NAME for n in names):
+        raise InputError(f"band names must be non-empty strings of at most {MAX_BAND_NAME} bytes, got {names!r}")
+    if len(set(names)) != len(names):
+        raise InputError(f"band names must be distinct, got {names!r}")
+    return names
+
+
 def check_nodata(nodata: float | None, dtype: np.dtype) -> float | None:
     """``nodata`` as a float, after checking that ``dtype`` can represent it.
 

@@ -94,6 +94,10 @@ def test_info(small):
         (np.zeros((1, 12, 16, 16), np.uint16), {"quality": 17}, "quality"),
         (np.zeros((1, 12, 16, 16), np.uint16), {"quality": 2.5}, "quality"),
         ([[[1]]], {}, "numpy array"),
+        (np.zeros((1, 12, 16, 16), np.uint16), {"band_names": ["B01"] * 12}, "distinct"),
+        (np.zeros((1, 12, 16, 16), np.uint16), {"band_names": ["B01", "B02"]}, "2 band names for a cube of 12"),
+        (np.zeros((1, 12, 16, 16), np.uint16), {"band_names": "B01"}, "sequence of strings"),
+        (np.zeros((1, 12, 16, 16), np.uint16), {"band_names": [""] + [f"b{i}" for i in range(11)]}, "non-empty"),
     ],
 )
 def test_bad_input(cube, kwargs, match):

@@ -109,8 +109,8 @@ def test_header_is_self_describing_and_small(blob):
     h = unpack(blob).header
     assert h["model"] == "tec-hp" and h["quality"] == 6 and h["dtype"] == "int16" and h["shape"] == [1, 12, 16, 16]
     assert len(h["weights"]) == 32 and "mean" not in h  # the digest pins the weights and their normalisation
-    assert set(h["frames"][0]["streams"]) == {"mask", "y", "z"} and h["version"] == 3 and h["nodata"] is None
-    assert (h["scale"], h["offset"], h["flags"]) == (1.0, 0.0, 0)
+    assert set(h["frames"][0]["streams"]) == {"mask", "y", "z"} and h["version"] == 4 and h["nodata"] is None
+    assert (h["scale"], h["offset"], h["flags"], h["bands"]) == (1.0, 0.0, 0, [])
     assert struct.unpack_from("<I", blob, 10)[0] < 130
 
 
@@ -315,3 +315,23 @@ if __name__ == "__main__":
     import sys
 
     print(json.dumps(fuzz(int(sys.argv[1]))))
+
+
+def test_band_names_travel_and_are_bound_to_the_frames(small):
+    names = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+    blob = tcube.encode(small[:1, :, :16, :16], model="tec-hp", quality=6, band_names=names)
+    c = unpack(blob)
+    assert c.header["bands"] == names and tcube.info(blob)["bands"] == names
+    renamed = {**c.header, "bands": names[::-1], "frames": [{"crc": f["crc"]} for f in c.header["frames"]]}
+    with pytest.raises(BitstreamError, match="checksum"):  # a valid container, names edited: caught
+        tcube.decode(pack(renamed, c.frames))
+    short = {**renamed, "bands": names[:3]}
+    with pytest.raises(BitstreamError, match="3 band names"):
+        tcube.decode(pack(short, c.frames))
+
+
+def test_format_3_blobs_still_decode(blob):
+    c = unpack(blob)
+    old = pack({**c.header, "frames": [{"crc": f["crc"]} for f in c.header["frames"]]}, c.frames, version=3)
+    assert unpack(old).header["version"] == 3
+    np.testing.assert_array_equal(tcube.decode(old), tcube.decode(blob))

@@ -1,6 +1,7 @@
 """Learned codecs and their registry."""
 
 from tcube.models.base import CodecConfig, FramePayload, LearnedCodec
-from tcube.models.registry import build_model, list_models, load_model, model_digest
+from tcube.models.registry import build_model, has_weights, list_models, load_model, model_digest
 
-__all__ = ["CodecConfig", "FramePayload", "LearnedCodec", "build_model", "list_models", "load_model", "model_digest"]
+__all__ = ["CodecConfig", "FramePayload", "LearnedCodec", "build_model", "has_weights", "list_models", "load_model",
+           "model_digest"]

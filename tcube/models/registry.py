@@ -1,4 +1,10 @@
-"""Model registry: names, architectures, and loading of the shipped safetensors weights."""
+"""Model registry: names, architectures, and loading of the shipped safetensors weights.
+
+A model name has one current set of weights (``weights/<name>.safetensors``); blobs record the
+first bytes of its SHA-256. When a model is retrained, the weights it replaces move to
+``weights/earlier/<name>-<digest>.safetensors`` (:func:`retire_weights`), so blobs written with
+them keep decoding: :func:`load_model` with ``weights=`` finds them by digest.
+"""
 
 from __future__ import annotations
 
@@ -44,9 +50,47 @@ def _check_name(name: str) -> str:
     return name
 
 
+def codes_any_bands(name: str) -> bool:
+    """Whether model ``name`` codes any band set natively (else exactly the 12 L2A bands).
+
+    Examples
+    --------
+    >>> codes_any_bands("tec-pc"), codes_any_bands("tec-hp")
+    (True, False)
+    """
+    return ARCHITECTURES[MODELS[_check_name(name)]].any_bands
+
+
+#: Digest characters (hex) in the file names of earlier weights: the part of the digest blobs record.
+EARLIER_DIGEST = 32
+
+
+def _weights_dir() -> Path:
+    return Path(str(resources.files("tcube") / "weights"))
+
+
 def weights_path(name: str) -> Path:
-    """Path of the shipped weights of model ``name``."""
-    return Path(str(resources.files("tcube") / "weights" / f"{_check_name(name)}.safetensors"))
+    """Path of the shipped (current) weights of model ``name``."""
+    return _weights_dir() / f"{_check_name(name)}.safetensors"
+
+
+def earlier_weights_path(name: str, digest: str) -> Path:
+    """Where earlier weights of ``name`` whose SHA-256 starts with ``digest`` are kept."""
+    return _weights_dir() / "earlier" / f"{_check_name(name)}-{digest[:EARLIER_DIGEST]}.safetensors"
+
+
+def retire_weights(name: str) -> Path | None:
+    """Keep a copy of the current weights of ``name`` among the earlier ones (before they are
+    replaced), so that blobs written with them keep decoding; returns the copy (None without
+    current weights)."""
+    current = weights_path(name)
+    if not current.exists():
+        return None
+    target = earlier_weights_path(name, file_digest(current))
+    if not target.exists():
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(current.read_bytes())
+    return target
 
 
 def build_model(arch: str, **overrides) -> LearnedCodec:
@@ -57,7 +101,11 @@ def build_model(arch: str, **overrides) -> LearnedCodec:
 
 
 def save_weights(model: LearnedCodec, path: str | Path, metadata: dict[str, str] | None = None) -> str:
-    """Freeze tables and write ``model`` as safetensors; returns the file's SHA-256."""
+    """Freeze tables and write ``model`` as safetensors; returns the file's SHA-256. Shipped weights
+    that ``path`` replaces are kept among the earlier ones first (:func:`retire_weights`)."""
+    for name in MODELS:
+        if Path(path).resolve() == weights_path(name).resolve():
+            retire_weights(name)
     model.export_tables()
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for name, table in model.tables.items():
@@ -88,11 +136,27 @@ def read_weights(path: str | Path) -> LearnedCodec:
 
 
 @cache
-def _cached(name: str, device: str) -> tuple[LearnedCodec, str]:
-    path = weights_path(name)
+def _cached(name: str, device: str, weights: str | None = None) -> tuple[LearnedCodec, str]:
+    path = weights_path(name) if weights is None else earlier_weights_path(name, weights)
     if not path.exists():
         raise TcubeError(f"weights of {name!r} are missing from the installation ({path})")
-    return read_weights(path).to(device), file_digest(path)
+    digest = file_digest(path)
+    if weights is not None and not digest.startswith(weights[:EARLIER_DIGEST]):
+        raise TcubeError(f"{path}: its SHA-256 ({digest[:12]}…) does not match its name")
+    return read_weights(path).to(device), digest
+
+
+def has_weights(name: str, digest: str) -> bool:
+    """Whether this installation has weights of ``name`` whose SHA-256 starts with ``digest``
+    (the current ones or earlier ones).
+
+    Examples
+    --------
+    >>> has_weights("tec-hp", model_digest("tec-hp")[:32]), has_weights("tec-hp", "00" * 16)
+    (True, False)
+    """
+    digest = digest.lower()
+    return model_digest(name).startswith(digest) or earlier_weights_path(name, digest).exists()
 
 
 #: Environment variable naming the torch device for the transforms (e.g. ``cuda:1``).
@@ -104,15 +168,19 @@ def default_device() -> str:
     return os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_model(name: str, device: str | None = None) -> LearnedCodec:
-    """The shipped model ``name`` in eval mode, loaded once per process and device.
+def load_model(name: str, device: str | None = None, weights: str | None = None) -> LearnedCodec:
+    """The shipped model ``name`` in eval mode, loaded once per process and device: its current
+    weights, or the earlier ones whose SHA-256 starts with ``weights`` (hex), if any.
 
     Examples
     --------
     >>> load_model("tec-hp").config.bands
     12
     """
-    return _cached(_check_name(name), device or default_device())[0]
+    device = device or default_device()
+    if weights is None or model_digest(name).startswith(weights.lower()):
+        return _cached(_check_name(name), device)[0]
+    return _cached(name, device, weights.lower()[:EARLIER_DIGEST])[0]
 
 
 def weights_file(spec: str) -> Path:
