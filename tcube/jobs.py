@@ -34,7 +34,6 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from tcube.bands import L2A_BANDS
 from tcube.codecs import TecZarrCodec, check_settings, read_stored_chunk, stored_chunk_problem, write_stored_chunk
 from tcube.io import open_dataset
 from tcube.models.registry import default_device
@@ -275,8 +274,8 @@ def _targets(ds: xr.Dataset, stacks: list[Stack], metas: dict, rest: xr.Dataset,
         per_value = sum(len(info["bands"]) * np.dtype(info["dtype"]).itemsize / info["grid"][2] ** 2
                         for info in metas[s.name].values())
         t = ds.sizes[s.tdim] if s.tdim else 1
-        shape = (t, len(L2A_BANDS), ds.sizes[s.ydim], ds.sizes[s.xdim])
-        targets.append(Target((s.name,), (s.tdim, None, s.ydim, s.xdim), shape, (s.chunks[0], len(L2A_BANDS),
+        shape = (t, len(s.band_names), ds.sizes[s.ydim], ds.sizes[s.xdim])
+        targets.append(Target((s.name,), (s.tdim, None, s.ydim, s.xdim), shape, (s.chunks[0], len(s.band_names),
                               *s.chunks[1:]), per_value, _stack_block(ds, s, metas[s.name], batch), s, metas[s.name]))
     grids: dict[tuple, list[str]] = {}
     for name, var in rest.data_vars.items():

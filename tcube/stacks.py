@@ -4,12 +4,15 @@ A store is a zarr format 3 group:
 
 - reflectance bands (variables named like Sentinel-2 bands, L2A or L1C spelling, or variables
   with a ``band`` dimension whose labels are band names) are stacked per grid into one array
-  ``tcube_<y>_<x>`` of dims (time, 12, y, x), float32 digital numbers, coded by
-  :class:`~tcube.codecs.TecZarrCodec`. Its ``tcube`` attribute records every original variable:
-  name, band, dims, dtype, scale and offset to digital numbers, no-data, attributes, encoding.
-  Bands the dataset lacks stand in as their Gaussian conditional mean given the present ones
+  ``tcube_<y>_<x>`` of dims (time, band, y, x), float32 digital numbers, coded by
+  :class:`~tcube.codecs.TecZarrCodec`. Its ``tcube`` attribute records the stack's bands and every
+  original variable: name, band, dims, dtype, scale and offset to digital numbers, no-data,
+  attributes, encoding.
+- a model that codes any band set (``tec-pc``) gets a stack of exactly the dataset's bands, in
+  the order they come, B10 of L1C included. A model of the 12 L2A bands gets all 12: bands the
+  dataset lacks stand in as their Gaussian conditional mean given the present ones
   (:func:`stand_in`, within the coded range), so the model sees plausible spectra; they are never
-  read back.
+  read back, and B10 is stored losslessly.
 - everything else (masks, SCL, angles, other variables, coordinates, the CRS variable) is stored
   losslessly with zarr's defaults (Zstd).
 
@@ -33,11 +36,12 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from tcube.bands import L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN
+from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN
 from tcube.codecs import TecZarrCodec
 from tcube.errors import InputError
 from tcube.io import band_name, existing
 from tcube.masks import CODED_RANGE
+from tcube.models.registry import codes_any_bands
 from tcube.outputs import JOB_ATTR, check_finished, local_path
 
 STACK_PREFIX = "tcube_"
@@ -75,6 +79,21 @@ class Stack:
     chunks: tuple[int, int, int]
     members: list[Member] = field(default_factory=list)
 
+    @property
+    def native(self) -> bool:
+        """Whether the stack holds exactly its members' bands (a model of any band set)."""
+        return codes_any_bands(self.model)
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        """The bands along the stack's band axis."""
+        return tuple(m.band for m in self.members) if self.native else L2A_BANDS
+
+
+def vocabulary(model: str) -> tuple[str, ...]:
+    """The bands ``model`` codes: the 13 of L1C for a model of any band set, else the 12 of L2A."""
+    return L1C_BANDS if codes_any_bands(model) else L2A_BANDS
+
 
 def json_safe(value: Any) -> Any:
     """Attributes and encodings as JSON (numpy scalars and arrays become numbers and lists)."""
@@ -105,23 +124,24 @@ def check_rules(ds: xr.Dataset, rules: Mapping[str, Mapping]) -> None:
         unknown = set(rule) - RULE_KEYS
         if unknown:
             raise InputError(f"rule for {name!r} has unknown keys {sorted(unknown)} (known: {sorted(RULE_KEYS)})")
-        if "band" in rule and rule["band"] not in L2A_BANDS:
-            raise InputError(f"rule for {name!r}: band {rule['band']!r} is not one of {', '.join(L2A_BANDS)}")
+        if "band" in rule and rule["band"] not in L1C_BANDS:
+            raise InputError(f"rule for {name!r}: band {rule['band']!r} is not one of {', '.join(L1C_BANDS)}")
 
 
 def _find_dim(dims: tuple, names: tuple[str, ...]) -> str | None:
     return next((d for d in dims if str(d).lower() in names), None)
 
 
-def band_dim(da: xr.DataArray) -> str | None:
-    """The dimension of ``da`` whose labels are all L2A band names (``B04``, ``red``...), if any.
+def band_dim(da: xr.DataArray, bands: tuple[str, ...] = L2A_BANDS) -> str | None:
+    """The dimension of ``da`` whose labels are all names of ``bands`` (``B04``, ``red``...), if any.
 
-    A band dimension with other labels (B10, unknown names, numbers) does not qualify: such a
-    variable is stored losslessly, like any variable whose name is not a band's.
+    A band dimension with other labels (unknown names, numbers, B10 for a model of the 12 L2A
+    bands) does not qualify: such a variable is stored losslessly, like any variable whose name is
+    not a band's.
     """
     for dim in da.dims:
         labels = da[dim].values if dim in da.coords else None
-        if labels is not None and all(band_name(str(v)) in L2A_BANDS for v in labels):
+        if labels is not None and all(band_name(str(v)) in bands for v in labels):
             return dim
     return None
 
@@ -179,15 +199,17 @@ def _nesting(ds: xr.Dataset, grids: set[tuple]) -> dict[tuple, tuple[tuple, int]
     return out
 
 
-def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping]) -> tuple[list[tuple], list[str]]:
-    """(name, members, (time, y, x) layout) of every variable to learn-code, and the skipped names."""
+def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str = "tec-hp") -> tuple[list[tuple], list[str]]:
+    """(name, members, (time, y, x) layout) of every variable to learn-code (by ``model`` unless its
+    rule names another), and the skipped names."""
     found, skipped = [], []
     for name, da in ds.data_vars.items():
         rule = rules_for(rules, name)
         if rule.get("skip"):
             skipped.append(name)
             continue
-        bdim = band_dim(da)
+        known = vocabulary(rule.get("model", model))
+        bdim = band_dim(da, known)
         layout = _layout(da, bdim)
         if rule.get("lossless") or layout is None or da.dtype.kind not in "fiu":
             continue
@@ -195,7 +217,7 @@ def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping]) -> tuple[list[tuple
             members = [Member(name, band_name(str(v)), v) for v in da[bdim].values]
         else:
             band = rule.get("band") or band_name(str(name))
-            if band not in L2A_BANDS:
+            if band not in known:
                 continue
             members = [Member(name, band)]
         found.append((name, members, layout))
@@ -204,7 +226,7 @@ def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping]) -> tuple[list[tuple
 
 def plan(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str, quality: int) -> tuple[list[Stack], list[str]]:
     """Which variables go to which stack (coarser grids nest into the finest), and which are skipped."""
-    found, skipped = candidates(ds, rules)
+    found, skipped = candidates(ds, rules, model)
     nesting = _nesting(ds, {layout for *_, layout in found})
     stacks: dict[tuple, Stack] = {}
     for name, members, layout in found:
@@ -248,10 +270,10 @@ def variable_meta(ds: xr.Dataset, stack: Stack, rules: Mapping) -> dict:
         da = ds[name]
         m = next(m for m in stack.members if m.name == name)
         scale, offset, nodata = to_dn_params(da, rules_for(rules, name))
-        bdim = band_dim(da)
+        bdim = band_dim(da, vocabulary(stack.model))
         meta[name] = {
             "dims": [str(d) for d in da.dims], "dtype": da.dtype.str, "band_dim": bdim,
-            "bands": {str(m.label if bdim else m.band): L2A_BANDS.index(m.band)
+            "bands": {str(m.label if bdim else m.band): stack.band_names.index(m.band)
                       for m in stack.members if m.name == name},
             "scale": scale, "offset": offset, "nodata": nodata,
             "grid": [m.ydim, m.xdim, m.factor],
@@ -272,11 +294,11 @@ def _own_region(region: dict, stack: Stack, grid: list) -> dict:
 
 
 def read_block(ds: xr.Dataset, stack: Stack, meta: dict, region: dict) -> np.ndarray:
-    """(t, 12, h, w) float32 digital numbers of one region; coarser bands repeated onto the stack's
-    grid; missing bands stand in from present ones."""
+    """(t, bands, h, w) float32 digital numbers of one region; coarser bands repeated onto the
+    stack's grid; in a stack of the 12 L2A bands, missing bands stand in from present ones."""
     tn = region[stack.tdim].stop - region[stack.tdim].start if stack.tdim else 1
     hn, wn = (region[d].stop - region[d].start for d in (stack.ydim, stack.xdim))
-    block = np.full((tn, len(L2A_BANDS), hn, wn), np.nan, np.float32)
+    block = np.full((tn, len(stack.band_names), hn, wn), np.nan, np.float32)
     owns = {tuple(info["grid"]): _own_region(region, stack, info["grid"]) for info in meta.values()}
     loaded: dict = {}
     for grid, own in owns.items():  # one load per grid: shared dask chunks are computed once
@@ -301,7 +323,7 @@ def read_block(ds: xr.Dataset, stack: Stack, meta: dict, region: dict) -> np.nda
         dn = ((values - info["offset"]) / info["scale"]).astype(np.float32)
         for i, index in enumerate(info["bands"].values()):
             block[:, index] = dn[i]
-    return stand_in([L2A_BANDS.index(m.band) for m in stack.members], block)
+    return block if stack.native else stand_in([L2A_BANDS.index(m.band) for m in stack.members], block)
 
 
 def stand_in(present: list[int], block: np.ndarray) -> np.ndarray:
@@ -362,12 +384,14 @@ def create_stacks(ds: xr.Dataset, stacks: list[Stack], metas: Mapping[str, dict]
     group = zarr.open_group(store, mode="a")
     for stack in stacks:
         t = ds.sizes[stack.tdim] if stack.tdim else 1
+        n = len(stack.band_names)
         group.create_array(
-            stack.name, shape=(t, len(L2A_BANDS), ds.sizes[stack.ydim], ds.sizes[stack.xdim]), dtype="float32",
-            chunks=(stack.chunks[0], len(L2A_BANDS), *stack.chunks[1:]), fill_value=np.nan,
+            stack.name, shape=(t, n, ds.sizes[stack.ydim], ds.sizes[stack.xdim]), dtype="float32",
+            chunks=(stack.chunks[0], n, *stack.chunks[1:]), fill_value=np.nan,
             serializer=TecZarrCodec(model=stack.model, quality=stack.quality), compressors=None,
             dimension_names=(stack.tdim or f"{stack.name}_time", f"{stack.name}_band", stack.ydim, stack.xdim),
-            attributes={"tcube": {"version": 1, "time_dim": stack.tdim, "variables": metas[stack.name]}})
+            attributes={"tcube": {"version": 1, "time_dim": stack.tdim, "bands": list(stack.band_names),
+                                  "variables": metas[stack.name]}})
 
 
 def _packable(da: xr.DataArray, encoding: dict) -> xr.DataArray:

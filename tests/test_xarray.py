@@ -75,6 +75,36 @@ def test_bigearthnet_mixed_resolutions(s2_dir, tmp_path):
         "tcube_y_2_x_2", "tcube_y_6_x_6", "tcube_y_x"]
 
 
+def test_any_band_model_codes_four_bands_natively(s2_dir, tmp_path):
+    """A 4-band 10 m series (held out of tec-pc's training): a stack of exactly those bands."""
+    path = sorted((s2_dir / "worldcereal").glob("S2_L2A_10m_00002806639B424A_*.nc"))[0]
+    ds = open_dataset(path).isel(timestamp=slice(0, 6))
+    xarray2tec(ds, _store(tmp_path), model="tec-pc", quality=8)
+    stack = zarr.open_group(_store(tmp_path), mode="r")["tcube_y_x"]
+    bands = [b for b in ("B02", "B03", "B04", "B08") if b in ds]
+    assert stack.shape[1] == len(bands) == 4 and stack.attrs["tcube"]["bands"] == bands
+    assert_same(ds, tec2xarray(_store(tmp_path)), min_psnr=30)
+
+
+def test_any_band_model_keeps_b10_of_l1c_in_the_stack(s2_dir, tmp_path):
+    """13 L1C bands at 10, 20 and 60 m: one stack on the 10 m grid, B10 learned-coded with the rest."""
+    # the files' grids start at different edges: crop where the 10, 20 and 60 m pixels line up
+    ds = open_dataset(s2_dir / "l1c_18SVG").isel(y=slice(4, 196), x=slice(5, 197), y_2=slice(2, 98),
+                                                  x_2=slice(3, 99), y_6=slice(1, 33), x_6=slice(1, 33))
+    xarray2tec(ds, _store(tmp_path), model="tec-pc", quality=12)
+    group = zarr.open_group(_store(tmp_path), mode="r")
+    assert [k for k in group.array_keys() if k.startswith("tcube_")] == ["tcube_y_x"]
+    assert group["tcube_y_x"].shape == (1, 13, 192, 192)
+    assert group["tcube_y_x"].attrs["tcube"]["bands"] == list(tcube.bands.L1C_BANDS)
+    back = tec2xarray(_store(tmp_path))
+    assert_same(ds, back, min_psnr=35)
+    assert back["B10"].dims == ("y_6", "x_6") and back["B10"].dtype == np.uint16
+    hp = tmp_path / "hp.zarr"
+    xarray2tec(ds, str(hp), model="tec-hp")  # a 12-band model: B10 stays exact, beside the stack
+    np.testing.assert_array_equal(tec2xarray(str(hp))["B10"].values, ds["B10"].values)
+    assert zarr.open_group(str(hp), mode="r")["tcube_y_x"].shape[1] == 12
+
+
 @pytest.fixture()
 def synthetic(sample):
     """Held-out sample with NaN clouds, an integer mask, a missing band and an unknown band name."""
