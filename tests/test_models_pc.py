@@ -6,7 +6,7 @@ import torch
 
 from tcube.errors import CorruptBlobError, InputError, SymbolChecksumError
 from tcube.models import FramePayload, build_model
-from tcube.models.pc import MAX_BANDS, pack_side, spectral_fit, spectral_inverse, unpack_side
+from tcube.models.pc import MAX_BANDS, pack_side, side_amplitudes, spectral_fit, spectral_inverse, unpack_side
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +45,26 @@ def test_spectral_transform_is_exactly_inverted_on_integer_components():
 
 def test_side_information_round_trips_and_refuses_a_wrong_length():
     mean, basis, _, amp = spectral_fit(_frames(5, n=1).double())
-    side = pack_side(mean[0], basis[0], amp[0])
+    every = torch.ones(5, dtype=torch.bool)
+    side = pack_side(mean[0], basis[0], amp[0], every)
     assert len(side) == 5 + 2 * 5 + 2 * 25
-    m, b, a = unpack_side(side, 5)
-    assert torch.equal(m, mean[0]) and torch.equal(b, basis[0]) and torch.equal(a, amp[0])
+    m, b = unpack_side(side, 5, every)
+    assert torch.equal(m, mean[0]) and torch.equal(b, basis[0]) and torch.equal(side_amplitudes(side, 5), amp[0])
     with pytest.raises(CorruptBlobError, match="spectral side information"):
-        unpack_side(side[:-1], 5)
+        unpack_side(side[:-1], 5, every)
+    with pytest.raises(CorruptBlobError, match="spectral side information"):
+        side_amplitudes(side[:14], 5)
+
+
+def test_side_information_carries_only_the_coded_rows():
+    mean, basis, _, amp = spectral_fit(_frames(5, n=1).double())
+    coded = torch.tensor([True, True, False, True, False])
+    side = pack_side(mean[0], basis[0], amp[0], coded)
+    assert len(side) == 5 + 2 * 5 + 2 * 5 * 3
+    _, b = unpack_side(side, 5, coded)
+    assert torch.equal(b[coded], basis[0][coded]) and not b[~coded].any()
+    full = pack_side(mean[0], basis[0], amp[0], torch.ones(5, dtype=torch.bool))  # blobs of the first weights
+    assert torch.equal(unpack_side(full, 5, coded)[1], b)
 
 
 @pytest.mark.parametrize("bands", [1, 4, 6, 13])

@@ -101,21 +101,35 @@ def spectral_inverse(c: Tensor, mean: Tensor, basis_int: Tensor) -> Tensor:
     return (acc / 2**BASIS_FRAC + mean[..., None].to(c.dtype)).reshape(c.shape)
 
 
-def pack_side(mean: Tensor, basis_int: Tensor, amp: Tensor) -> bytes:
-    """One frame's side information: amplitudes (int8), means and basis (int16), little-endian."""
+def pack_side(mean: Tensor, basis_int: Tensor, amp: Tensor, coded: Tensor) -> bytes:
+    """One frame's side information: amplitudes (int8), means (int16), then the basis rows (int16)
+    of the ``coded`` components only (the others are zero: their rows never matter), little-endian."""
     return (amp.cpu().numpy().astype("i1").tobytes() + mean.cpu().numpy().astype("<i2").tobytes()
-            + basis_int.cpu().numpy().astype("<i2").tobytes())
+            + basis_int[coded].cpu().numpy().astype("<i2").tobytes())
 
 
-def unpack_side(data: bytes, bands: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Inverse of :func:`pack_side` for a frame of ``bands`` bands (means, basis, amplitudes)."""
-    if len(data) != bands + 2 * bands + 2 * bands * bands:
-        raise CorruptBlobError(f"spectral side information has {len(data)} bytes; {bands} bands need "
-                               f"{3 * bands + 2 * bands * bands}")
-    amp = np.frombuffer(data[:bands], "i1").astype(np.float64)
+def side_amplitudes(data: bytes, bands: int) -> Tensor:
+    """The component amplitudes at the start of :func:`pack_side`'s bytes."""
+    if len(data) < 3 * bands:
+        raise CorruptBlobError(f"spectral side information has {len(data)} bytes; {bands} bands need at least "
+                               f"{3 * bands}")
+    return torch.from_numpy(np.frombuffer(data[:bands], "i1").astype(np.float64))
+
+
+def unpack_side(data: bytes, bands: int, coded: Tensor) -> tuple[Tensor, Tensor]:
+    """Means and basis (uncoded rows zero) from :func:`pack_side`'s bytes for a frame of ``bands``
+    bands whose ``coded`` components (bool (bands,)) the amplitudes decide. The whole basis, as
+    blobs of tec-pc's first weights carry it, is read too."""
+    rows = coded.cpu().numpy().astype(bool)
+    n = 3 * bands + 2 * bands * int(rows.sum())
+    if len(data) not in (n, 3 * bands + 2 * bands * bands):
+        raise CorruptBlobError(f"spectral side information has {len(data)} bytes; {bands} bands with "
+                               f"{int(rows.sum())} coded components need {n}")
     mean = np.frombuffer(data[bands: 3 * bands], "<i2").astype(np.float64)
-    basis = np.frombuffer(data[3 * bands:], "<i2").astype(np.float64).reshape(bands, bands)
-    return torch.from_numpy(mean), torch.from_numpy(basis), torch.from_numpy(amp)
+    values = np.frombuffer(data[3 * bands:], "<i2").astype(np.float64).reshape(-1, bands)
+    basis = np.zeros((bands, bands))
+    basis[rows] = values[rows] if len(values) == bands else values
+    return torch.from_numpy(mean), torch.from_numpy(basis)
 
 
 # -- exact synthesis ------------------------------------------------------------------------------
@@ -347,7 +361,7 @@ class PrincipalComponentCodec(LearnedCodec):
         out = []
         for i in range(b):
             ks = np.flatnonzero(coded[i].cpu().numpy())
-            side = pack_side(mean[i], basis[i], amp[i])
+            side = pack_side(mean[i], basis[i], amp[i], coded[i])
             z_table = np.broadcast_to(np.arange(self.config.nh).reshape(1, -1, 1, 1), zs[i, ks].shape)
             streams = {"spectral": side, "z": encode_symbols(zs[i, ks], z_table, self.tables["z"]),
                        "y": _join([encode_symbols(ys[i, k], ids[i, k], self.tables["y"]) for k in ks])}
@@ -364,10 +378,11 @@ class PrincipalComponentCodec(LearnedCodec):
             raise InputError("tec-pc needs the band count to decode")
         b, c = len(payloads), bands
         q = self.quality_index(quality, b)
-        sides = [unpack_side(p.streams["spectral"], c) for p in payloads]
-        mean, basis, amp = (torch.stack([s[j] for s in sides]).to(self.device) for j in range(3))
+        amp = torch.stack([side_amplitudes(p.streams["spectral"], c) for p in payloads]).to(self.device)
         rel = self.relative(amp, q)
         coded, gain = self.coded(rel), component_gain(rel)
+        sides = [unpack_side(p.streams["spectral"], c, coded[i]) for i, p in enumerate(payloads)]
+        mean, basis = (torch.stack([s[j] for s in sides]).to(self.device) for j in range(2))
         hp, wp = self.padded_size(height, width)
         hw = (hp // self.stride, wp // self.stride)
         zhw = ((hw[0] + 3) // 4, (hw[1] + 3) // 4)
