@@ -74,7 +74,13 @@ def check_symbol_range(symbols: list[Tensor]) -> None:
 
 def check_symbol_crc(arrays: list[np.ndarray], payload: FramePayload, frame: int) -> None:
     """Raise :class:`SymbolChecksumError` when decoded symbols differ from the encoder's."""
-    if symbol_crc(arrays, payload.seed) != payload.symbol_crc:
+    check_crc(symbol_crc(arrays, payload.seed), payload, frame)
+
+
+def check_crc(crc: int, payload: FramePayload, frame: int) -> None:
+    """Raise :class:`SymbolChecksumError` when ``crc`` (:func:`symbol_crc` of the decoded symbols,
+    from the payload's seed) is not the encoder's."""
+    if crc != payload.symbol_crc:
         raise SymbolChecksumError(f"frame {frame}: decoded symbols do not match the encoder's checksum "
                                   "(corrupt payload, an edited header, or a different entropy model)", frame=frame)
 

@@ -66,6 +66,10 @@ def hyper_analysis(m: int, nh: int) -> nn.Sequential:
     )
 
 
+#: Most values of one unfolded input of :meth:`IntegerConv2d.forward_exact` (float64: 32 MB).
+UNFOLD_VALUES = 1 << 22
+
+
 class IntegerConv2d(nn.Module):
     """Convolution on a fixed-point grid, computable exactly on any device.
 
@@ -116,11 +120,16 @@ class IntegerConv2d(nn.Module):
 
         With ``relu`` the output is scaled by 2**out_frac; without, by 2**(in_frac + W_FRAC).
         """
-        b, _, h, w = x.shape
+        b, c, h, w = x.shape
         weight, bias = self._exact_parameters(x.device)
-        cols = F.unfold(x, self.kernel, padding=self.kernel // 2)
-        acc = torch.matmul(weight, cols) + bias
-        acc = acc.view(b, -1, h, w)
+        p = self.kernel // 2
+        padded = F.pad(x, (p, p, p, p))
+        rows = max(1, UNFOLD_VALUES // (b * c * self.kernel**2 * w))  # output rows per pass: bounded memory
+        acc = torch.empty((b, weight.shape[0], h, w), dtype=torch.float64, device=x.device)
+        for r in range(0, h, rows):
+            n = min(rows, h - r)
+            cols = F.unfold(padded[:, :, r: r + n + 2 * p], self.kernel)
+            acc[:, :, r: r + n] = (torch.matmul(weight, cols) + bias).view(b, -1, n, w)
         if self.relu:
             shift = 2.0 ** (self.in_frac + self.W_FRAC - self.out_frac)
             acc = torch.floor(acc / shift).clamp(0, self.A_MAX * 2**self.out_frac)

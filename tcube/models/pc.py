@@ -33,7 +33,7 @@ from tcube.models.base import (
     FramePayload,
     LearnedCodec,
     Sink,
-    check_symbol_crc,
+    check_crc,
     check_symbol_range,
     symbol_crc,
 )
@@ -74,22 +74,41 @@ def step_value(exponent: int) -> float:
 
 
 # -- the spectral transform -------------------------------------------------------------------
+#: Pixels per strip of the spectral transform's passes over a frame (memory: a few MB per frame).
+SPECTRAL_STRIP = 1 << 16
+
+
+def _strips(n: int) -> list[slice]:
+    return [slice(i, min(i + SPECTRAL_STRIP, n)) for i in range(0, n, SPECTRAL_STRIP)]
+
+
 def spectral_fit(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per frame of ``x`` (B, C, H, W) float64: integer band means (B, C), the integer basis (B, C, C)
-    (rows: components by decreasing variance, scaled by 2**BASIS_FRAC), the components (B, C, H, W)
-    under that exact basis, and their quantised log-amplitudes (B, C)."""
+    """Per frame of ``x`` (B, C, H, W), any real dtype: integer band means (B, C), the integer basis
+    (B, C, C) (rows: components by decreasing variance, scaled by 2**BASIS_FRAC), the components
+    (B, C, H, W, float32) under that exact basis, and their quantised log-amplitudes (B, C).
+    Computed in float64 over strips of :data:`SPECTRAL_STRIP` pixels (the same for any batch)."""
     b, c = x.shape[:2]
     flat = x.reshape(b, c, -1)
-    mean = torch.floor(flat.mean(2) + 0.5).clamp(-32768, 32767)
-    r = flat - mean[..., None]
-    cov = r @ r.transpose(1, 2) / flat.shape[-1]
-    _, vecs = torch.linalg.eigh(cov)
+    n = flat.shape[-1]
+    total = sum(flat[..., s].to(torch.float64).sum(2) for s in _strips(n))
+    mean = torch.floor(total / n + 0.5).clamp(-32768, 32767)
+    cov = torch.zeros((b, c, c), dtype=torch.float64, device=x.device)
+    for s in _strips(n):
+        r = flat[..., s].to(torch.float64) - mean[..., None]
+        cov += r @ r.transpose(1, 2)
+    _, vecs = torch.linalg.eigh(cov / n)
     basis = vecs.flip(-1).transpose(1, 2)  # rows, by decreasing eigenvalue
     sign = torch.sign(basis.gather(2, basis.abs().argmax(2, keepdim=True)))
     basis_int = torch.floor(basis * sign * 2**BASIS_FRAC + 0.5).clamp(-32767, 32767)
-    # exact inverse of what the decoder does: x = mean + basis_int^T c / 2**BASIS_FRAC
-    comps = torch.linalg.solve(basis_int.transpose(1, 2) / 2**BASIS_FRAC, r)
-    std = comps.pow(2).mean(2).sqrt().clamp_min(1e-6)
+    # the inverse of what the decoder does: x = mean + basis_int^T c / 2**BASIS_FRAC
+    inverse = torch.linalg.inv(basis_int.transpose(1, 2) / 2**BASIS_FRAC)
+    comps = torch.empty((b, c, n), dtype=torch.float32, device=x.device)
+    power = torch.zeros((b, c), dtype=torch.float64, device=x.device)
+    for s in _strips(n):
+        part = inverse @ (flat[..., s].to(torch.float64) - mean[..., None])
+        power += part.pow(2).sum(2)
+        comps[..., s] = part.to(torch.float32)
+    std = (power / n).sqrt().clamp_min(1e-6)
     amp = torch.floor(AMP_STEPS * torch.log2(std) + 0.5).clamp(-128, 127)
     return mean, basis_int, comps.reshape(x.shape), amp
 
@@ -327,53 +346,57 @@ class PrincipalComponentCodec(LearnedCodec):
     # -- coding -------------------------------------------------------------------------------
     @torch.no_grad()
     def compress(self, x: Tensor, quality: int, seeds: list[int] | None = None) -> list[FramePayload]:
-        """Code frames ``x`` (B, C, H, W) in digital numbers: one payload per frame."""
+        """Code frames ``x`` (B, C, H, W) in digital numbers: one payload per frame. Components go
+        through the entropy model one at a time, so memory stays a few times the frames' size."""
         b, c, hgt, wid = x.shape
         if c not in self.band_counts:
             raise InputError(f"tec-pc codes 1 to {MAX_BANDS} bands, got {c}")
         q = self.quality_index(quality, b)
-        mean, basis, comps, amp = spectral_fit(x.to(self.device, torch.float64))
+        mean, basis, comps, amp = spectral_fit(x.to(self.device))
         rel = self.relative(amp, q)
         coded, gain = self.coded(rel), component_gain(rel)
         step = float(self.steps[q[0]])
         hp, wp = self.padded_size(hgt, wid)
         hw = (hp // self.stride, wp // self.stride)
-        sel = coded.flatten()
+        sel = coded.flatten().nonzero().flatten()
         y = torch.zeros((b * c, self.config.m, *hw), device=self.device)
-        if sel.any():
-            y[sel] = self.analysis((comps / (step * gain[..., None, None])).flatten(0, 1)[sel, None].float())
+        if len(sel):
+            u = comps.flatten(0, 1)[sel, None]
+            y[sel] = self.analysis(u.div_((step * gain.flatten()[sel]).view(-1, 1, 1, 1).to(torch.float32)))
+        del comps
         z = torch.floor(self.h_a(y) + 0.5)
-        feat = self._features(z, hw, exact=True).view(b, c, -1, *hw)
-        y = y.view(b, c, -1, *hw) * gain[..., None, None, None]
-        syms = torch.zeros(y.shape, dtype=torch.long, device=y.device)
-        idxs = torch.zeros(y.shape, dtype=torch.long, device=y.device)
-        prev = torch.zeros_like(y[:, 0])
-        for k in range(c):
-            idx, mu = self._params(feat[:, k], prev, rel[:, k], exact=True)
-            keep = coded[:, k].view(-1, 1, 1, 1)
-            sym = torch.where(keep, torch.floor(y[:, k] - mu + 0.5), torch.zeros_like(mu))
-            syms[:, k], idxs[:, k] = sym.long(), idx
-            prev = torch.where(keep, (sym + mu) / gain[:, k, None, None, None], torch.zeros_like(mu))
-        check_symbol_range([syms])
-        zs = z.long().view(b, c, -1, *z.shape[-2:]).cpu().numpy()
-        ys, ids = syms.cpu().numpy(), idxs.cpu().numpy()
+        z = z.view(b, c, *z.shape[1:])
+        y = y.view(b, c, -1, *hw).mul_(gain[..., None, None, None].to(torch.float32))
+        zs = z.long().cpu().numpy()
         seeds = seeds or [0] * b
-        out = []
+        sides, crcs, z_streams = [], [], []
         for i in range(b):
             ks = np.flatnonzero(coded[i].cpu().numpy())
-            side = pack_side(mean[i], basis[i], amp[i], coded[i])
-            z_table = np.broadcast_to(np.arange(self.config.nh).reshape(1, -1, 1, 1), zs[i, ks].shape)
-            streams = {"spectral": side, "z": encode_symbols(zs[i, ks], z_table, self.tables["z"]),
-                       "y": _join([encode_symbols(ys[i, k], ids[i, k], self.tables["y"]) for k in ks])}
-            crc = symbol_crc([np.frombuffer(side, np.uint8), zs[i, ks], ys[i, ks]], seeds[i])
-            out.append(FramePayload(streams, crc, seeds[i]))
-        return out
+            sides.append(pack_side(mean[i], basis[i], amp[i], coded[i]))
+            table = np.broadcast_to(np.arange(self.config.nh).reshape(1, -1, 1, 1), zs[i, ks].shape)
+            z_streams.append(encode_symbols(zs[i, ks], table, self.tables["z"]))
+            crcs.append(symbol_crc([np.frombuffer(sides[i], np.uint8), zs[i, ks]], seeds[i]))
+        segments: list[list[bytes]] = [[] for _ in range(b)]
+        prev = torch.zeros_like(y[:, 0])
+        for k in range(c):
+            idx, mu = self._params(self._features(z[:, k], hw, exact=True), prev, rel[:, k], exact=True)
+            keep = coded[:, k].view(-1, 1, 1, 1)
+            sym = torch.where(keep, torch.floor(y[:, k] - mu + 0.5), torch.zeros_like(mu))
+            check_symbol_range([sym])
+            prev = torch.where(keep, (sym + mu) / gain[:, k, None, None, None], torch.zeros_like(mu))
+            ys, ids = sym.long().cpu().numpy(), idx.cpu().numpy()
+            for i in np.flatnonzero(coded[:, k].cpu().numpy()):
+                segments[i].append(encode_symbols(ys[i], ids[i], self.tables["y"]))
+                crcs[i] = symbol_crc([ys[i]], crcs[i])
+        return [FramePayload({"spectral": sides[i], "z": z_streams[i], "y": _join(segments[i])}, crcs[i], seeds[i])
+                for i in range(b)]
 
     @torch.no_grad()
     def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int,
                    sink: Sink | None = None, bands: int | None = None) -> Tensor | None:
         """Decode payloads of :meth:`compress` (frames of ``bands`` bands) into (B, C, height, width)
-        float64 digital numbers, or piece by piece into ``sink``."""
+        float64 digital numbers, or piece by piece into ``sink``. Components decode and go through
+        the synthesis one at a time; the symbols' checksums are checked before any output."""
         if bands is None:
             raise InputError("tec-pc needs the band count to decode")
         b, c = len(payloads), bands
@@ -388,48 +411,51 @@ class PrincipalComponentCodec(LearnedCodec):
         zhw = ((hw[0] + 3) // 4, (hw[1] + 3) // 4)
         nh, m = self.config.nh, self.config.m
         z = torch.zeros((b, c, nh, *zhw), dtype=torch.float64, device=self.device)
+        crcs, segments = [], []
         for i, p in enumerate(payloads):
             ks = coded[i].nonzero().flatten()
             table = np.broadcast_to(np.arange(nh).reshape(1, -1, 1, 1), (len(ks), nh, *zhw))
-            z[i, ks] = torch.from_numpy(decode_symbols(p.streams["z"], table, self.tables["z"]).astype(np.float64)).to(
-                self.device)
-        feat = self._features(z.flatten(0, 1), hw, exact=True).view(b, c, -1, *hw)
-        segments = [_split(p.streams["y"], int(coded[i].sum())) for i, p in enumerate(payloads)]
-        y_hat = torch.zeros((b, c, m, *hw), dtype=torch.float64, device=self.device)
-        syms = np.zeros((b, c, m, *hw), np.int64)
+            zi = decode_symbols(p.streams["z"], table, self.tables["z"])
+            z[i, ks] = torch.from_numpy(zi.astype(np.float64)).to(self.device)
+            crcs.append(symbol_crc([np.frombuffer(p.streams["spectral"], np.uint8), zi], p.seed))
+            segments.append(_split(p.streams["y"], len(ks)))
+        step = float(self.steps[q[0]])
+        comps = torch.zeros((b, c, height, width), dtype=torch.float32, device=self.device)
         prev = torch.zeros((b, m, *hw), device=self.device)
         for k in range(c):
-            idx, mu = self._params(feat[:, k], prev, rel[:, k], exact=True)
+            idx, mu = self._params(self._features(z[:, k], hw, exact=True), prev, rel[:, k], exact=True)
             ids = idx.cpu().numpy()
-            for i in range(b):
-                if coded[i, k]:
-                    syms[i, k] = decode_symbols(segments[i][int(coded[i, :k].sum())], ids[i], self.tables["y"])
+            syms = np.zeros((b, m, *hw), np.int64)
+            frames = np.flatnonzero(coded[:, k].cpu().numpy())
+            for i in frames:
+                syms[i] = decode_symbols(segments[i][int(coded[i, :k].sum())], ids[i], self.tables["y"])
+                crcs[i] = symbol_crc([syms[i]], crcs[i])
             keep = coded[:, k].view(-1, 1, 1, 1)
-            sym = torch.from_numpy(syms[:, k]).to(self.device).float()
+            sym = torch.from_numpy(syms).to(self.device).float()
             prev = torch.where(keep, (sym + mu) / gain[:, k, None, None, None], torch.zeros_like(mu))
-            y_hat[:, k] = prev
+            if len(frames):
+                self._synthesise(prev[frames], comps[:, k], frames, gain[frames, k] * step, height, width)
         for i, p in enumerate(payloads):
-            ks = coded[i].nonzero().flatten().cpu().numpy()
-            check_symbol_crc([np.frombuffer(p.streams["spectral"], np.uint8), z[i, ks].long().cpu().numpy(),
-                              syms[i, ks]], p, i)
-        return self._synthesise(y_hat, coded, gain * float(self.steps[q[0]]), mean, basis, height, width, sink)
+            check_crc(crcs[i], p, i)
+        return self._bands(comps, mean, basis, sink)
 
-    def _synthesise(self, y_hat: Tensor, coded: Tensor, scale: Tensor, mean: Tensor, basis: Tensor,
-                    height: int, width: int, sink: Sink | None) -> Tensor | None:
-        """Bands from normalised latents: the exact synthesis of each coded component times its
-        ``scale`` (gain x step, dyadic) rounded to integers, then the inverse KLT, in row strips."""
-        b, c = coded.shape
-        comps = torch.zeros((b, c, height, width), dtype=torch.float32, device=self.device)
-        flat = coded.flatten().nonzero().flatten()
-        if len(flat):
-            target, factor = comps.view(b * c, height, width), scale.flatten()[flat].to(torch.float64)
+    def _synthesise(self, y_hat: Tensor, target: Tensor, frames: np.ndarray, scale: Tensor, height: int,
+                    width: int) -> None:
+        """The exact synthesis of one component's normalised latents ``y_hat`` (N, m, h, w) times
+        ``scale`` (gain x step, dyadic) rounded to integers, into ``target[frames]`` (float32)."""
+        factor = scale.to(torch.float64)
+        index = torch.from_numpy(frames).to(target.device)
 
-            def put(frames: slice, rows: slice, cols: slice, piece: Tensor) -> None:
-                # integers (below 2**24, exact in float32): the product of dyadic numbers is exact
-                value = torch.floor(piece[:, 0].to(torch.float64) * factor[frames, None, None] + 0.5)
-                target[flat[frames], rows, cols] = value.to(torch.float32)
+        def put(part: slice, rows: slice, cols: slice, piece: Tensor) -> None:
+            # integers (below 2**24, exact in float32): the product of dyadic numbers is exact
+            value = torch.floor(piece[:, 0].to(torch.float64) * factor[part, None, None] + 0.5)
+            target[index[part], rows, cols] = value.to(torch.float32)
 
-            self.synthesis(y_hat.flatten(0, 1)[flat], height, width, put)
+        self.synthesis(y_hat, height, width, put)
+
+    def _bands(self, comps: Tensor, mean: Tensor, basis: Tensor, sink: Sink | None) -> Tensor | None:
+        """Bands from integer components (float32 (B, C, H, W)): the inverse KLT, in row strips."""
+        b, c, height, width = comps.shape
         out = None if sink is not None else torch.empty((b, c, height, width), dtype=torch.float64, device=self.device)
         strip = max(1, PASS_PIXELS // max(1, b * width))
         for r in range(0, height, strip):
