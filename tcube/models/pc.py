@@ -61,6 +61,10 @@ AMP_STEPS = 4
 Z_MAX, CTX_MAX = 1024.0, 255.0
 #: Fractional bits of the entropy networks' hidden activations; means lie on a 1/MEAN_STEPS grid.
 H_FRAC, MEAN_STEPS = 4, 16
+#: The transforms reconstruct a component within a few percent of its amplitude: components of at
+#: least 2**REFINE_FROM steps get a second pass on their residual when that residual reaches
+#: 2**REFINE_TO steps (an encoder's choice; the side information lists the refinements).
+REFINE_FROM, REFINE_TO = 4.0, -1.0
 
 
 def default_steps() -> list[int]:
@@ -120,11 +124,17 @@ def spectral_inverse(c: Tensor, mean: Tensor, basis_int: Tensor) -> Tensor:
     return (acc / 2**BASIS_FRAC + mean[..., None].to(c.dtype)).reshape(c.shape)
 
 
-def pack_side(mean: Tensor, basis_int: Tensor, amp: Tensor, coded: Tensor) -> bytes:
-    """One frame's side information: amplitudes (int8), means (int16), then the basis rows (int16)
-    of the ``coded`` components only (the others are zero: their rows never matter), little-endian."""
-    return (amp.cpu().numpy().astype("i1").tobytes() + mean.cpu().numpy().astype("<i2").tobytes()
-            + basis_int[coded].cpu().numpy().astype("<i2").tobytes())
+def pack_side(mean: Tensor, basis_int: Tensor, amp: Tensor, coded: Tensor,
+              refinements: list[tuple[int, int]] = ()) -> bytes:
+    """One frame's side information: amplitudes (int8), means (int16), the basis rows (int16) of the
+    ``coded`` components only (the others are zero: their rows never matter), then, when there
+    are refinements, their count (uint8) and per refinement the component it refines (uint8) and
+    its amplitude (int8); little-endian."""
+    out = (amp.cpu().numpy().astype("i1").tobytes() + mean.cpu().numpy().astype("<i2").tobytes()
+           + basis_int[coded].cpu().numpy().astype("<i2").tobytes())
+    if refinements:
+        out += struct.pack("<B", len(refinements)) + b"".join(struct.pack("<Bb", k, a) for k, a in refinements)
+    return out
 
 
 def side_amplitudes(data: bytes, bands: int) -> Tensor:
@@ -135,20 +145,31 @@ def side_amplitudes(data: bytes, bands: int) -> Tensor:
     return torch.from_numpy(np.frombuffer(data[:bands], "i1").astype(np.float64))
 
 
-def unpack_side(data: bytes, bands: int, coded: Tensor) -> tuple[Tensor, Tensor]:
-    """Means and basis (uncoded rows zero) from :func:`pack_side`'s bytes for a frame of ``bands``
-    bands whose ``coded`` components (bool (bands,)) the amplitudes decide. The whole basis, as
-    blobs of tec-pc's first weights carry it, is read too."""
+def unpack_side(data: bytes, bands: int, coded: Tensor) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
+    """Means, basis (uncoded rows zero) and refinements ((component, amplitude) pairs) from
+    :func:`pack_side`'s bytes for a frame of ``bands`` bands whose ``coded`` components (bool
+    (bands,)) the amplitudes decide. The whole basis, as blobs of tec-pc's first weights carry it,
+    is read too."""
     rows = coded.cpu().numpy().astype(bool)
     n = 3 * bands + 2 * bands * int(rows.sum())
-    if len(data) not in (n, 3 * bands + 2 * bands * bands):
+    full = 3 * bands + 2 * bands * bands
+    refinements: list[tuple[int, int]] = []
+    if len(data) > n and len(data) != full:
+        count = data[n]
+        if len(data) == n + 1 + 2 * count:
+            refinements = [struct.unpack_from("<Bb", data, n + 1 + 2 * j) for j in range(count)]
+        if not refinements or any(k >= bands or not rows[k] for k, _ in refinements):
+            raise CorruptBlobError(f"spectral side information has {len(data)} bytes that do not add up for "
+                                   f"{bands} bands with {int(rows.sum())} coded components")
+        data = data[:n]
+    elif len(data) not in (n, full):
         raise CorruptBlobError(f"spectral side information has {len(data)} bytes; {bands} bands with "
                                f"{int(rows.sum())} coded components need {n}")
     mean = np.frombuffer(data[bands: 3 * bands], "<i2").astype(np.float64)
     values = np.frombuffer(data[3 * bands:], "<i2").astype(np.float64).reshape(-1, bands)
     basis = np.zeros((bands, bands))
     basis[rows] = values[rows] if len(values) == bands else values
-    return torch.from_numpy(mean), torch.from_numpy(basis)
+    return torch.from_numpy(mean), torch.from_numpy(basis), refinements
 
 
 # -- exact synthesis ------------------------------------------------------------------------------
@@ -347,7 +368,8 @@ class PrincipalComponentCodec(LearnedCodec):
     @torch.no_grad()
     def compress(self, x: Tensor, quality: int, seeds: list[int] | None = None) -> list[FramePayload]:
         """Code frames ``x`` (B, C, H, W) in digital numbers: one payload per frame. Components go
-        through the entropy model one at a time, so memory stays a few times the frames' size."""
+        through the entropy model one at a time, so memory stays a few times the frames' size; the
+        strongest get a refinement (their residual, coded the same way) when it is worth coding."""
         b, c, hgt, wid = x.shape
         if c not in self.band_counts:
             raise InputError(f"tec-pc codes 1 to {MAX_BANDS} bands, got {c}")
@@ -359,24 +381,19 @@ class PrincipalComponentCodec(LearnedCodec):
         hp, wp = self.padded_size(hgt, wid)
         hw = (hp // self.stride, wp // self.stride)
         sel = coded.flatten().nonzero().flatten()
+        strong = coded & (rel >= REFINE_FROM)
+        kept = comps[strong]  # what refinements need of the components
         y = torch.zeros((b * c, self.config.m, *hw), device=self.device)
         if len(sel):
-            u = comps.flatten(0, 1)[sel, None]
-            y[sel] = self.analysis(u.div_((step * gain.flatten()[sel]).view(-1, 1, 1, 1).to(torch.float32)))
+            y[sel] = self.analysis(self._scaled(comps.flatten(0, 1)[sel, None], gain.flatten()[sel], step))
         del comps
         z = torch.floor(self.h_a(y) + 0.5)
         z = z.view(b, c, *z.shape[1:])
         y = y.view(b, c, -1, *hw).mul_(gain[..., None, None, None].to(torch.float32))
         zs = z.long().cpu().numpy()
-        seeds = seeds or [0] * b
-        sides, crcs, z_streams = [], [], []
-        for i in range(b):
-            ks = np.flatnonzero(coded[i].cpu().numpy())
-            sides.append(pack_side(mean[i], basis[i], amp[i], coded[i]))
-            table = np.broadcast_to(np.arange(self.config.nh).reshape(1, -1, 1, 1), zs[i, ks].shape)
-            z_streams.append(encode_symbols(zs[i, ks], table, self.tables["z"]))
-            crcs.append(symbol_crc([np.frombuffer(sides[i], np.uint8), zs[i, ks]], seeds[i]))
+        symbols: list[list[np.ndarray]] = [[] for _ in range(b)]
         segments: list[list[bytes]] = [[] for _ in range(b)]
+        decoded: dict[tuple[int, int], Tensor] = {}
         prev = torch.zeros_like(y[:, 0])
         for k in range(c):
             idx, mu = self._params(self._features(z[:, k], hw, exact=True), prev, rel[:, k], exact=True)
@@ -387,9 +404,63 @@ class PrincipalComponentCodec(LearnedCodec):
             ys, ids = sym.long().cpu().numpy(), idx.cpu().numpy()
             for i in np.flatnonzero(coded[:, k].cpu().numpy()):
                 segments[i].append(encode_symbols(ys[i], ids[i], self.tables["y"]))
-                crcs[i] = symbol_crc([ys[i]], crcs[i])
-        return [FramePayload({"spectral": sides[i], "z": z_streams[i], "y": _join(segments[i])}, crcs[i], seeds[i])
-                for i in range(b)]
+                symbols[i].append(ys[i])
+                if strong[i, k]:
+                    decoded[(i, k)] = prev[i]
+        del y
+        seeds = seeds or [0] * b
+        out = []
+        for i in range(b):
+            ks = np.flatnonzero(coded[i].cpu().numpy())
+            targets = np.flatnonzero(strong[i].cpu().numpy())
+            first = int(strong[:i].sum())
+            refine = self._refine(kept[first: first + len(targets)], [decoded[(i, k)] for k in targets],
+                                  gain[i, targets], step, q[i], prev[i]) if len(targets) else ([], [], [], [])
+            entries = [(int(targets[j]), a) for j, a in refine[0]]
+            side = pack_side(mean[i], basis[i], amp[i], coded[i], entries)
+            z_all = np.concatenate([zs[i, ks], *refine[1]])
+            table = np.broadcast_to(np.arange(self.config.nh).reshape(1, -1, 1, 1), z_all.shape)
+            crc = symbol_crc([np.frombuffer(side, np.uint8), z_all, *symbols[i], *refine[2]], seeds[i])
+            streams = {"spectral": side, "z": encode_symbols(z_all, table, self.tables["z"]),
+                       "y": _join(segments[i] + refine[3])}
+            out.append(FramePayload(streams, crc, seeds[i]))
+        return out
+
+    @staticmethod
+    def _scaled(u: Tensor, gain: Tensor, step: float) -> Tensor:
+        """Components (N, 1, H, W) float32 divided by step x gain (exact dyadic factors), in place."""
+        return u.div_((step * gain).view(-1, 1, 1, 1).to(torch.float32))
+
+    def _refine(self, comps: Tensor, y_hat: list[Tensor], gain: Tensor, step: float, q: Tensor, prev: Tensor):
+        """Refinements of one frame's strong components ``comps`` (N, H, W) from their decoded
+        latents: the residual of each whose amplitude reaches 2**REFINE_TO steps, coded like a
+        component after the others. Returns ([(index among comps, amplitude)], [z], [symbols],
+        [latent segments]): the z of all refinements are one array."""
+        hgt, wid = comps.shape[-2:]
+        values = self.synthesis(torch.stack(y_hat), hgt, wid)[:, 0].to(torch.float64)
+        residual = comps.to(torch.float64) - torch.floor(values * (gain * step).view(-1, 1, 1) + 0.5)
+        amp = torch.floor(AMP_STEPS * torch.log2(residual.pow(2).mean((1, 2)).sqrt().clamp_min(1e-6)) + 0.5)
+        amp = amp.clamp(-128, 127)
+        rel = self.relative(amp[None], q.view(1))[0]
+        picked = [j for j in range(len(amp)) if float(rel[j]) >= REFINE_TO]
+        if not picked:
+            return [], [], [], []
+        r_gain = component_gain(rel[picked])
+        u = residual[picked, None].to(torch.float32)
+        y = self.analysis(self._scaled(u, r_gain, step))
+        z = torch.floor(self.h_a(y) + 0.5)
+        feat = self._features(z, y.shape[-2:], exact=True)
+        y = y * r_gain.view(-1, 1, 1, 1).to(torch.float32)
+        symbols, segments = [], []
+        for j in range(len(picked)):
+            idx, mu = self._params(feat[j: j + 1], prev[None], rel[picked[j]].view(1), exact=True)
+            sym = torch.floor(y[j: j + 1] - mu + 0.5)
+            check_symbol_range([sym])
+            prev = ((sym + mu) / r_gain[j])[0]
+            ys = sym[0].long().cpu().numpy()
+            symbols.append(ys)
+            segments.append(encode_symbols(ys, idx[0].cpu().numpy(), self.tables["y"]))
+        return [(j, int(amp[j])) for j in picked], [z.long().cpu().numpy()], symbols, segments
 
     @torch.no_grad()
     def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int,
@@ -411,14 +482,15 @@ class PrincipalComponentCodec(LearnedCodec):
         zhw = ((hw[0] + 3) // 4, (hw[1] + 3) // 4)
         nh, m = self.config.nh, self.config.m
         z = torch.zeros((b, c, nh, *zhw), dtype=torch.float64, device=self.device)
-        crcs, segments = [], []
+        crcs, segments, z_refine = [], [], []
         for i, p in enumerate(payloads):
-            ks = coded[i].nonzero().flatten()
-            table = np.broadcast_to(np.arange(nh).reshape(1, -1, 1, 1), (len(ks), nh, *zhw))
+            ks, n_ref = coded[i].nonzero().flatten(), len(sides[i][2])
+            table = np.broadcast_to(np.arange(nh).reshape(1, -1, 1, 1), (len(ks) + n_ref, nh, *zhw))
             zi = decode_symbols(p.streams["z"], table, self.tables["z"])
-            z[i, ks] = torch.from_numpy(zi.astype(np.float64)).to(self.device)
+            z[i, ks] = torch.from_numpy(zi[: len(ks)].astype(np.float64)).to(self.device)
+            z_refine.append(torch.from_numpy(zi[len(ks):].astype(np.float64)).to(self.device))
             crcs.append(symbol_crc([np.frombuffer(p.streams["spectral"], np.uint8), zi], p.seed))
-            segments.append(_split(p.streams["y"], len(ks)))
+            segments.append(_split(p.streams["y"], len(ks) + n_ref))
         step = float(self.steps[q[0]])
         comps = torch.zeros((b, c, height, width), dtype=torch.float32, device=self.device)
         prev = torch.zeros((b, m, *hw), device=self.device)
@@ -435,21 +507,37 @@ class PrincipalComponentCodec(LearnedCodec):
             prev = torch.where(keep, (sym + mu) / gain[:, k, None, None, None], torch.zeros_like(mu))
             if len(frames):
                 self._synthesise(prev[frames], comps[:, k], frames, gain[frames, k] * step, height, width)
-        for i, p in enumerate(payloads):
-            check_crc(crcs[i], p, i)
+        for i, (_, _, refinements) in enumerate(sides):
+            chain = prev[i]
+            if refinements:
+                feat = self._features(z_refine[i], hw, exact=True)
+                first = int(coded[i].sum())
+                for j, (k, a) in enumerate(refinements):
+                    r_rel = self.relative(torch.tensor([[float(a)]], dtype=torch.float64, device=self.device),
+                                          q[i].view(1))[0]
+                    r_gain = component_gain(r_rel)
+                    idx, mu = self._params(feat[j: j + 1], chain[None], r_rel, exact=True)
+                    sym = decode_symbols(segments[i][first + j], idx[0].cpu().numpy(), self.tables["y"])
+                    crcs[i] = symbol_crc([sym], crcs[i])
+                    chain = ((torch.from_numpy(sym).to(self.device).float()[None] + mu) / r_gain)[0]
+                    self._synthesise(chain[None], comps[:, k], np.array([i]), r_gain * step, height, width, add=True)
+            check_crc(crcs[i], payloads[i], i)
         return self._bands(comps, mean, basis, sink)
 
     def _synthesise(self, y_hat: Tensor, target: Tensor, frames: np.ndarray, scale: Tensor, height: int,
-                    width: int) -> None:
+                    width: int, add: bool = False) -> None:
         """The exact synthesis of one component's normalised latents ``y_hat`` (N, m, h, w) times
-        ``scale`` (gain x step, dyadic) rounded to integers, into ``target[frames]`` (float32)."""
+        ``scale`` (gain x step, dyadic) rounded to integers, into (or, with ``add``, onto)
+        ``target[frames]`` (float32)."""
         factor = scale.to(torch.float64)
         index = torch.from_numpy(frames).to(target.device)
 
         def put(part: slice, rows: slice, cols: slice, piece: Tensor) -> None:
             # integers (below 2**24, exact in float32): the product of dyadic numbers is exact
-            value = torch.floor(piece[:, 0].to(torch.float64) * factor[part, None, None] + 0.5)
-            target[index[part], rows, cols] = value.to(torch.float32)
+            value = torch.floor(piece[:, 0].to(torch.float64) * factor[part, None, None] + 0.5).to(torch.float32)
+            if add:
+                value += target[index[part], rows, cols]
+            target[index[part], rows, cols] = value
 
         self.synthesis(y_hat, height, width, put)
 
