@@ -22,7 +22,7 @@ from tcube.errors import (
     WeightsMismatchError,
 )
 from tcube.masks import CODED_RANGE, avoid_nodata, fill_invalid, invalid_mask, pack_mask, unpack_mask
-from tcube.models import FramePayload, LearnedCodec, has_weights, list_models, load_model, model_digest
+from tcube.models import DEFAULT_MODEL, FramePayload, LearnedCodec, has_weights, list_models, load_model, model_digest
 from tcube.models.base import N_QUALITIES, PASS_PIXELS
 from tcube.validate import (
     DTYPES,
@@ -128,7 +128,7 @@ def _groups(keys: list) -> dict:
     return out
 
 
-def encode(cube: np.ndarray, model: str = "tec-hp", quality: int = 8, *, nodata: float | None = None,
+def encode(cube: np.ndarray, model: str = DEFAULT_MODEL, quality: int = 8, *, nodata: float | None = None,
            scale: float | None = None, offset: float | None = None, band_names: Sequence[str] | None = None,
            device: str | None = None, batch_size: int = 8) -> bytes:
     """Compress a Sentinel-2 cube into a self-describing blob.
@@ -171,7 +171,7 @@ def encode(cube: np.ndarray, model: str = "tec-hp", quality: int = 8, *, nodata:
                         device=device, batch_size=batch_size)[0]
 
 
-def encode_batch(cubes: Sequence[np.ndarray], model: str = "tec-hp", quality: int = 8, *,
+def encode_batch(cubes: Sequence[np.ndarray], model: str = DEFAULT_MODEL, quality: int = 8, *,
                  nodata: float | None = None, scale: float | None = None, offset: float | None = None,
                  band_names: Sequence[str] | None = None, device: str | None = None,
                  batch_size: int = 8) -> list[bytes]:

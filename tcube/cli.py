@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tcube.defaults import DEFAULT_MODEL
 from tcube.errors import BitstreamError, InputError, TcubeError, UnfinishedStoreError, UnknownModelError
 
 if TYPE_CHECKING:
@@ -197,7 +198,7 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
         return _run_parallel(parallel.decompress, args)
     ds = open_store(args.input)
     if out.suffix.lower() == ".zarr":
-        summary, text = _run_serial(ds, ("store", args.input), args, {"*": {"lossless": True}}, "tec-hp", 8)
+        summary, text = _run_serial(ds, ("store", args.input), args, {"*": {"lossless": True}}, DEFAULT_MODEL, 8)
         _emit(summary, args.json, text)
         return EXIT_OK
     path = check_file_output(out, NETCDF, [args.input], overwrite=args.overwrite)
@@ -298,7 +299,7 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_coding_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tec-hp", help="learned model (tcube info lists them)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="learned model (tcube info lists them)")
     p.add_argument("--quality", type=int, default=8, help="1 (smallest) .. 16 (best)")
     p.add_argument("--chunks", type=positive_int, nargs=3, metavar=("T", "Y", "X"),
                    help="chunk sizes (default: 1 256 256)")

@@ -37,7 +37,7 @@ from zarr.core.sync import sync
 
 from tcube.api import check_blob, decode_batch, encode_batch
 from tcube.errors import InputError, TcubeError
-from tcube.models import load_model
+from tcube.models import DEFAULT_MODEL, load_model
 from tcube.outputs import is_unfinished
 from tcube.validate import DTYPES, check_count, check_nodata, check_units
 
@@ -147,8 +147,9 @@ class TecCodec(Codec):
 
     codec_id = CODEC_ID
 
-    def __init__(self, model: str = "tec-hp", quality: int = 8, nodata: float | None = 0, scale: float | None = None,
-                 offset: float | None = None, *, device: str | None = None, batch_frames: int = 16) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, quality: int = 8, nodata: float | None = 0,
+                 scale: float | None = None, offset: float | None = None, *, device: str | None = None,
+                 batch_frames: int = 16) -> None:
         check_settings(model, quality, nodata, scale, offset, batch_frames)
         self.model, self.quality, self.nodata, self.scale, self.offset = model, int(quality), nodata, scale, offset
         self._device, self._batch_frames = device, batch_frames
@@ -248,7 +249,7 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
 
     is_fixed_size = False
 
-    model: str = "tec-hp"
+    model: str = DEFAULT_MODEL
     quality: int = 8
     nodata: float | None = None
     scale: float | None = None
@@ -441,7 +442,7 @@ def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, st
     >>> raw = arr.store._store_dict
     >>> raw["0.0.0"] = raw["0.0.0"][:-1]  # cut one byte off a stored chunk
     >>> damaged_chunks(arr)
-    {'0.0.0': 'zarr format 2 chunk 0.0.0: blob truncated: 300 bytes, header announces 301'}
+    {'0.0.0': 'zarr format 2 chunk 0.0.0: blob truncated: 301 bytes, header announces 302'}
     """
     codec = _sole_tcube_codec(array)
     expected = (tuple(array.chunks), array.dtype)

@@ -33,7 +33,7 @@ from tcube import jobs
 from tcube.errors import InputError
 from tcube.io import open_dataset
 from tcube.jobs import Report
-from tcube.models import load_model
+from tcube.models import DEFAULT_MODEL, load_model
 
 #: Tasks in flight per worker: one running, one queued.
 TASKS_PER_WORKER = 2
@@ -185,7 +185,7 @@ def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | o
     return jobs.report(job.dst, rows, time.perf_counter() - start - setup, setup)
 
 
-def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model: str = "tec-hp", quality: int = 8,
+def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model: str = DEFAULT_MODEL, quality: int = 8,
              rules: Mapping[str, Mapping] | None = None, *, client: Any = None, workers: int | None = None,
              gpus: Sequence[int | str] | None = None, batch: int = 8, overwrite: bool = False,
              progress: Callable[[int, int], None] | None = None) -> Report:
@@ -232,7 +232,7 @@ def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model:
                     overwrite=overwrite, progress=progress)
 
 
-def recompress(src: str | os.PathLike, dst: str | os.PathLike, model: str = "tec-hp", quality: int = 8,
+def recompress(src: str | os.PathLike, dst: str | os.PathLike, model: str = DEFAULT_MODEL, quality: int = 8,
                rules: Mapping[str, Mapping] | None = None, **kwargs: Any) -> Report:
     """Re-code a zarr store (Zstd or any codec, or tcube at other settings) into a tcube store.
 
@@ -259,7 +259,8 @@ def decompress(src: str | os.PathLike, dst: str | os.PathLike, **kwargs: Any) ->
     from tcube.stacks import open_store
 
     options = _run_options(kwargs)
-    return _convert(open_store(str(src)), ("store", str(src)), dst, {"*": {"lossless": True}}, "tec-hp", 8, **options)
+    lossless = {"*": {"lossless": True}}
+    return _convert(open_store(str(src)), ("store", str(src)), dst, lossless, DEFAULT_MODEL, 8, **options)
 
 
 def _run_options(kwargs: dict) -> dict:

@@ -38,6 +38,7 @@ import zarr
 
 from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN
 from tcube.codecs import TecZarrCodec
+from tcube.defaults import DEFAULT_MODEL
 from tcube.errors import InputError
 from tcube.io import band_name, existing
 from tcube.masks import CODED_RANGE
@@ -199,7 +200,8 @@ def _nesting(ds: xr.Dataset, grids: set[tuple]) -> dict[tuple, tuple[tuple, int]
     return out
 
 
-def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str = "tec-hp") -> tuple[list[tuple], list[str]]:
+def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping],
+               model: str = DEFAULT_MODEL) -> tuple[list[tuple], list[str]]:
     """(name, members, (time, y, x) layout) of every variable to learn-code (by ``model`` unless its
     rule names another), and the skipped names."""
     found, skipped = [], []

@@ -16,6 +16,7 @@ import zarr
 
 from tcube import jobs
 from tcube.codecs import TecCodec, TecZarrCodec
+from tcube.defaults import DEFAULT_MODEL
 from tcube.errors import InputError
 from tcube.metrics import psnr_10k, psnr_full, ssim
 from tcube.outputs import check_finished
@@ -32,7 +33,7 @@ __all__ = ["band_planes", "describe_store", "format_stats", "stand_in", "store_s
 
 
 def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None = None, *,
-               model: str = "tec-hp", quality: int = 8, compute_stats: bool = False, batch_chunks: int = 8,
+               model: str = DEFAULT_MODEL, quality: int = 8, compute_stats: bool = False, batch_chunks: int = 8,
                progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> list[dict] | None:
     """Write ``ds`` to a zarr store: reflectance learned-coded, everything else lossless.
 

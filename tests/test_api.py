@@ -137,10 +137,11 @@ if what == "decode":
 """
 
 
-@pytest.mark.parametrize("model", ["tec-hp", "tec-tt"])
-def test_memory_stays_bounded_for_a_large_frame(model, tmp_path):
+@pytest.mark.parametrize(("model", "bound"), [("tec-hp", 4.0), ("tec-tt", 4.0), ("tec-pc", 20.0)])
+def test_memory_stays_bounded_for_a_large_frame(model, bound, tmp_path):
     """One 1 x 12 x 2048 x 2048 uint16 date (96 MiB): the transforms run in tiles, so encoding and
-    decoding each peak at under 4 times the array (fresh processes measure their own peaks)."""
+    decoding each peak at under 4 times the array (fresh processes measure their own peaks); tec-pc
+    holds float32 components and one component's entropy parameters at a time (measured 17x / 13x)."""
     import subprocess
     import sys
 
@@ -149,7 +150,7 @@ def test_memory_stays_bounded_for_a_large_frame(model, tmp_path):
         run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, model, what, str(blob)], capture_output=True,
                              text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-2000:]
-        assert float(run.stdout.strip()) < 4.0, (what, run.stdout)
+        assert float(run.stdout.strip()) < bound, (what, run.stdout)
 
 
 def test_large_frames_code_in_tiles_to_the_same_symbols(sample, monkeypatch):
