@@ -431,7 +431,8 @@ class PrincipalComponentCodec(LearnedCodec):
         """Components (N, 1, H, W) float32 divided by step x gain (exact dyadic factors), in place."""
         return u.div_((step * gain).view(-1, 1, 1, 1).to(torch.float32))
 
-    def _refine(self, comps: Tensor, y_hat: list[Tensor], gain: Tensor, step: float, q: Tensor, prev: Tensor):
+    def _refine(self, comps: Tensor, y_hat: list[Tensor], gain: Tensor, step: float, q: Tensor, prev: Tensor
+                ) -> tuple[list[tuple[int, int]], list[np.ndarray], list[np.ndarray], list[bytes]]:
         """Refinements of one frame's strong components ``comps`` (N, H, W) from their decoded
         latents: the residual of each whose amplitude reaches 2**REFINE_TO steps, coded like a
         component after the others. Returns ([(index among comps, amplitude)], [z], [symbols],
