@@ -112,6 +112,7 @@ def save_weights(model: LearnedCodec, path: str | Path, metadata: dict[str, str]
         tensors.update(table.state_dict(f"tables.{name}"))
     meta = {"tcube_config": json.dumps(model.config.to_dict()), **(metadata or {})}
     save_file(tensors, str(path), metadata=meta)
+    os.chmod(path, 0o644)  # readable like the rest of the package
     return file_digest(path)
 
 
