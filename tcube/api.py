@@ -27,6 +27,7 @@ from tcube.models.base import N_QUALITIES, PASS_PIXELS
 from tcube.validate import (
     DTYPES,
     Cube,
+    band_counts_text,
     check_band_names,
     check_count,
     check_cube,
@@ -235,7 +236,7 @@ def _check_header(h: dict) -> LearnedCodec:
     if (dtype not in DTYPES or bands not in counts or min(shape) < 1 or isinstance(quality, bool)
             or not isinstance(quality, int) or not 1 <= quality <= N_QUALITIES):
         raise BitstreamError(f"blob header is inconsistent: dtype {dtype}, shape {shape}, quality {quality} "
-                             f"({model} codes {counts.start}..{counts.stop - 1} bands at qualities 1..{N_QUALITIES})")
+                             f"({model} codes {band_counts_text(counts)} bands at qualities 1..{N_QUALITIES})")
     check_size(tuple(shape), BitstreamError)
     try:
         check_nodata(h.get("nodata"), np.dtype(dtype))

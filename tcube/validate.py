@@ -39,6 +39,17 @@ def check_count(value: object, name: str) -> int:
     return int(value)
 
 
+def band_counts_text(counts: range) -> str:
+    """How many bands a model codes, in words.
+
+    Examples
+    --------
+    >>> band_counts_text(range(12, 13)), band_counts_text(range(1, 33))
+    ('12', '1 to 32')
+    """
+    return f"{counts.start} to {counts.stop - 1}" if len(counts) > 1 else str(counts.start)
+
+
 #: Longest band name (UTF-8 bytes) a blob records.
 MAX_BAND_NAME = 64
 
@@ -167,8 +178,8 @@ def check_cube(cube: object, bands: int | range) -> Cube:
     c4 = cube if cube.ndim == 4 else cube[None]
     counts = bands if isinstance(bands, range) else range(bands, bands + 1)
     if c4.shape[1] not in counts:
-        codes = f"{counts.start} to {counts.stop - 1}" if len(counts) > 1 else str(counts.start)
-        raise InputError(f"cube has {c4.shape[1]} bands on axis {cube.ndim - 3}; this model codes {codes}")
+        raise InputError(f"cube has {c4.shape[1]} bands on axis {cube.ndim - 3}; this model codes "
+                         f"{band_counts_text(counts)}")
     if min(c4.shape) == 0:
         raise InputError(f"cube has an empty dimension: shape {cube.shape}")
     check_size(cube.shape)

@@ -11,7 +11,7 @@ def test_info_models(capsys):
     assert main(["info"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"tec-fp", "tec-hp", "tec-pc", "tec-tt"} and len(out["tec-hp"]["sha256"]) == 64
-    assert out["tec-pc"]["bands"] == "any, 1..32"
+    assert out["tec-pc"]["bands"] == "any, 1 to 32"
 
 
 def test_info_blob(tmp_path, capsys, small):

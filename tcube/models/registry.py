@@ -26,6 +26,7 @@ from tcube.models.fp import FactorizedPriorCodec
 from tcube.models.hp import HyperpriorCodec
 from tcube.models.pc import PrincipalComponentCodec
 from tcube.models.tt import TemporalCodec
+from tcube.validate import band_counts_text
 
 ARCHITECTURES: dict[str, type[LearnedCodec]] = {"fp": FactorizedPriorCodec, "hp": HyperpriorCodec,
                                                "tt": TemporalCodec, "pc": PrincipalComponentCodec}
@@ -220,7 +221,7 @@ def model_card_summary(name: str) -> dict:
     """Short description of an installed model (for ``tcube info``)."""
     model = load_model(name, "cpu")
     counts = model.band_counts
-    bands = f"any, {counts.start}..{counts.stop - 1}" if model.any_bands else model.config.bands
+    bands = f"any, {band_counts_text(counts)}" if model.any_bands else model.config.bands
     return {"architecture": model.config.arch, "bands": bands, "qualities": "1..16",
             "parameters": sum(p.numel() for p in model.parameters()), "weights": str(weights_path(name)),
             "sha256": model_digest(name)}
