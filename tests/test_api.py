@@ -141,7 +141,7 @@ if what == "decode":
 def test_memory_stays_bounded_for_a_large_frame(model, bound, tmp_path):
     """One 1 x 12 x 2048 x 2048 uint16 date (96 MiB): the transforms run in tiles, so encoding and
     decoding each peak at under 4 times the array (fresh processes measure their own peaks); tec-pc
-    holds float32 components and one component's entropy parameters at a time (measured 17x / 13x)."""
+    holds float32 components and one component's entropy parameters at a time (measured 17x / 16x)."""
     import subprocess
     import sys
 
