@@ -15,7 +15,8 @@ def cube(sample):
 
 def test_registry():
     assert list_baselines() == ["jpeg2000-per_band", "jpeg2000-joint", "jpeg2000-pca", "jpeg2000-lossless",
-                                "jpegxl-per_band", "jpegxl-lossless", "x265-video", "x265-intra-pca", "zstd-19"]
+                                "jpegxl-per_band", "jpegxl-lossless", "x265-video", "x265-intra-pca", "zstd-19",
+                                "jpegls-near", "jpegls-lossless", "sz3"]
     with pytest.raises(UnknownModelError, match="unknown baseline"):
         get_baseline("webp")
 
@@ -28,7 +29,19 @@ def test_lossless_round_trip_is_exact(cube, name):
     np.testing.assert_array_equal(out, cube)
 
 
-@pytest.mark.parametrize("name", [n for n, b in BASELINES.items() if not b.lossless])
+@pytest.mark.parametrize("name", [n for n, b in BASELINES.items() if b.bounded])
+def test_error_bounded_baselines_keep_their_bound(cube, name):
+    b = get_baseline(name)
+    rates = []
+    for bound in b.settings:
+        blob = b.encode(cube, bound)
+        out = b.decode(blob, cube.shape)
+        assert out.dtype == np.uint16 and int(np.abs(out.astype(int) - cube).max()) <= bound
+        rates.append(len(blob))
+    assert rates == sorted(rates)  # from the smallest output
+
+
+@pytest.mark.parametrize("name", [n for n, b in BASELINES.items() if not b.lossless and not b.bounded])
 def test_lossy_round_trip_and_sweep(cube, name):
     b = get_baseline(name)
     results = []

@@ -1,6 +1,6 @@
 """Classical codecs to compare against, behind one interface (:class:`~tcube.baselines.base.Baseline`).
 
-JPEG2000 and JPEG-XL need ``imagecodecs`` (``pip install 'tcube[bench]'``), x265 needs PyAV
+JPEG2000, JPEG-XL, JPEG-LS and SZ3 need ``imagecodecs`` (``pip install 'tcube[bench]'``), x265 needs PyAV
 (``pip install 'tcube[video]'``); zstd comes with numcodecs.
 """
 
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from tcube.baselines.base import Baseline
 from tcube.baselines.jpeg2000 import J2K_MODES, JPEG2000_BASELINES, j2k_decode, j2k_encode
+from tcube.baselines.jpegls import JPEGLS_BASELINES
 from tcube.baselines.jpegxl import JPEGXL_BASELINES
+from tcube.baselines.sz3 import SZ3_BASELINES
 from tcube.baselines.x265 import X265_BASELINES
 from tcube.baselines.zstd import ZSTD_BASELINES
 from tcube.errors import UnknownModelError
 
 BASELINES: dict[str, Baseline] = {b.name: b for b in (*JPEG2000_BASELINES, *JPEGXL_BASELINES, *X265_BASELINES,
-                                                       *ZSTD_BASELINES)}
+                                                       *ZSTD_BASELINES, *JPEGLS_BASELINES, *SZ3_BASELINES)}
 
 
 def list_baselines() -> list[str]:

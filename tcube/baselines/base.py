@@ -18,7 +18,8 @@ class Baseline:
 
     ``encode(cube, setting) -> bytes`` and ``decode(blob, shape) -> cube``; ``settings`` is the
     sweep of the quality knob (``knob`` says what it is) from smallest to largest output, spanning
-    about 0.02 to 4 bits per pixel per band on Sentinel-2 data. Lossless codecs have one setting.
+    about 0.02 to 4 bits per pixel per band on Sentinel-2 data. Lossless codecs have one setting;
+    error-bounded ones (``bounded``) take the maximum error in digital numbers as setting.
     """
 
     name: str
@@ -27,6 +28,7 @@ class Baseline:
     settings: tuple[float, ...]
     knob: str
     lossless: bool = False
+    bounded: bool = False
     requires: str = "imagecodecs"
 
 
