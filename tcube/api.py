@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import torch
 
-from tcube.bitstream import DIGEST_BYTES, FLAG_MASKED_ARRAY, Container, frame_seed, pack, unpack
+from tcube import residual
+from tcube.bitstream import DIGEST_BYTES, FLAG_MASKED_ARRAY, FORMAT_VERSION, Container, frame_seed, pack, unpack
+from tcube.defaults import BOUNDED_MODEL, BOUNDED_QUALITIES
 from tcube.errors import (
     BitstreamError,
     InputError,
@@ -22,7 +24,17 @@ from tcube.errors import (
     WeightsMismatchError,
 )
 from tcube.masks import CODED_RANGE, avoid_nodata, fill_invalid, invalid_mask, pack_mask, unpack_mask
-from tcube.models import DEFAULT_MODEL, FramePayload, LearnedCodec, has_weights, list_models, load_model, model_digest
+from tcube.metrics import frame_psnr
+from tcube.models import (
+    DEFAULT_MODEL,
+    FramePayload,
+    LearnedCodec,
+    exact_models,
+    has_weights,
+    list_models,
+    load_model,
+    model_digest,
+)
 from tcube.models.base import N_QUALITIES, PASS_PIXELS
 from tcube.validate import (
     DTYPES,
@@ -31,15 +43,20 @@ from tcube.validate import (
     check_band_names,
     check_count,
     check_cube,
+    check_max_error,
     check_nodata,
+    check_psnr,
     check_reflectance,
     check_size,
     check_units,
+    check_whole_numbers,
 )
 
 CODER = "constriction-range-v1"
 #: Per-frame stream of the lossless mask (see :mod:`tcube.masks`).
 MASK_STREAM = "mask"
+#: Per-frame stream of the error-bounded residual layer (see :mod:`tcube.residual`).
+RESIDUAL_STREAM = "residual"
 #: Most pixels (frames x height x width) converted to the model's input, or decoded, at once.
 CALL_PIXELS = 4 * PASS_PIXELS
 
@@ -75,6 +92,12 @@ class _Prepared:
             out /= np.float32(self.header["scale"])
         if self.invalid is not None and self.invalid[t].any():
             out[...] = fill_invalid(out[None], self.invalid[t][None], fill)[0]
+
+
+def _valid(mask: bytes, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Pixels of a frame that its mask stream does not keep exactly (the ones a residual codes)."""
+    kept = unpack_mask(mask, shape, dtype)
+    return np.ones(shape, bool) if kept is None else ~kept[0]
 
 
 def _model_input(prepared: list[_Prepared], refs: list[tuple[int, int]], fill: np.ndarray) -> torch.Tensor:
@@ -129,9 +152,11 @@ def _groups(keys: list) -> dict:
     return out
 
 
-def encode(cube: np.ndarray, model: str = DEFAULT_MODEL, quality: int = 8, *, nodata: float | None = None,
-           scale: float | None = None, offset: float | None = None, band_names: Sequence[str] | None = None,
-           device: str | None = None, batch_size: int = 8) -> bytes:
+def encode(cube: np.ndarray, model: str | None = None, quality: int | None = None, *,
+           max_error: int | None = None, psnr: float | None = None, metric: str = "10k",
+           nodata: float | None = None, scale: float | None = None,
+           offset: float | None = None, band_names: Sequence[str] | None = None, device: str | None = None,
+           batch_size: int = 8) -> bytes:
     """Compress a Sentinel-2 cube into a self-describing blob.
 
     Parameters
@@ -139,10 +164,23 @@ def encode(cube: np.ndarray, model: str = DEFAULT_MODEL, quality: int = 8, *, no
     cube : ndarray or masked array, (T, C, H, W) or (C, H, W), uint16, int16 or float32
         Digital numbers (reflectance x 10000) in L2A band order; any H and W up to the limits of
         :mod:`tcube.bitstream`.
-    model : str
-        A name from :func:`list_models`.
-    quality : int
-        1 (smallest) to 16 (best).
+    model : str, optional
+        A name from :func:`list_models`; default :data:`tcube.defaults.DEFAULT_MODEL`, or
+        :data:`tcube.defaults.BOUNDED_MODEL` with ``max_error``.
+    quality : int, optional
+        1 (smallest) to 16 (best); default 8. With ``max_error`` it is the quality of the learned
+        base; by default the encoder tries :data:`tcube.defaults.BOUNDED_QUALITIES` and keeps the
+        smallest blob.
+    max_error : int, optional
+        Every valid value decodes within this many digital numbers of the original (0: lossless,
+        bit for bit), whatever the scene: a residual layer (:mod:`tcube.residual`) over the learned
+        base guarantees it. Integer cubes and models that decode exactly (``tec-pc``) only.
+    psnr : float, optional
+        Instead of ``quality`` and ``max_error``: every date reaches at least this PSNR (dB, in the
+        convention ``metric``, on the valid pixels), with the smallest blob the encoder finds (the
+        lowest quality that meets it, or an error bound that does when that is smaller).
+    metric : {"10k", "full"}
+        PSNR convention of ``psnr`` (see :mod:`tcube.metrics`).
     nodata : number, optional
         Pixels equal to it, like NaN and infinities in float cubes, the masked pixels of a masked
         array and values outside :data:`tcube.masks.CODED_RANGE`, are kept exactly (a lossless
@@ -167,14 +205,19 @@ def encode(cube: np.ndarray, model: str = DEFAULT_MODEL, quality: int = 8, *, no
     >>> out = tcube.decode(tcube.encode(cube, model="tec-fp", quality=4, nodata=0))
     >>> out.shape, bool((out[0, :, :5] == 0).all()), int((out == 0).sum())
     ((2, 12, 40, 52), True, 3120)
+    >>> cube[1, 3, 7, 9] = 4000
+    >>> out = tcube.decode(tcube.encode(cube, max_error=2))
+    >>> int(np.abs(out.astype(int) - cube).max()) <= 2
+    True
     """
-    return encode_batch([cube], model, quality, nodata=nodata, scale=scale, offset=offset, band_names=band_names,
-                        device=device, batch_size=batch_size)[0]
+    return encode_batch([cube], model, quality, max_error=max_error, psnr=psnr, metric=metric, nodata=nodata,
+                        scale=scale, offset=offset, band_names=band_names, device=device, batch_size=batch_size)[0]
 
 
-def encode_batch(cubes: Sequence[np.ndarray], model: str = DEFAULT_MODEL, quality: int = 8, *,
-                 nodata: float | None = None, scale: float | None = None, offset: float | None = None,
-                 band_names: Sequence[str] | None = None, device: str | None = None,
+def encode_batch(cubes: Sequence[np.ndarray], model: str | None = None, quality: int | None = None, *,
+                 max_error: int | None = None, psnr: float | None = None, metric: str = "10k",
+                 nodata: float | None = None, scale: float | None = None,
+                 offset: float | None = None, band_names: Sequence[str] | None = None, device: str | None = None,
                  batch_size: int = 8) -> list[bytes]:
     """:func:`encode` several cubes, sharing forward passes between cubes of equal height and width.
 
@@ -186,11 +229,104 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str = DEFAULT_MODEL, qualit
     [12, 12, 12]
     """
     batch_size = check_count(batch_size, "batch_size")
+    if psnr is not None:
+        if quality is not None or max_error is not None:
+            raise InputError("psnr chooses the quality and the error bound itself: give psnr, or quality and "
+                             "max_error, not both")
+        target = check_psnr(psnr, metric)
+        units = {"nodata": nodata, "scale": scale, "offset": offset, "band_names": band_names, "device": device,
+                 "batch_size": batch_size}
+        return [_meet_psnr(c, model or BOUNDED_MODEL, target, metric, units) for c in cubes]
+    model = model if model is not None else (BOUNDED_MODEL if max_error is not None else DEFAULT_MODEL)
     codec = load_model(model, device)
-    codec.quality_index(quality, 1)
-    base = {"model": model, "weights": model_digest(model), "quality": int(quality), "coder": CODER,
+    qualities = [quality] if quality is not None else (list(BOUNDED_QUALITIES) if max_error is not None else [8])
+    for q in qualities:
+        codec.quality_index(q, 1)
+    if max_error is not None and not codec.exact:
+        raise InputError(f"max_error needs a model that decodes exactly ({', '.join(exact_models())}); "
+                         f"{model} does not")
+    base = {"model": model, "weights": model_digest(model), "quality": qualities[0], "coder": CODER,
             "tcube": package_version()}
     prepared = [_prepare(c, codec, base, nodata, scale, offset, band_names) for c in cubes]
+    if max_error is None:
+        return [_pack(p, frames) for p, frames in zip(prepared, _base_payloads(codec, prepared, batch_size))]
+    bound = check_max_error(max_error)
+    for p in prepared:
+        check_whole_numbers(p.cube.values, None if p.invalid is None else ~p.invalid, p.header["scale"],
+                            p.header["offset"])
+    best: list[bytes | None] = [None] * len(prepared)
+    for q in qualities:
+        for p in prepared:
+            p.header.update(quality=int(q), max_error=float(bound))
+        payloads = _base_payloads(codec, prepared, batch_size)
+        for i, blob in enumerate(_bounded(codec, prepared, payloads, bound, device, batch_size)):
+            if best[i] is None or len(blob) < len(best[i]):
+                best[i] = blob
+    return best
+
+
+def _dn(values: np.ndarray, h: dict, valid: np.ndarray) -> np.ndarray:
+    """Digital numbers (float64) of a cube in a blob's units, zero where not ``valid``."""
+    x = np.asarray(values, np.float64)
+    x = (x - h["offset"]) / h["scale"] if (h["scale"], h["offset"]) != (1.0, 0.0) else x
+    return np.where(valid, x, 0.0)
+
+
+def _meet_psnr(cube: np.ndarray, model: str, target: float, metric: str, units: dict) -> bytes:
+    """The smallest blob found whose every date reaches ``target`` dB: the lowest quality that
+    does, or (integer cubes) the largest error bound that does, when that is smaller."""
+    h_cube = _as_frames(cube)
+
+    def meets(blob: bytes) -> bool:
+        h = unpack(blob).header
+        out = _as_frames(decode(blob, device=units["device"]))
+        valid = _valid_pixels(h_cube, h)
+        return bool((frame_psnr(_dn(h_cube, h, valid), _dn(out, h, valid), metric, valid) >= target).all())
+
+    found: list[bytes] = []
+    lo, hi = 1, N_QUALITIES
+    blob = encode(cube, model, hi, **units)
+    if meets(blob):
+        found.append(blob)
+        while lo < hi:  # the lowest quality that meets the target
+            mid = (lo + hi) // 2
+            blob = encode(cube, model, mid, **units)
+            if meets(blob):
+                hi, found[0] = mid, blob
+            else:
+                lo = mid + 1
+    if np.asarray(cube).dtype.kind in "iu":
+        guaranteed = int(10000.0 / 10 ** (target / 20))  # MSE <= E**2: the target holds for any scene
+        for bound in dict.fromkeys((4 * guaranteed, 2 * guaranteed, guaranteed)):
+            blob = encode(cube, model, max_error=bound, **units)
+            if bound == guaranteed or meets(blob):
+                found.append(blob)
+                break
+    if not found:
+        raise InputError(f"{model} cannot reach {target} dB ({metric}) on every date of this float cube at "
+                         "quality 16: convert it to integer digital numbers for error-bounded coding")
+    best = min(found, key=len)
+    c = unpack(best)
+    header = {k: v for k, v in c.header.items() if k != "version"}
+    return pack({**header, "psnr": float(target), "metric": metric}, c.frames)
+
+
+def _as_frames(a: np.ndarray) -> np.ndarray:
+    a = np.ma.getdata(a) if isinstance(a, np.ma.MaskedArray) else np.asarray(a)
+    return a[None] if a.ndim == 3 else a
+
+
+def _valid_pixels(values: np.ndarray, h: dict) -> np.ndarray:
+    """Pixels a PSNR target counts: finite, not no-data, in the range the model codes."""
+    lo, hi = (v * h["scale"] + h["offset"] for v in CODED_RANGE)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(values) & (values >= min(lo, hi)) & (values <= max(lo, hi))
+    return valid if h.get("nodata") is None else valid & (values != h["nodata"])
+
+
+def _base_payloads(codec: LearnedCodec, prepared: list[_Prepared], batch_size: int) -> list[list[FramePayload]]:
+    """Per cube, per frame, the learned codec's streams (checksums seeded by each cube's header)."""
+    quality = prepared[0].header["quality"]
     seeds = [p.seeds() for p in prepared]
     payloads: list[list[FramePayload]] = [[] for _ in prepared]
     if getattr(codec, "temporal", False):  # dates depend on the previous ones: one cube per call
@@ -198,18 +334,68 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str = DEFAULT_MODEL, qualit
             fill = codec.background(p.cube.values.shape[1])
             payloads[i] = codec.compress(_model_input(prepared, [(i, t) for t in range(len(p.masks))], fill), quality,
                                          seeds[i])
-    else:
-        for members in _groups([p.cube.values.shape[-3:] for p in prepared]).values():
-            refs = [(i, t) for i in members for t in range(len(prepared[i].masks))]
-            c, h, w = prepared[members[0]].cube.values.shape[-3:]
-            fill = codec.background(c)
-            for run in _passes(refs, h * w, batch_size):
-                coded = codec.compress(_model_input(prepared, run, fill), quality, [seeds[i][t] for i, t in run])
-                for (i, _), payload in zip(run, coded):
-                    payloads[i].append(payload)
-    return [pack({**p.header, "frames": [{"crc": f.symbol_crc} for f in frames]},
-                 [{**f.streams, MASK_STREAM: m} for f, m in zip(frames, p.masks)])
-            for p, frames in zip(prepared, payloads)]
+        return payloads
+    for members in _groups([p.cube.values.shape[-3:] for p in prepared]).values():
+        refs = [(i, t) for i in members for t in range(len(prepared[i].masks))]
+        c, h, w = prepared[members[0]].cube.values.shape[-3:]
+        fill = codec.background(c)
+        for run in _passes(refs, h * w, batch_size):
+            coded = codec.compress(_model_input(prepared, run, fill), quality, [seeds[i][t] for i, t in run])
+            for (i, _), payload in zip(run, coded):
+                payloads[i].append(payload)
+    return payloads
+
+
+def _container(p: _Prepared, frames: list[FramePayload], extra: list[dict] | None = None) -> Container:
+    """The container of a cube's blob, as :func:`unpack` would return it."""
+    extra = extra or [{} for _ in frames]
+    streams = [{**f.streams, MASK_STREAM: m, **e} for f, m, e in zip(frames, p.masks, extra)]
+    return Container({**p.header, "frames": [{"crc": f.symbol_crc} for f in frames], "version": FORMAT_VERSION},
+                     streams)
+
+
+def _pack(p: _Prepared, frames: list[FramePayload], extra: list[dict] | None = None) -> bytes:
+    c = _container(p, frames, extra)
+    return pack({k: v for k, v in c.header.items() if k != "version"}, c.frames)
+
+
+def _bounded(codec: LearnedCodec, prepared: list[_Prepared], payloads: list[list[FramePayload]], bound: int,
+             device: str | None, batch_size: int) -> list[bytes]:
+    """Blobs of error-bounded cubes: decode the base as a decoder will, then code the residual."""
+    containers = [_container(p, frames) for p, frames in zip(prepared, payloads)]
+    outputs = [_Output(c, residual=False) for c in containers]
+    _decode_into(containers, outputs, device, batch_size, lambda i: None)
+    blobs = []
+    for p, frames, out in zip(prepared, payloads, outputs):
+        seeds = p.seeds()
+        limits, nodata = _limits(p.header)
+        extra = []
+        for t, m in enumerate(p.masks):
+            values = p.cube.values[t]
+            valid = _valid(m, values.shape, values.dtype)
+            data, _ = residual.encode_frame(_whole(values, valid), _whole(out.values[t], valid), valid, bound, limits,
+                                            nodata, seeds[t])
+            extra.append({RESIDUAL_STREAM: data})
+        blobs.append(_pack(p, frames, extra))
+    return blobs
+
+
+def _limits(h: dict) -> tuple[tuple[int, int], int | None]:
+    """The range of whole values of a blob's dtype (float32: +-2**24) and its no-data value (an
+    int, or None when it cannot be one)."""
+    dtype = np.dtype(h["dtype"])
+    lo, hi = (-(1 << 24), 1 << 24) if dtype.kind == "f" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    nodata = h.get("nodata")
+    whole = nodata is not None and np.isfinite(nodata) and float(nodata).is_integer()
+    return (lo, hi), int(nodata) if whole else None
+
+
+def _whole(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A frame as int64 for the residual layer: floats rounded (their valid values are whole), the
+    pixels it does not code (NaN among them) zero."""
+    if values.dtype.kind != "f":
+        return values.astype(np.int64)
+    return np.where(valid, np.round(np.nan_to_num(values)), 0).astype(np.int64)
 
 
 def _check_header(h: dict) -> LearnedCodec:
@@ -247,6 +433,14 @@ def _check_header(h: dict) -> LearnedCodec:
         raise BitstreamError(f"blob header is inconsistent: {exc}") from exc
     if h.get("flags", 0) & ~FLAG_MASKED_ARRAY:
         raise BitstreamError(f"blob header has unknown flags {h['flags']:#x} (a newer tcube wrote it?)")
+    if h.get("max_error") is not None:
+        try:
+            check_max_error(h["max_error"])
+        except InputError as exc:
+            raise BitstreamError(f"blob header is inconsistent: {exc}") from exc
+        if not codec.exact:
+            raise BitstreamError(f"blob header is inconsistent: an error bound over {model}, which does not "
+                                 "decode exactly")
     return codec
 
 
@@ -309,26 +503,34 @@ def check_blob(blob: bytes) -> Container:
     t = h["shape"][0] if len(h["shape"]) == 4 else 1
     if len(container.frames) != t:
         raise BitstreamError(f"blob header announces {t} frames but holds {len(container.frames)}")
-    expected = set(codec.stream_names) | ({MASK_STREAM} if h["version"] >= 2 else set())
+    expected = (set(codec.stream_names) | ({MASK_STREAM} if h["version"] >= 2 else set())
+                | ({RESIDUAL_STREAM} if h.get("max_error") is not None else set()))
     if container.frames and set(container.frames[0]) != expected:
         raise BitstreamError(f"blob has streams {sorted(container.frames[0])}; {h['model']} writes "
                              f"{sorted(expected)}")
     return container
 
 
+def _seed(container: Container, t: int) -> int:
+    """Start of frame ``t``'s checksums: its header fields, then its mask stream (version 3)."""
+    h = container.header
+    return zlib.crc32(container.frames[t].get(MASK_STREAM, b""), frame_seed(h, t)) if h["version"] >= 3 else 0
+
+
 def _payload(container: Container, t: int) -> FramePayload:
     """Frame ``t``'s streams for the model, its checksum bound to the header (version 3) and mask."""
     frame, h = container.frames[t], container.header
-    seed = zlib.crc32(frame.get(MASK_STREAM, b""), frame_seed(h, t)) if h["version"] >= 3 else 0
-    return FramePayload({k: v for k, v in frame.items() if k != MASK_STREAM}, h["frames"][t]["crc"], seed)
+    streams = {k: v for k, v in frame.items() if k not in (MASK_STREAM, RESIDUAL_STREAM)}
+    return FramePayload(streams, h["frames"][t]["crc"], _seed(container, t))
 
 
 class _Output:
     """The array a blob decodes to, filled frame by frame."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, residual: bool = True) -> None:
         h = container.header
         self.container, self.header = container, h
+        self.residual = residual and h.get("max_error") is not None
         shape = h["shape"] if len(h["shape"]) == 4 else [1, *h["shape"]]
         self.values = np.empty(shape, h["dtype"])
         self.masked = np.zeros(shape, bool) if h.get("flags", 0) & FLAG_MASKED_ARRAY else None
@@ -352,6 +554,12 @@ class _Output:
             out[mask[0]] = mask[1]
             if self.masked is not None and mask[2] is not None:
                 self.masked[t] = mask[2]
+        if self.residual:
+            valid = np.ones(out.shape, bool) if mask is None else ~mask[0]
+            limits, nodata = _limits(self.header)
+            rec = residual.decode_frame(self.container.frames[t][RESIDUAL_STREAM], _whole(out, valid), valid,
+                                        int(self.header["max_error"]), limits, nodata, _seed(self.container, t), t)
+            out[valid] = rec[valid]
 
     def result(self) -> np.ndarray:
         shape = self.header["shape"]
@@ -381,6 +589,14 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
         except TcubeError as exc:
             raise _named(exc, label(i)) from exc
     outputs = [_Output(c) for c in containers]
+    _decode_into(containers, outputs, device, batch_size, label)
+    return [o.result() for o in outputs]
+
+
+def _decode_into(containers: list[Container], outputs: list[_Output], device: str | None, batch_size: int,
+                 label: Callable[[int], str | None]) -> None:
+    """Decode every frame of ``containers`` into ``outputs``, sharing passes between blobs of one
+    model, weights, quality and size."""
     keys = [(c.header["model"], c.header["weights"], c.header["quality"], *c.header["shape"][-3:]) for c in containers]
     for (model, weights, quality, bands, height, width), members in _groups(keys).items():
         codec = load_model(model, device, weights)
@@ -403,7 +619,6 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
                 raise _named(exc, label(run[exc.frame or 0][0])) from exc
             except TcubeError as exc:
                 raise _named(exc, label(run[0][0])) from exc
-    return [o.result() for o in outputs]
 
 
 def info(blob: bytes) -> dict:
@@ -415,10 +630,17 @@ def info(blob: bytes) -> dict:
     >>> import numpy as np, tcube
     >>> cube = np.full((4, 16, 16), 900, dtype=np.uint16)
     >>> d = tcube.info(tcube.encode(cube, model="tec-pc", band_names=["B02", "B03", "B04", "B08"]))
-    >>> d["model"], d["shape"], d["bands"], d["format_version"]
-    ('tec-pc', [4, 16, 16], ['B02', 'B03', 'B04', 'B08'], 4)
+    >>> d["model"], d["shape"], d["bands"], d["format_version"], d["mode"]
+    ('tec-pc', [4, 16, 16], ['B02', 'B03', 'B04', 'B08'], 5, 'quality')
+    >>> d = tcube.info(tcube.encode(cube, max_error=0))
+    >>> d["mode"], d["max_error"]
+    ('lossless', 0.0)
     """
     h = dict(unpack(blob).header)
+    bound = h.setdefault("max_error", None)
+    h["mode"] = "quality" if bound is None else ("lossless" if bound == 0 else "max_error")
+    if h.setdefault("psnr", None) is not None:
+        h["mode"] = "psnr"
     samples = int(np.prod(h["shape"]))
     h.update(format_version=h.pop("version"), bytes=len(blob), bpppb=8.0 * len(blob) / samples,
              ratio=samples * np.dtype(h["dtype"]).itemsize / len(blob))

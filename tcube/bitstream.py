@@ -9,12 +9,17 @@ Layout (little endian)::
                          shape, entropy coder, package version, the no-data value (a flag byte
                          and an f64), the units (scale and offset, f64: value = DN x scale +
                          offset), flags (u8), the band names (a count and short strings; none
-                         when the writer gave none), stream names, and per frame a CRC32 and the
+                         when the writer gave none), the coding modes (u8: bit 0 an error
+                         bound, bit 1 a PSNR target) and each one's f64 (the target's
+                         metric after it), stream names, and per frame a CRC32 and the
                          byte length (LEB128) of each stream
     payload              the streams, frame after frame, in header order
     crc        u32       CRC32 of everything before it
 
-Version 4 (written now) adds the band names, which seed the frames' checksums when present.
+Version 5 (written now) adds the coding modes: an error bound (every valid value decodes within
+it, through the per-frame stream ``"residual"``, see :mod:`tcube.residual`), which seeds the
+frames' checksums when present, and the PSNR target the encoder met, with its metric
+(informational). One byte when neither is set. Version 4 added the band names, which seed them when present.
 Version 3 added the units and the flags (bit 0: decode to a numpy masked array),
 and binds each frame's CRC32 to the header: it covers the frame's decoded symbols and its mask
 stream, seeded by a CRC of the header's fields (:func:`frame_seed`), so a header edited with a
@@ -41,10 +46,10 @@ from dataclasses import dataclass, field
 from tcube.errors import CorruptBlobError, NotATcubeBlobError, TruncatedBlobError, UnsupportedVersionError
 
 MAGIC = b"\x89TCUBE\r\n"
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 #: Format versions :func:`pack` writes (older ones for tests of compatibility).
-WRITABLE_VERSIONS = (2, 3, 4)
+WRITABLE_VERSIONS = (2, 3, 4, 5)
 DIGEST_BYTES = 16
 DTYPE_CODES = ("uint16", "int16", "float32")
 #: Largest height or width of a frame.
@@ -139,6 +144,14 @@ def _encode_header(h: dict, frames: list[dict[str, bytes]], version: int) -> byt
         w.fmt("B", len(bands))
         for band in bands:
             w.text(band)
+    if version >= 5:
+        bound, target = h.get("max_error"), h.get("psnr")
+        w.fmt("B", (bound is not None) | (target is not None) << 1)
+        if bound is not None:
+            w.fmt("d", bound)
+        if target is not None:
+            w.fmt("d", target)
+            w.text(h.get("metric") or "10k")
     names = sorted(frames[0]) if frames else []
     w.fmt("B", len(names))
     for name in names:
@@ -171,6 +184,14 @@ def _decode_header(data: bytes, version: int) -> dict:
         h["nodata"] = nodata if has_nodata else None
     h["scale"], h["offset"], h["flags"] = r.fmt("ddB") if version >= 3 else (1.0, 0.0, 0)
     h["bands"] = [r.text() for _ in range(r.fmt("B"))] if version >= 4 else []
+    h["max_error"] = h["psnr"] = h["metric"] = None
+    if version >= 5:
+        modes = r.fmt("B")
+        if modes & ~3:
+            raise ValueError(f"unknown coding modes {modes:#x}")
+        h["max_error"] = r.fmt("d") if modes & 1 else None
+        if modes & 2:
+            h["psnr"], h["metric"] = r.fmt("d"), r.text()
     names = [r.text() for _ in range(r.fmt("B"))]
     n_frames = r.fmt("I")
     if n_frames > len(data):
@@ -185,8 +206,9 @@ def pack(header: dict, frames: list[dict[str, bytes]], version: int = FORMAT_VER
     """Serialise ``header`` and the frames' streams into a blob.
 
     ``header`` holds model, weights (hex), quality, dtype, shape, coder, tcube (version), nodata
-    (a number or None), scale, offset, flags, bands (names, optional) and frames (a list of
-    ``{"crc": int}``); the stream lengths are added by this function. ``version`` 2 or 3 writes
+    (a number or None), scale, offset, flags, bands (names, optional), max_error, psnr (numbers or
+    None), metric (``"10k"``, ``"full"`` or None) and frames (a list of
+    ``{"crc": int}``); the stream lengths are added by this function. ``version`` 2 to 4 writes
     an earlier format (for tests).
 
     Examples
@@ -279,4 +301,6 @@ def frame_seed(header: dict, index: int) -> int:
         fields[1] = str(fields[1])[: 2 * DIGEST_BYTES]
     if header.get("bands"):  # version 4, when the writer named the bands
         fields.append(list(header["bands"]))
+    if header.get("max_error") is not None:  # version 5, error-bounded blobs
+        fields.append(("max_error", float(header["max_error"])))
     return zlib.crc32(repr((fields, index)).encode())

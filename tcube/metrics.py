@@ -15,13 +15,32 @@ def _frames(a: np.ndarray) -> np.ndarray:
     return a[None] if a.ndim == 3 else a
 
 
-def _psnr(x: np.ndarray, y: np.ndarray, offset: float) -> float:
-    x = np.clip(_frames(x) - offset, 0, 10000)
-    y = np.clip(_frames(y) - offset, 0, 10000)
-    mse = ((x - y) ** 2).reshape(len(x), -1).mean(axis=1)
+#: Offsets of the PSNR conventions (what :func:`frame_psnr` calls its metrics).
+METRICS = {"10k": 1000.0, "full": 0.0}
+
+
+def frame_psnr(original: np.ndarray, decoded: np.ndarray, metric: str = "10k",
+               valid: np.ndarray | None = None) -> np.ndarray:
+    """PSNR of each frame of (T, C, H, W) or (C, H, W) arrays in the convention ``metric``
+    (``"10k"`` or ``"full"``), over the ``valid`` pixels only when given; infinite where a frame
+    is exact.
+
+    Examples
+    --------
+    >>> x = np.full((2, 12, 4, 4), 3000.0)
+    >>> frame_psnr(x, x + [[[[10.0]]], [[[1.0]]]]).round(1).tolist()
+    [60.0, 80.0]
+    """
+    x = np.clip(_frames(original) - METRICS[metric], 0, 10000)
+    y = np.clip(_frames(decoded) - METRICS[metric], 0, 10000)
+    err = ((x - y) ** 2).reshape(len(x), -1)
+    if valid is None:
+        mse = err.mean(axis=1)
+    else:
+        valid = _frames(valid).reshape(len(x), -1)
+        mse = (err * valid).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
     with np.errstate(divide="ignore"):
-        psnr = 10 * np.log10(10000.0**2 / mse)
-    return float(np.mean(psnr))
+        return 10 * np.log10(10000.0**2 / mse)
 
 
 def psnr_10k(original: np.ndarray, decoded: np.ndarray) -> float:
@@ -33,7 +52,7 @@ def psnr_10k(original: np.ndarray, decoded: np.ndarray) -> float:
     >>> round(psnr_10k(x, x + 10), 2)
     60.0
     """
-    return _psnr(original, decoded, 1000.0)
+    return float(np.mean(frame_psnr(original, decoded, "10k")))
 
 
 def psnr_full(original: np.ndarray, decoded: np.ndarray) -> float:
@@ -45,7 +64,7 @@ def psnr_full(original: np.ndarray, decoded: np.ndarray) -> float:
     >>> round(psnr_full(x, x + 100), 2)
     40.0
     """
-    return _psnr(original, decoded, 0.0)
+    return float(np.mean(frame_psnr(original, decoded, "full")))
 
 
 def bpppb(n_bytes: int, shape: tuple[int, ...]) -> float:

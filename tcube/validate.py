@@ -81,6 +81,71 @@ def check_band_names(names: object, bands: int) -> list[str]:
     return names
 
 
+#: Largest error bound (in digital numbers) of an error-bounded blob.
+MAX_ERROR_LIMIT = 1 << 15
+
+
+def check_max_error(value: object) -> int | None:
+    """``value`` as an int bound in digital numbers: a whole number from 0 (lossless) to
+    :data:`MAX_ERROR_LIMIT`; None stays None.
+
+    Examples
+    --------
+    >>> check_max_error(4), check_max_error(None)
+    (4, None)
+    >>> check_max_error(1.5)
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: max_error must be a whole number from 0 to 32768, got 1.5
+    """
+    if value is None:
+        return None
+    ok = not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
+    if not ok or not float(value).is_integer() or not 0 <= value <= MAX_ERROR_LIMIT:
+        raise InputError(f"max_error must be a whole number from 0 to {MAX_ERROR_LIMIT}, got {value!r}")
+    return int(value)
+
+
+def check_whole_numbers(values: np.ndarray, valid: np.ndarray | None, scale: float, offset: float) -> None:
+    """Refuse float cubes whose valid values are not whole digital numbers in their own units
+    (scale 1, offset 0): what error-bounded coding of float32 needs.
+
+    Examples
+    --------
+    >>> check_whole_numbers(np.array([1.0, 2.0], np.float32), None, 1.0, 0.0)
+    >>> check_whole_numbers(np.array([0.12], np.float32), None, 1e-4, 0.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: max_error on float32 cubes needs whole digital numbers (scale 1, offset 0, ...
+    """
+    if values.dtype.kind != "f":
+        return
+    v = values if valid is None else values[valid]
+    if (scale, offset) != (1.0, 0.0) or not (np.all(v == np.round(v)) and np.all(np.abs(v) <= 1 << 24)):
+        raise InputError("max_error on float32 cubes needs whole digital numbers (scale 1, offset 0, values up to "
+                         "2**24); convert reflectance to digital numbers first")
+
+
+def check_psnr(target: object, metric: object) -> float:
+    """A PSNR target (dB, 10 to 150) and its convention (``"10k"`` or ``"full"``), checked.
+
+    Examples
+    --------
+    >>> check_psnr(50, "10k")
+    50.0
+    >>> check_psnr(50, "rgb")
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: metric must be '10k' or 'full', got 'rgb'
+    """
+    if metric not in ("10k", "full"):
+        raise InputError(f"metric must be '10k' or 'full', got {metric!r}")
+    ok = not isinstance(target, bool) and isinstance(target, int | float | np.integer | np.floating)
+    if not ok or not 10.0 <= float(target) <= 150.0:
+        raise InputError(f"psnr must be a number of decibels from 10 to 150, got {target!r}")
+    return float(target)
+
+
 def check_nodata(nodata: float | None, dtype: np.dtype) -> float | None:
     """``nodata`` as a float, after checking that ``dtype`` can represent it.
 

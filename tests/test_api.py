@@ -163,3 +163,44 @@ def test_large_frames_code_in_tiles_to_the_same_symbols(sample, monkeypatch):
     for m, blob in whole.items():
         assert tcube.encode(cube, model=m) == blob
         np.testing.assert_allclose(tcube.decode(blob).astype(float), tcube.decode(whole[m]).astype(float), atol=1)
+
+
+# ---- target-PSNR coding -------------------------------------------------------------------------------------------
+
+def _date_psnrs(cube, out, metric="10k"):
+    from tcube.metrics import frame_psnr
+
+    return frame_psnr(cube.astype(float), out.astype(float), metric)
+
+
+@pytest.mark.parametrize(("target", "metric"), [(42.0, "10k"), (55.0, "full")])
+def test_psnr_mode_meets_its_target_on_every_date(sample, target, metric):
+    cube = np.ascontiguousarray(sample[:, :, 30:70, 40:90])
+    blob = tcube.encode(cube, psnr=target, metric=metric)
+    assert (_date_psnrs(cube, tcube.decode(blob), metric) >= target).all()
+    d = tcube.info(blob)
+    assert d["mode"] == "psnr" and d["psnr"] == target and d["metric"] == metric
+
+
+def _snow_and_cloud(s2_dir):
+    from tcube.io import read_cube
+
+    snow = read_cube(s2_dir / "terracodec" / "ssl4eos12_val_0193833_0.tif")[:, :, 100:164, 100:164]
+    clouds = np.load(s2_dir / "s2cloudless" / "input_arrays.npz")["s2_im"][0, 300:364, 200:264]  # (y, x, 13)
+    clouds = np.round(np.moveaxis(clouds, -1, 0)[None] * 10000)
+    return [np.clip(np.round(a), 0, 65535).astype(np.uint16) for a in (snow, clouds)]
+
+
+def test_psnr_mode_reaches_50_db_on_snow_and_clouds(s2_dir):
+    for cube in _snow_and_cloud(s2_dir):
+        out = tcube.decode(tcube.encode(cube, psnr=50.0))
+        assert (_date_psnrs(cube, out) >= 50.0).all()
+
+
+def test_psnr_mode_refuses_bad_arguments(sample):
+    cube = sample[:1, :, :16, :16]
+    for kwargs, match in [({"psnr": 40, "quality": 3}, "not both"), ({"psnr": 40, "max_error": 2}, "not both"),
+                          ({"psnr": 5}, "decibels"), ({"psnr": "40"}, "decibels"), ({"psnr": 40, "metric": "rgb"},
+                                                                                    "metric")]:
+        with pytest.raises(InputError, match=match):
+            tcube.encode(cube, **kwargs)

@@ -106,6 +106,9 @@ class LearnedCodec(nn.Module):
     stream_names: tuple[str, ...] = ()
     #: Whether frames of any band count in :attr:`band_counts` are native (not a fixed band order).
     any_bands: bool = False
+    #: Whether decoding gives bit-identical values on every thread count, batch split and device
+    #: (what error-bounded coding builds on).
+    exact: bool = False
 
     def __init__(self, config: CodecConfig):
         super().__init__()

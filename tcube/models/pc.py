@@ -268,6 +268,7 @@ class PrincipalComponentCodec(LearnedCodec):
 
     stream_names = ("spectral", "z", "y")
     any_bands = True
+    exact = True
 
     def __init__(self, config: CodecConfig):
         # one transform for single-component images, in units of the step

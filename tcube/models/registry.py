@@ -62,6 +62,17 @@ def codes_any_bands(name: str) -> bool:
     return ARCHITECTURES[MODELS[_check_name(name)]].any_bands
 
 
+def exact_models() -> list[str]:
+    """Models whose decoding is bit-identical everywhere (what error-bounded coding builds on).
+
+    Examples
+    --------
+    >>> exact_models()
+    ['tec-pc']
+    """
+    return [m for m in list_models() if ARCHITECTURES[MODELS[m]].exact]
+
+
 #: Digest characters (hex) in the file names of earlier weights: the part of the digest blobs record.
 EARLIER_DIGEST = 32
 

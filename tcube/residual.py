@@ -1,0 +1,409 @@
+"""Error-bounded residual layer over a decoded base: every valid value ends within ``max_error``.
+
+A frame (bands, height, width) of integers is coded band after band, each band in passes over a
+pyramid of its pixels (:func:`passes`): a coarse grid first, then, level by level, the centres
+and edges of its squares. A value is predicted from the decoded base (the learned codec's
+output), the four neighbours of its band that earlier passes decoded and the two previous bands
+at the same place, by a fixed-point linear predictor that the encoder fits per band and pass
+(its coefficients travel in the stream). The
+prediction error is quantised with step ``2 E + 1``, so the decoded value is within ``E`` of the
+original (``E = 0``: lossless), and range coded with two-sided geometric tables chosen per band
+and context. The context is the local activity in quantiser steps (spread of the neighbours
+around the prediction, the previous band's error at the same place): the encoder picks the
+best table per band, kind of pass and context and stores the choice.
+
+Everything is integer arithmetic in numpy, so the decoded values are the same on every machine,
+thread count and device. Values the reconstruction would turn into the no-data value are kept
+exactly in a short list. Pixels outside ``valid`` are neither coded nor changed.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from tcube.entropy.coder import SymbolReader, SymbolWriter
+from tcube.entropy.geometric import geometric_costs, geometric_tables
+from tcube.errors import CorruptBlobError, SymbolChecksumError
+
+#: Most levels of the pyramid of passes, and the least size of its coarsest grid.
+MAX_LEVELS = 4
+MIN_COARSE = 8
+#: Previous bands a prediction looks at.
+SPECTRAL = 2
+#: Fractional bits of the predictor coefficients (int16: |coefficient| < 16).
+FRAC = 11
+#: Activity contexts per band and kind of pass (the finest level, the coarser ones).
+CONTEXTS = 20
+_COEF_LIMIT = (1 << 15) - 1
+_HEAD = struct.Struct("<II")  # CRC32 of the decoded values, count of kept values
+
+
+def step(max_error: int) -> int:
+    """Quantiser step for a bound of ``max_error``."""
+    return 2 * int(max_error) + 1
+
+
+def _thresholds(s: int) -> np.ndarray:
+    """Activity (in values) at which each context above the first starts: sqrt(2)-spaced from one
+    step (integers only: the same on every machine)."""
+    return np.array([s * math.isqrt(1 << (k + 16)) >> 8 for k in range(CONTEXTS - 1)], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """Pixels (row0::stride, col0::stride) and their neighbours decoded by earlier passes."""
+
+    row0: int
+    col0: int
+    stride: int
+    neighbours: tuple[tuple[int, int], ...] = ()
+    finest: bool = False
+
+    def grid(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.arange(self.row0, h, self.stride), np.arange(self.col0, w, self.stride)
+
+
+def passes(height: int, width: int) -> list[_Pass]:
+    """The coding order of a frame's pixels: a coarse grid with no spatial context, then per level
+    the centres, then the edges of its squares, each predicted from the four decoded neighbours.
+
+    Examples
+    --------
+    >>> [(p.row0, p.col0, p.stride) for p in passes(16, 20)]
+    [(0, 0, 2), (1, 1, 2), (0, 1, 2), (1, 0, 2)]
+    >>> len(passes(264, 264)), len(passes(5, 300))
+    (13, 1)
+    """
+    levels = 0
+    while levels < MAX_LEVELS and min(height, width) >> (levels + 1) >= MIN_COARSE:
+        levels += 1
+    out = [_Pass(0, 0, 1 << levels)]
+    for level in range(levels, 0, -1):
+        s = 1 << (level - 1)
+        diagonal = ((-s, -s), (-s, s), (s, -s), (s, s))
+        cross = ((0, -s), (0, s), (-s, 0), (s, 0))
+        fine = level == 1
+        far = ((-2 * s, -s), (-2 * s, s), (2 * s, -s), (2 * s, s))  # the coarser grid, two rows away
+        wide = ((-s, -3 * s), (-s, 3 * s), (s, -3 * s), (s, 3 * s), (-3 * s, -s), (-3 * s, s), (3 * s, -s), (3 * s, s))
+        out += [_Pass(s, s, 2 * s, diagonal + wide, fine), _Pass(0, s, 2 * s, cross + far, fine),
+                _Pass(s, 0, 2 * s, cross + diagonal, fine)]  # the diagonals: the previous pass's pixels
+    return out
+
+
+def _reflect(index: np.ndarray, n: int) -> np.ndarray:
+    """Indices mirrored into 0..n-1 (a border pixel is its own mirror axis)."""
+    index = np.where(index < 0, -index, index)
+    index = np.where(index >= n, 2 * (n - 1) - index, index)
+    return np.clip(index, 0, n - 1)
+
+
+def _kind(p: _Pass) -> int:
+    return int(p.finest)
+
+
+@functools.lru_cache(maxsize=256)
+def _flat(p: _Pass, h: int, w: int, dy: int, dx: int) -> np.ndarray:
+    """Flat indices of the pass's pixels moved by (dy, dx), mirrored at the borders."""
+    rows, cols = p.grid(h, w)
+    return (_reflect(rows + dy, h)[:, None] * w + _reflect(cols + dx, w)[None, :]).ravel()
+
+
+class _Band:
+    """Features of one band and pass: what the predictor sees, as int64 vectors at the pass's pixels."""
+
+    def __init__(self, rec: np.ndarray, base: np.ndarray | None, c: int, refs: tuple[int, ...], p: _Pass,
+                 valid: np.ndarray, errors: np.ndarray | None) -> None:
+        h, w = valid.shape
+        self.at = _flat(p, h, w, 0, 0)
+        self.where = valid.ravel()[self.at]
+        at = {(dy, dx): _flat(p, h, w, dy, dx)[self.where] for dy, dx in ((0, 0), *p.neighbours)}
+
+        def pick(a: np.ndarray, dy: int = 0, dx: int = 0) -> np.ndarray:
+            index = at[dy, dx] if (dy, dx) in at else _flat(p, h, w, dy, dx)[self.where]
+            return a.ravel()[index]
+
+        feats = [pick(base[c])] if base is not None else []
+        self.spatial = [pick(rec[c], dy, dx) for dy, dx in p.neighbours]
+        if p.finest:
+            feats += self.spatial
+        elif self.spatial:
+            feats.append(sum(self.spatial))
+        for b in refs:
+            feats.append(pick(rec[b]))
+            if base is not None:
+                feats.append(pick(base[b]))
+            if p.neighbours:
+                feats.append(sum(pick(rec[b], dy, dx) for dy, dx in p.neighbours[:4]))
+        empty = np.zeros((0, int(self.where.sum())), np.int64)
+        self.features = np.stack(feats).astype(np.int64, copy=False) if feats else empty
+        self.texture = None
+        if base is not None and not p.neighbours:
+            around = sum(pick(base[c], dy, dx) for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0)))
+            self.texture = np.abs(4 * pick(base[c]) - around) >> 2
+        self.previous = None if errors is None else pick(errors)
+
+    def predict(self, coefs: np.ndarray) -> np.ndarray:
+        """The prediction of each value with ``coefs`` (see :func:`_predict`)."""
+        return _predict(self.features, coefs)
+
+    def activity(self, pred: np.ndarray) -> np.ndarray:
+        """Local activity around the prediction, in values."""
+        act = np.zeros(len(pred), dtype=np.int64)
+        if self.spatial:
+            act += sum(np.abs(f - pred) for f in self.spatial[:4]) >> 2
+        if self.texture is not None:
+            act += self.texture
+        if self.previous is not None:
+            act += self.previous
+        return act
+
+
+def _feature_count(has_base: bool, refs: int, p: _Pass) -> int:
+    spatial = (len(p.neighbours) if p.finest else 1) if p.neighbours else 0
+    per_band = 1 + has_base + bool(p.neighbours)
+    return has_base + spatial + per_band * refs
+
+
+def _detail(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A band's local detail (value minus the mean of its four neighbours) at valid pixels, subsampled."""
+    a = a.astype(np.float64)
+    around = sum(_shift(a, dy, dx) for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0))) / 4
+    d = (a - around)[valid]
+    return d[:: max(1, d.size // 65536)]
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 2 or not a.std() or not b.std():
+        return 0.0
+    return float(abs(np.corrcoef(a, b)[0, 1]))
+
+
+def references(values: np.ndarray, valid: np.ndarray) -> list[tuple[int, ...]]:
+    """Per band, the earlier bands (up to :data:`SPECTRAL`) whose local detail correlates most with
+    its own: what its prediction looks at (the encoder's choice; the stream records it).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> a, b = rng.normal(size=(2, 16, 16)) * 100 + 1000
+    >>> references(np.stack([a, b, a + 3]).astype(int), np.ones((3, 16, 16), bool))
+    [(), (0,), (0, 1)]
+    """
+    both = valid.all(0)
+    detail = [_detail(values[c], both) for c in range(len(values))]
+    out = []
+    for c in range(len(values)):
+        score = [_correlation(detail[c], detail[b]) for b in range(c)]
+        out.append(tuple(sorted(int(b) for b in np.argsort(score)[::-1][:SPECTRAL])))
+    return out
+
+
+def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``a`` moved so that position (y, x) holds a[y + dy, x + dx], mirrored at the borders."""
+    h, w = a.shape
+    return a[np.ix_(_reflect(np.arange(h) + dy, h), _reflect(np.arange(w) + dx, w))]
+
+
+def _fit(features: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Fixed-point least-squares coefficients (int16, intercept last) predicting ``target``."""
+    n = features.shape[0]
+    coefs = np.zeros(n + 1, dtype=np.int64)
+    if len(target) == 0:
+        return coefs
+    if n:
+        f = features.astype(np.float64)
+        centre = f.mean(1, keepdims=True)
+        d = f - centre
+        gram = d @ d.T
+        gram += np.eye(n) * (1e-6 * np.trace(gram) / n + 1e-9)
+        w = np.linalg.solve(gram, d @ (target - target.mean()))
+        coefs[:-1] = np.clip(np.round(w * (1 << FRAC)), -_COEF_LIMIT, _COEF_LIMIT)
+    partial = coefs.copy()
+    partial[-1] = 0
+    offset = np.median(target - _predict(features, partial))
+    coefs[-1] = int(np.clip(np.round(offset), -_COEF_LIMIT, _COEF_LIMIT))
+    return coefs
+
+
+def _predict(features: np.ndarray, coefs: np.ndarray) -> np.ndarray:
+    """Fixed point: (sum of coefficient x feature + intercept x 2**FRAC + half) >> FRAC."""
+    acc = np.full(features.shape[1], int(coefs[-1]) << FRAC, dtype=np.int64)
+    for a, f in zip(coefs[:-1], features):
+        acc += int(a) * f
+    return (acc + (1 << (FRAC - 1))) >> FRAC
+
+
+def _quantise(error: np.ndarray, s: int) -> np.ndarray:
+    """Index of the step that holds ``error`` (rounded to the nearest multiple of ``s``)."""
+    return np.sign(error) * ((np.abs(error) + s // 2) // s)
+
+
+class _Coding:
+    """State shared by the encoder and the decoder of one frame: the reconstruction so far."""
+
+    def __init__(self, base: np.ndarray | None, valid: np.ndarray, max_error: int, limits: tuple[int, int],
+                 nodata: int | None) -> None:
+        self.base = None if base is None else np.ascontiguousarray(base, dtype=np.int64)
+        self.valid, self.s = np.ascontiguousarray(valid, dtype=bool), step(max_error)
+        self.limits, self.nodata = limits, nodata
+        self.rec = np.zeros(valid.shape, np.int64) if base is None else self.base.copy()
+        self.errors: np.ndarray | None = None
+        self.thresholds = _thresholds(self.s)
+        self.abs_error: list[tuple[_Band, np.ndarray]] = []
+
+    def band(self, c: int, refs: tuple[int, ...], p: _Pass) -> _Band:
+        return _Band(self.rec, self.base, c, refs, p, self.valid[c], self.errors)
+
+    def context(self, band: _Band, p: _Pass, pred: np.ndarray) -> np.ndarray:
+        """Context of each value: the kind of pass, then its activity against the thresholds."""
+        return _kind(p) * CONTEXTS + np.searchsorted(self.thresholds, band.activity(pred), side="right")
+
+    def reconstruct(self, pred: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``pred + q x step`` within the dtype's range, and where that is the no-data value (those
+        values are kept exactly instead)."""
+        rec = np.clip(pred + q * self.s, *self.limits)
+        hit = rec == self.nodata if self.nodata is not None else np.zeros(len(rec), bool)
+        return rec, hit
+
+    def store(self, c: int, band: _Band, pred: np.ndarray, rec: np.ndarray) -> None:
+        _put(self.rec[c], band, rec)
+        self.abs_error.append((band, np.abs(rec - pred)))
+
+    def end_band(self) -> None:
+        """The band's absolute prediction errors become the next band's context."""
+        errors = np.zeros(self.rec.shape[1:], np.int64)
+        for band, e in self.abs_error:
+            _put(errors, band, e)
+        self.errors, self.abs_error = errors, []
+
+
+def _put(a: np.ndarray, band: _Band, values: np.ndarray) -> None:
+    """Write ``values`` at the band's valid pixels of its pass (``a`` is contiguous)."""
+    a.reshape(-1)[band.at[band.where]] = values
+
+
+def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray, max_error: int,
+                 limits: tuple[int, int], nodata: int | None, seed: int = 0) -> tuple[bytes, np.ndarray]:
+    """Code ``values`` (int, (C, H, W)) within ``max_error`` of the original at ``valid`` pixels.
+
+    ``base`` is the decoded base (same shape, or None), ``limits`` the dtype's range, ``nodata``
+    a value the reconstruction must not produce at valid pixels, ``seed`` the start of the
+    checksum of the decoded values. Returns the stream and the decoded frame (int64, what
+    :func:`decode_frame` gives).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.integers(900, 1100, (3, 9, 7)); ok = np.ones(x.shape, bool)
+    >>> data, rec = encode_frame(x, None, ok, 4, (0, 65535), None)
+    >>> int(np.abs(rec - x).max()) <= 4, bool((decode_frame(data, None, ok, 4, (0, 65535), None) == rec).all())
+    (True, True)
+    """
+    values = np.asarray(values, dtype=np.int64)
+    coding = _Coding(base, valid, max_error, limits, nodata)
+    coefs_all, symbols, contexts, kept = [], [], [], []
+    order = passes(*values.shape[1:])
+    refs = references(values, valid)
+    for c in range(values.shape[0]):
+        for p in order:
+            band = coding.band(c, refs[c], p)
+            target = values[c].reshape(-1)[band.at[band.where]]
+            coefs = _fit(band.features, target)
+            pred = band.predict(coefs)
+            q = _quantise(target - pred, coding.s)
+            rec, hit = coding.reconstruct(pred, q)
+            if hit.any():
+                rec[hit] = target[hit]
+                kept.append(target[hit])
+            contexts.append((c, coding.context(band, p, pred)))
+            coding.store(c, band, pred, rec)
+            coefs_all.append(coefs)
+            symbols.append(q)
+        coding.end_band()
+    choice = _choose_tables(symbols, contexts, values.shape[0])
+    writer, tables = SymbolWriter(), geometric_tables()
+    for q, (c, ctx) in zip(symbols, contexts):
+        writer.write(q, choice[c][ctx], tables)
+    kept_values = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    head = _HEAD.pack(_crc(coding.rec, valid, seed), len(kept_values))
+    body = (bytes(b for r in refs for b in r) + np.concatenate(coefs_all).astype("<i2").tobytes()
+            + choice.astype(np.uint8).tobytes() + kept_values.astype("<i4").tobytes())
+    return head + body + writer.finish(), coding.rec
+
+
+def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_error: int,
+                 limits: tuple[int, int], nodata: int | None, seed: int = 0, frame: int = 0) -> np.ndarray:
+    """Inverse of :func:`encode_frame`: the decoded frame (int64), checked against its CRC32.
+
+    Raises :class:`~tcube.errors.CorruptBlobError` for a stream that does not fit the frame and
+    :class:`~tcube.errors.SymbolChecksumError` when the decoded values fail the checksum.
+    """
+    bands = valid.shape[0]
+    order = passes(*valid.shape[1:])
+    n_refs = [min(c, SPECTRAL) for c in range(bands)]
+    n_coefs = [_feature_count(base is not None, n_refs[c], p) + 1 for c in range(bands) for p in order]
+    slots = 2 * CONTEXTS
+    fixed = _HEAD.size + sum(n_refs) + 2 * sum(n_coefs) + bands * slots
+    if len(data) < fixed:
+        raise CorruptBlobError(f"residual stream truncated: {len(data)} bytes, needs at least {fixed}")
+    crc, n_kept = _HEAD.unpack_from(data)
+    if fixed + 4 * n_kept > len(data):
+        raise CorruptBlobError(f"residual stream announces {n_kept} exact values; it cannot hold them")
+    pos = _HEAD.size
+    listed = np.frombuffer(data, np.uint8, sum(n_refs), pos)
+    refs = [tuple(int(b) for b in r) for r in np.split(listed, np.cumsum(n_refs)[:-1])]
+    if any(b >= c or len(set(r)) < len(r) for c, r in enumerate(refs) for b in r):
+        raise CorruptBlobError("residual stream names reference bands that are not earlier bands")
+    pos += sum(n_refs)
+    coefs = np.frombuffer(data, "<i2", sum(n_coefs), pos).astype(np.int64)
+    pos += 2 * sum(n_coefs)
+    choice = np.frombuffer(data, np.uint8, bands * slots, pos).reshape(bands, slots).astype(np.int64)
+    pos += bands * slots
+    kept = np.frombuffer(data, "<i4", n_kept, pos).astype(np.int64)
+    pos += 4 * n_kept
+    tables = geometric_tables()
+    if (choice >= tables.n_tables).any():
+        raise CorruptBlobError("residual stream names an entropy table that does not exist")
+    reader = SymbolReader(data[pos:])
+    coding = _Coding(base, valid, max_error, limits, nodata)
+    used, splits = 0, np.cumsum([0, *n_coefs])
+    for c in range(bands):
+        for j, p in enumerate(order):
+            band = coding.band(c, refs[c], p)
+            i = c * len(order) + j
+            pred = band.predict(coefs[splits[i]: splits[i + 1]])
+            q = reader.read(choice[c][coding.context(band, p, pred)], tables)
+            rec, hit = coding.reconstruct(pred, q)
+            n = int(hit.sum())
+            if n:
+                if used + n > n_kept:
+                    raise CorruptBlobError("residual stream holds fewer exact values than it needs")
+                rec[hit] = kept[used: used + n]
+                used += n
+            coding.store(c, band, pred, rec)
+        coding.end_band()
+    if _crc(coding.rec, valid, seed) != crc:
+        raise SymbolChecksumError(f"frame {frame}: residual layer decodes to values that fail its checksum "
+                                  "(corrupt or forged stream, or an edited header)", frame=frame)
+    return coding.rec
+
+
+def _crc(rec: np.ndarray, valid: np.ndarray, seed: int) -> int:
+    return zlib.crc32(np.ascontiguousarray(rec[valid], dtype="<i4").tobytes(), seed & 0xFFFFFFFF)
+
+
+def _choose_tables(symbols: list[np.ndarray], contexts: list[tuple[int, np.ndarray]], bands: int) -> np.ndarray:
+    """Per band and context, the table that codes its symbols in the fewest bits."""
+    costs = geometric_costs()
+    largest = costs.shape[1] - 1
+    slots = 2 * CONTEXTS
+    hist = np.zeros((bands, slots * (largest + 1)))
+    for q, (c, ctx) in zip(symbols, contexts):
+        hist[c] += np.bincount(ctx * (largest + 1) + np.minimum(np.abs(q), largest), minlength=hist.shape[1])
+    return np.argmin(hist.reshape(bands, slots, largest + 1) @ costs.T, axis=2)

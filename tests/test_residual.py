@@ -1,0 +1,158 @@
+"""Error-bounded coding: the bound holds on every valid pixel, decoding is exact, damage is caught."""
+
+import numpy as np
+import pytest
+import torch
+
+import tcube
+from tcube.bitstream import pack, unpack
+from tcube.errors import BitstreamError, CorruptBlobError, InputError, SymbolChecksumError
+from tcube.residual import decode_frame, encode_frame
+
+BOUNDS = (0, 1, 4, 16, 64)
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> int:
+    d = np.abs(a.astype(np.int64) - b.astype(np.int64))
+    return int(d.max() if where is None else d[where].max())
+
+
+@pytest.fixture(scope="module")
+def crop(sample) -> np.ndarray:
+    """Two real dates with odd sizes."""
+    return np.ascontiguousarray(sample[:2, :, 7:40, 3:52])
+
+
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_bound_holds_on_a_real_cube(crop, bound):
+    out = tcube.decode(tcube.encode(crop, max_error=bound))
+    assert out.dtype == crop.dtype and out.shape == crop.shape
+    assert _max_abs(out, crop) <= bound
+    if bound == 0:
+        assert np.array_equal(out, crop)
+
+
+@pytest.mark.parametrize("bound", (0, 4, 64))
+def test_bound_holds_for_uint16_with_nodata_saturation_and_bright_pixels(crop, bound):
+    cube = crop.astype(np.uint16) * 4  # snow- and cloud-bright: up to about 60000
+    cube[0, :, :4, :6] = 0  # no data
+    cube[1, 2, 10:13, 20:30] = 65535  # saturated
+    cube[1, 5, 3, 4] = 1  # next to the no-data value
+    out = tcube.decode(tcube.encode(cube, max_error=bound, nodata=0))
+    valid = cube != 0
+    assert _max_abs(out, cube, valid) <= bound
+    assert (out[~valid] == 0).all() and (out[valid] != 0).all()
+    assert (out[1, 2, 10:13, 20:30] >= 65535 - bound).all()
+
+
+@pytest.mark.parametrize("bands", (1, 13))
+def test_any_band_count_and_odd_sizes(sample, bands):
+    cube = np.ascontiguousarray(np.concatenate([sample[0], sample[0, :1]])[:bands, 3:20, 1:10])
+    for bound in (0, 16):
+        out = tcube.decode(tcube.encode(cube, max_error=bound))
+        assert out.shape == cube.shape and _max_abs(out, cube) <= bound
+
+
+def test_nodata_is_never_produced_at_valid_pixels():
+    rng = np.random.default_rng(3)
+    cube = rng.integers(990, 1010, (2, 3, 16, 16)).astype(np.uint16)
+    cube[cube == 1000] = 1001
+    cube[0, 0, 0, :4] = 1000
+    out = tcube.decode(tcube.encode(cube, max_error=8, nodata=1000))
+    valid = cube != 1000
+    assert _max_abs(out, cube, valid) <= 8
+    assert (out[valid] != 1000).all() and (out[~valid] == 1000).all()
+
+
+def test_decoding_does_not_depend_on_threads_or_batching(crop):
+    blob = tcube.encode(crop, max_error=4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = tcube.decode(blob, batch_size=1)
+        blob_1 = tcube.encode(crop, max_error=4, batch_size=1)
+        torch.set_num_threads(2)
+        two = tcube.decode(blob, batch_size=8)
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(one, two)
+    assert blob_1 == blob
+
+
+def test_info_shows_mode_and_bound(crop):
+    d = tcube.info(tcube.encode(crop[:1], max_error=16))
+    assert d["mode"] == "max_error" and d["max_error"] == 16.0 and d["model"] == "tec-pc"
+    assert d["quality"] in (2, 4)
+    assert tcube.info(tcube.encode(crop[:1], model="tec-pc", quality=3))["mode"] == "quality"
+
+
+def test_given_quality_is_the_base(crop):
+    blob = tcube.encode(crop[:1], max_error=4, quality=6)
+    assert tcube.info(blob)["quality"] == 6
+    assert _max_abs(tcube.decode(blob), crop[:1]) <= 4
+
+
+@pytest.mark.parametrize("bad", (-1, 1.5, True, "4", 1 << 20))
+def test_bad_bounds_are_refused(crop, bad):
+    with pytest.raises(InputError, match="max_error"):
+        tcube.encode(crop[:1], max_error=bad)
+
+
+@pytest.mark.parametrize("bound", (0, 4))
+def test_float32_digital_numbers_with_nan_keep_the_bound(crop, bound):
+    cube = crop.astype(np.float32)
+    cube[0, 1, 2:5, 3:9] = np.nan
+    cube[1, 0, 0, 0] = np.inf
+    out = tcube.decode(tcube.encode(cube, max_error=bound))
+    valid = np.isfinite(cube)
+    assert out.dtype == np.float32 and np.isnan(out[~valid][:-1]).all() and out[1, 0, 0, 0] == np.inf
+    assert float(np.abs(out[valid] - cube[valid]).max()) <= bound
+    if bound == 0:
+        assert np.array_equal(out, cube, equal_nan=True)
+
+
+def test_fractional_floats_and_inexact_models_are_refused(crop):
+    with pytest.raises(InputError, match="whole digital numbers"):
+        tcube.encode(crop[:1].astype(np.float32) * np.float32(1e-4), max_error=4, scale=1e-4)
+    with pytest.raises(InputError, match="decodes exactly"):
+        tcube.encode(crop[:1], model="tec-hp", max_error=4)
+
+
+def _edited(blob: bytes, **changes) -> bytes:
+    c = unpack(blob)
+    header = {k: v for k, v in c.header.items() if k != "version"}
+    header.update(changes)
+    return pack(header, c.frames)
+
+
+def test_damaged_or_forged_residuals_are_caught(crop):
+    blob = tcube.encode(crop[:1], max_error=4)
+    with pytest.raises(SymbolChecksumError):  # another bound: the frames' checksums are bound to it
+        tcube.decode(_edited(blob, max_error=5.0))
+    c = unpack(blob)
+    header = {k: v for k, v in c.header.items() if k != "version"}
+    frames = [dict(f) for f in c.frames]
+    data = bytearray(frames[0]["residual"])
+    data[-5] ^= 0x40
+    frames[0]["residual"] = bytes(data)
+    with pytest.raises(BitstreamError):
+        tcube.decode(pack(header, frames))
+    frames[0]["residual"] = frames[0]["residual"][:20]
+    with pytest.raises(CorruptBlobError, match="residual stream truncated"):
+        tcube.decode(pack(header, frames))
+    with pytest.raises(BitstreamError, match="inconsistent"):
+        tcube.decode(_edited(blob, max_error=2.5))
+
+
+def test_frame_coder_alone_without_base():
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.integers(-30, 31, (4, 11, 13)), axis=2) + 5000
+    valid = rng.random(x.shape) > 0.1
+    for bound in BOUNDS:
+        data, rec = encode_frame(x, None, valid, bound, (0, 65535), None, seed=7)
+        assert _max_abs(rec, x, valid) <= bound
+        assert (rec[~valid] == 0).all()  # pixels outside valid are left alone
+        back = decode_frame(data, None, valid, bound, (0, 65535), None, seed=7)
+        assert np.array_equal(back, rec)
+        with pytest.raises(SymbolChecksumError):
+            decode_frame(data, None, valid, bound, (0, 65535), None, seed=8)
