@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tcube.defaults import DEFAULT_MODEL
+from tcube.defaults import BOUNDED_MODEL, DEFAULT_MODEL
 from tcube.errors import BitstreamError, InputError, TcubeError, UnfinishedStoreError, UnknownModelError
 
 if TYPE_CHECKING:
@@ -126,12 +126,14 @@ def _cmd_recompress(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> dict:
+    from tcube.stacks import with_modes
+
     rules = _load_rules(args.rules)
     if args.chunks:
         rules.setdefault("*", {})["chunks"] = args.chunks
     if args.scale is not None:
         rules.setdefault("*", {})["scale"] = args.scale
-    return rules
+    return with_modes(rules, 0 if args.lossless else args.max_error, args.psnr, args.metric)
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
@@ -299,15 +301,25 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_coding_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help="learned model (tcube info lists them)")
-    p.add_argument("--quality", type=int, default=8, help="1 (smallest) .. 16 (best)")
+    p.add_argument("--model", help=f"learned model (tcube info lists them; default {DEFAULT_MODEL}, or "
+                                   f"{BOUNDED_MODEL} with --max-error, --lossless or --psnr)")
+    p.add_argument("--quality", type=int, help="1 (smallest) .. 16 (best); default 8 (with --max-error: the base "
+                                               "quality, chosen per chunk by measured size unless given)")
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument("--max-error", type=int, metavar="E", help="every valid value decodes within E digital "
+                                                                  "numbers of the original")
+    modes.add_argument("--lossless", action="store_true", help="learned lossless coding (--max-error 0)")
+    modes.add_argument("--psnr", type=float, metavar="DB", help="every date of every chunk reaches DB decibels "
+                                                                "(smallest chunk that does)")
+    p.add_argument("--metric", choices=("10k", "full"), default="10k", help="PSNR convention of --psnr")
     p.add_argument("--chunks", type=positive_int, nargs=3, metavar=("T", "Y", "X"),
                    help="chunk sizes (default: 1 256 256)")
     p.add_argument("--scale", type=float, help="band values are digital numbers x SCALE, e.g. 0.0001 for float "
                                                "reflectance 0..1 without a CF scale_factor (default: from the CF "
                                                "encoding, else 1)")
-    p.add_argument("--rules", help="JSON file: per variable model, quality, chunks, lossless, skip, band, scale, "
-                                   "offset, nodata, native_grid ('*' for all)")
+    p.add_argument("--rules", help="JSON file: per variable model, quality, max_error, psnr, metric, chunks, "
+                                   "lossless (stored as is), skip, band, scale, offset, nodata, native_grid ('*' for "
+                                   "all)")
 
 
 def _add_parallel_flags(p: argparse.ArgumentParser, always: bool = False) -> None:

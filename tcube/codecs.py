@@ -36,18 +36,33 @@ from zarr.core.config import config as zarr_config
 from zarr.core.sync import sync
 
 from tcube.api import check_blob, decode_batch, encode_batch
+from tcube.defaults import BOUNDED_MODEL
 from tcube.errors import InputError, TcubeError
-from tcube.models import DEFAULT_MODEL, load_model
+from tcube.models import DEFAULT_MODEL, exact_models, load_model
 from tcube.outputs import is_unfinished
-from tcube.validate import DTYPES, check_count, check_nodata, check_units
+from tcube.validate import DTYPES, check_count, check_max_error, check_nodata, check_psnr, check_units
 
 CODEC_ID = "tcube"
 #: One model call at a time per process: bounded memory, no oversubscribed cores or GPU.
 _MODEL_LOCK = threading.Lock()
 
 
-def check_settings(model: str, quality: int, nodata: float | None, scale: float | None = None,
-                   offset: float | None = None, batch_frames: int = 16) -> None:
+def resolve_model(model: str | None, max_error: int | None = None, psnr: float | None = None) -> str:
+    """The model a configuration means: the one it names, else the default of its mode.
+
+    Examples
+    --------
+    >>> resolve_model(None), resolve_model(None, max_error=4), resolve_model("tec-fp")
+    ('tec-hp', 'tec-pc', 'tec-fp')
+    """
+    if model is not None:
+        return model
+    return BOUNDED_MODEL if max_error is not None or psnr is not None else DEFAULT_MODEL
+
+
+def check_settings(model: str, quality: int | None, nodata: float | None, scale: float | None = None,
+                   offset: float | None = None, batch_frames: int = 16, max_error: int | None = None,
+                   psnr: float | None = None, metric: str = "10k") -> None:
     """Fail early on a configuration no chunk could be coded with.
 
     Examples
@@ -56,10 +71,26 @@ def check_settings(model: str, quality: int, nodata: float | None, scale: float 
     Traceback (most recent call last):
     ...
     tcube.errors.InputError: quality must be an integer from 1 to 16, got 17
+    >>> check_settings("tec-hp", None, None, max_error=4)
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: max_error needs a model that decodes exactly (tec-pc); tec-hp does not
     """
-    if isinstance(quality, bool) or not isinstance(quality, int | np.integer):
-        raise InputError(f"quality must be an integer from 1 to 16, got {quality!r}")
-    load_model(model, "cpu").quality_index(int(quality), 1)
+    codec = load_model(model, "cpu")
+    if quality is not None:
+        if isinstance(quality, bool) or not isinstance(quality, int | np.integer):
+            raise InputError(f"quality must be an integer from 1 to 16, got {quality!r}")
+        codec.quality_index(int(quality), 1)
+    if psnr is not None:
+        if quality is not None or max_error is not None:
+            raise InputError("psnr chooses the quality and the error bound itself: give psnr, or quality and "
+                             "max_error, not both")
+        check_psnr(psnr, metric)
+    if max_error is not None or psnr is not None:
+        check_max_error(max_error)
+        if not codec.exact:
+            raise InputError(f"{'max_error' if psnr is None else 'psnr'} needs a model that decodes exactly "
+                             f"({', '.join(exact_models())}); {model} does not")
     check_nodata(nodata, np.float64)
     check_units(scale, offset)
     check_count(batch_frames, "batch_frames")
@@ -92,8 +123,9 @@ def check_layout(model: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tu
 def _code(chunks: list[np.ndarray], codec: TecCodec | TecZarrCodec, nodata: float | None, device: str | None,
           batch_frames: int) -> list[bytes]:
     with _MODEL_LOCK:
-        return encode_batch(chunks, codec.model, codec.quality, nodata=nodata, scale=codec.scale,
-                            offset=codec.offset, device=device, batch_size=batch_frames)
+        return encode_batch(chunks, codec.model, codec.quality, max_error=codec.max_error, psnr=codec.psnr,
+                            metric=codec.metric, nodata=nodata, scale=codec.scale, offset=codec.offset,
+                            device=device, batch_size=batch_frames)
 
 
 def _uncode(blobs: list[bytes], names: list[str], device: str | None, batch_frames: int) -> list[np.ndarray]:
@@ -113,13 +145,21 @@ def _units(scale: float | None, offset: float | None) -> dict:
     return {k: v for k, v in (("scale", scale), ("offset", offset)) if v is not None}
 
 
+def _modes(codec: TecCodec | TecZarrCodec) -> dict:
+    """The quality settings of a codec's config that are set (``metric`` with ``psnr`` only)."""
+    out = {k: getattr(codec, k) for k in ("quality", "max_error", "psnr") if getattr(codec, k) is not None}
+    if codec.psnr is not None:
+        out["metric"] = codec.metric
+    return out
+
+
 class TecCodec(Codec):
     """numcodecs codec ``"tcube"``: learned lossy compression of Sentinel-2 chunks (zarr format 2).
 
     Parameters
     ----------
-    model, quality
-        As in :func:`tcube.encode`.
+    model, quality, max_error, psnr, metric
+        As in :func:`tcube.encode` (``max_error=0`` is lossless); the config records those given.
     nodata : number or None
         Pixels equal to it are kept exactly, as NaN always is. The default 0 is both the
         Sentinel-2 no-data value and zarr format 2's default fill value, so edge chunks and
@@ -147,11 +187,18 @@ class TecCodec(Codec):
 
     codec_id = CODEC_ID
 
-    def __init__(self, model: str = DEFAULT_MODEL, quality: int = 8, nodata: float | None = 0,
-                 scale: float | None = None, offset: float | None = None, *, device: str | None = None,
+    def __init__(self, model: str | None = None, quality: int | None = None, nodata: float | None = 0,
+                 scale: float | None = None, offset: float | None = None, max_error: int | None = None,
+                 psnr: float | None = None, metric: str = "10k", *, device: str | None = None,
                  batch_frames: int = 16) -> None:
-        check_settings(model, quality, nodata, scale, offset, batch_frames)
-        self.model, self.quality, self.nodata, self.scale, self.offset = model, int(quality), nodata, scale, offset
+        model = resolve_model(model, max_error, psnr)
+        if quality is None and max_error is None and psnr is None:
+            quality = 8
+        check_settings(model, quality, nodata, scale, offset, batch_frames, max_error, psnr, metric)
+        self.model, self.nodata, self.scale, self.offset = model, nodata, scale, offset
+        self.quality = None if quality is None else int(quality)
+        self.max_error = None if max_error is None else int(max_error)
+        self.psnr, self.metric = (None if psnr is None else float(psnr)), metric
         self._device, self._batch_frames = device, batch_frames
 
     def encode(self, buf: Any) -> bytes:
@@ -168,12 +215,13 @@ class TecCodec(Codec):
         check_layout(self.model, shape, np.dtype(dtype), chunks, bool(_units(self.scale, self.offset)))
 
     def get_config(self) -> dict:
-        return {"id": self.codec_id, "model": self.model, "quality": self.quality, "nodata": self.nodata,
-                **_units(self.scale, self.offset)}
+        modes = _modes(self)
+        return {"id": self.codec_id, "model": self.model, **{k: modes.pop(k) for k in list(modes)[:1]},
+                "nodata": self.nodata, **_units(self.scale, self.offset), **modes}
 
     def __repr__(self) -> str:
-        units = "".join(f", {k}={v!r}" for k, v in _units(self.scale, self.offset).items())
-        return f"TecCodec(model={self.model!r}, quality={self.quality}, nodata={self.nodata!r}{units})"
+        settings = "".join(f", {k}={v!r}" for k, v in {**_modes(self), **_units(self.scale, self.offset)}.items())
+        return f"TecCodec(model={self.model!r}{settings}, nodata={self.nodata!r})"
 
 
 def _check_v2_arrays_at_creation() -> None:
@@ -227,8 +275,8 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
 
     Parameters
     ----------
-    model, quality
-        As in :func:`tcube.encode`.
+    model, quality, max_error, psnr, metric
+        As in :func:`tcube.encode` (``max_error=0`` is lossless); the config records those given.
     nodata : number or None
         Pixels equal to it are kept exactly, as NaN always is; None (default) takes the array's
         fill value, so edge chunks and unwritten pixels cost (almost) nothing.
@@ -249,30 +297,38 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
 
     is_fixed_size = False
 
-    model: str = DEFAULT_MODEL
-    quality: int = 8
+    model: str | None = None
+    quality: int | None = None
     nodata: float | None = None
     scale: float | None = None
     offset: float | None = None
+    max_error: int | None = None
+    psnr: float | None = None
+    metric: str = "10k"
     device: str | None = field(default=None, compare=False)
     batch_frames: int = field(default=16, compare=False)
 
     def __post_init__(self) -> None:
-        check_settings(self.model, self.quality, self.nodata, self.scale, self.offset, self.batch_frames)
+        object.__setattr__(self, "model", resolve_model(self.model, self.max_error, self.psnr))
+        if self.quality is None and self.max_error is None and self.psnr is None:
+            object.__setattr__(self, "quality", 8)
+        check_settings(self.model, self.quality, self.nodata, self.scale, self.offset, self.batch_frames,
+                       self.max_error, self.psnr, self.metric)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TecZarrCodec:
         _, config = parse_named_configuration(data, CODEC_ID)
-        unknown = set(config) - {"model", "quality", "nodata", "scale", "offset"}
+        unknown = set(config) - {"model", "quality", "nodata", "scale", "offset", "max_error", "psnr", "metric"}
         if unknown:
             raise InputError(f"unknown tcube codec settings {sorted(unknown)} (a newer tcube wrote them?)")
         return cls(**config)
 
     def to_dict(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"model": self.model, "quality": self.quality}
+        modes = _modes(self)
+        config: dict[str, Any] = {"model": self.model, **{k: modes.pop(k) for k in list(modes)[:1]}}
         if self.nodata is not None:
             config["nodata"] = self.nodata
-        return {"name": CODEC_ID, "configuration": {**config, **_units(self.scale, self.offset)}}
+        return {"name": CODEC_ID, "configuration": {**config, **_units(self.scale, self.offset), **modes}}
 
     def validate(self, *, shape: tuple[int, ...], dtype: Any, chunk_grid: Any) -> None:
         check_layout(self.model, shape, dtype.to_native_dtype(), getattr(chunk_grid, "chunk_shape", None),
@@ -442,7 +498,7 @@ def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, st
     >>> raw = arr.store._store_dict
     >>> raw["0.0.0"] = raw["0.0.0"][:-1]  # cut one byte off a stored chunk
     >>> damaged_chunks(arr)
-    {'0.0.0': 'zarr format 2 chunk 0.0.0: blob truncated: 301 bytes, header announces 302'}
+    {'0.0.0': 'zarr format 2 chunk 0.0.0: blob truncated: 302 bytes, header announces 303'}
     """
     codec = _sole_tcube_codec(array)
     expected = (tuple(array.chunks), array.dtype)

@@ -298,6 +298,12 @@ def _file_signature(path: str | None) -> list | None:
     return [[str(p.relative_to(root)) if p != root else "", p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
+def _codec_id(stack: Stack) -> list:
+    """A stack's codec in a job's fingerprint ([model, quality] without a mode, as earlier releases wrote it)."""
+    modes = [stack.max_error, stack.psnr, stack.metric] if stack.max_error is not None or stack.psnr is not None else []
+    return [stack.model, stack.quality, *modes]
+
+
 def _fingerprint(ds: xr.Dataset, source: tuple[str | None, str | None], rules: Mapping,
                  targets: list[Target]) -> str:
     """What the job is: the source (its file signature, or the dataset's values), variables, rules, layout, codecs."""
@@ -306,8 +312,7 @@ def _fingerprint(ds: xr.Dataset, source: tuple[str | None, str | None], rules: M
             "signature": _file_signature(path) if kind else dask.base.tokenize(*ds.variables.values()),
             "variables": {str(n): [list(map(str, v.dims)), list(v.shape), v.dtype.str]
                           for n, v in ds.variables.items()},
-            "targets": sorted([sorted(t.arrays), t.chunks, t.stack and [t.stack.model, t.stack.quality]]
-                              for t in targets)}
+            "targets": sorted([sorted(t.arrays), t.chunks, t.stack and _codec_id(t.stack)] for t in targets)}
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -351,8 +356,8 @@ def _preflight(ds: xr.Dataset, targets: list[Target]) -> None:
             check_reflectance(block, np.isfinite(block))
 
 
-def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rules: Mapping | None, model: str,
-            quality: int, *, batch: int = 8, overwrite: bool = False) -> Job:
+def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rules: Mapping | None,
+            model: str | None, quality: int | None, *, batch: int = 8, overwrite: bool = False) -> Job:
     """Plan a job, check its target and write the skeleton of its store (or find the same job there).
 
     Parameters
@@ -374,8 +379,8 @@ def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rul
     rules = dict(rules or {})
     check_rules(ds, rules)
     stacks, skipped = plan(ds, rules, model, quality)
-    for s in stacks:
-        check_settings(s.model, s.quality, None)  # unknown model or quality: fail before any work
+    for s in stacks:  # unknown model, quality or mode: fail before any work
+        check_settings(s.model, s.quality, None, max_error=s.max_error, psnr=s.psnr, metric=s.metric)
     rest = rest_of(ds, stacks, skipped, rules)
     metas = {s.name: variable_meta(ds, s, rules) for s in stacks}
     targets = _targets(ds, stacks, metas, rest, rules, batch)

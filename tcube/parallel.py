@@ -33,7 +33,8 @@ from tcube import jobs
 from tcube.errors import InputError
 from tcube.io import open_dataset
 from tcube.jobs import Report
-from tcube.models import DEFAULT_MODEL, load_model
+from tcube.models import load_model
+from tcube.stacks import with_modes
 
 #: Tasks in flight per worker: one running, one queued.
 TASKS_PER_WORKER = 2
@@ -168,8 +169,9 @@ def _run(client: Any, job: jobs.Job, dataset: xr.Dataset | None, progress: Calla
 
 
 def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | os.PathLike, rules: Mapping | None,
-             model: str, quality: int, *, client: Any = None, workers: int | None = None, gpus: Sequence | None = None,
-             batch: int = 8, overwrite: bool = False, progress: Callable | None = None) -> Report:
+             model: str | None, quality: int | None, *, client: Any = None, workers: int | None = None,
+             gpus: Sequence | None = None, batch: int = 8, overwrite: bool = False,
+             progress: Callable | None = None) -> Report:
     start = time.perf_counter()
     if client is not None and (workers is not None or gpus):
         raise InputError("workers and gpus start a local cluster: give them or a client, not both")
@@ -185,8 +187,9 @@ def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | o
     return jobs.report(job.dst, rows, time.perf_counter() - start - setup, setup)
 
 
-def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model: str = DEFAULT_MODEL, quality: int = 8,
-             rules: Mapping[str, Mapping] | None = None, *, client: Any = None, workers: int | None = None,
+def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model: str | None = None,
+             quality: int | None = None, rules: Mapping[str, Mapping] | None = None, *, max_error: int | None = None,
+             psnr: float | None = None, metric: str = "10k", client: Any = None, workers: int | None = None,
              gpus: Sequence[int | str] | None = None, batch: int = 8, overwrite: bool = False,
              progress: Callable[[int, int], None] | None = None) -> Report:
     """Compress a dataset into a tcube zarr store on a dask cluster, chunk by chunk, resumably.
@@ -202,7 +205,7 @@ def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model:
         never a source, and its folder must exist. Rerunning the same job resumes it; a zarr store
         holding anything else is replaced only with ``overwrite``, and nothing that is not a zarr
         store ever.
-    model, quality, rules
+    model, quality, rules, max_error, psnr, metric
         As in :func:`tcube.xarray2tec`.
     client : distributed.Client, optional
         Run on this cluster; by default a :func:`local_cluster` of ``workers`` or ``gpus``.
@@ -228,12 +231,14 @@ def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model:
     """
     ds = src if isinstance(src, xr.Dataset) else open_dataset(src)
     source = (None, None) if isinstance(src, xr.Dataset) else ("dataset", str(src))
+    rules = with_modes(rules, max_error, psnr, metric)
     return _convert(ds, source, dst, rules, model, quality, client=client, workers=workers, gpus=gpus, batch=batch,
                     overwrite=overwrite, progress=progress)
 
 
-def recompress(src: str | os.PathLike, dst: str | os.PathLike, model: str = DEFAULT_MODEL, quality: int = 8,
-               rules: Mapping[str, Mapping] | None = None, **kwargs: Any) -> Report:
+def recompress(src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None, quality: int | None = None,
+               rules: Mapping[str, Mapping] | None = None, *, max_error: int | None = None, psnr: float | None = None,
+               metric: str = "10k", **kwargs: Any) -> Report:
     """Re-code a zarr store (Zstd or any codec, or tcube at other settings) into a tcube store.
 
     Keyword arguments as in :func:`compress`. A tcube source is decoded first (read through
@@ -244,6 +249,7 @@ def recompress(src: str | os.PathLike, dst: str | os.PathLike, model: str = DEFA
     >>> recompress("archive.zstd.zarr", "archive.tcube.zarr", quality=6, workers=2)  # doctest: +SKIP
     """
     options = _run_options(kwargs)
+    rules = with_modes(rules, max_error, psnr, metric)
     return _convert(jobs.open_source("store", str(src)), ("store", str(src)), dst, rules, model, quality, **options)
 
 
@@ -260,7 +266,7 @@ def decompress(src: str | os.PathLike, dst: str | os.PathLike, **kwargs: Any) ->
 
     options = _run_options(kwargs)
     lossless = {"*": {"lossless": True}}
-    return _convert(open_store(str(src)), ("store", str(src)), dst, lossless, DEFAULT_MODEL, 8, **options)
+    return _convert(open_store(str(src)), ("store", str(src)), dst, lossless, None, None, **options)
 
 
 def _run_options(kwargs: dict) -> dict:

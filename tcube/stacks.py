@@ -37,8 +37,7 @@ import xarray as xr
 import zarr
 
 from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN
-from tcube.codecs import TecZarrCodec
-from tcube.defaults import DEFAULT_MODEL
+from tcube.codecs import TecZarrCodec, resolve_model
 from tcube.errors import InputError
 from tcube.io import band_name, existing
 from tcube.masks import CODED_RANGE
@@ -49,8 +48,8 @@ STACK_PREFIX = "tcube_"
 ORDER_ATTR = "tcube:variables"
 ENCODINGS_ATTR = "tcube:encodings"
 FILL_ATTR = "tcube:fill_value_attrs"  # variables whose own attributes had a _FillValue
-RULE_KEYS = frozenset({"model", "quality", "chunks", "lossless", "skip", "band", "scale", "offset", "nodata",
-                       "native_grid"})
+RULE_KEYS = frozenset({"model", "quality", "max_error", "psnr", "metric", "chunks", "lossless", "skip", "band",
+                       "scale", "offset", "nodata", "native_grid"})
 DEFAULT_CHUNKS = {"time": 1, "y": 256, "x": 256}
 _Y_NAMES = ("y", "lat", "latitude", "row", "rows", "northing")
 _X_NAMES = ("x", "lon", "longitude", "col", "cols", "easting")
@@ -76,9 +75,18 @@ class Stack:
     ydim: str
     xdim: str
     model: str
-    quality: int
+    quality: int | None
+    max_error: int | None
+    psnr: float | None
+    metric: str
     chunks: tuple[int, int, int]
     members: list[Member] = field(default_factory=list)
+
+    @property
+    def settings(self) -> dict:
+        """The codec settings of the stack (as :class:`~tcube.codecs.TecZarrCodec` takes them)."""
+        return {"model": self.model, "quality": self.quality, "max_error": self.max_error, "psnr": self.psnr,
+                "metric": self.metric}
 
     @property
     def native(self) -> bool:
@@ -89,6 +97,42 @@ class Stack:
     def band_names(self) -> tuple[str, ...]:
         """The bands along the stack's band axis."""
         return tuple(m.band for m in self.members) if self.native else L2A_BANDS
+
+
+def coding(rule: Mapping, model: str | None, quality: int | None) -> tuple:
+    """(model, quality, max_error, psnr, metric) of a variable's rule over the defaults: a rule with an
+    error bound or a PSNR target takes the default quality only if it names one, and the default
+    model of its mode unless a model is named.
+
+    Examples
+    --------
+    >>> coding({}, None, None), coding({"max_error": 4}, None, 8)
+    (('tec-hp', 8, None, None, '10k'), ('tec-pc', None, 4, None, '10k'))
+    """
+    bound, target = rule.get("max_error"), rule.get("psnr")
+    moded = bound is not None or target is not None
+    q = rule.get("quality", None if moded else (8 if quality is None else quality))
+    return (resolve_model(rule.get("model", model), bound, target), None if q is None else int(q), bound, target,
+            rule.get("metric", "10k"))
+
+
+def with_modes(rules: Mapping[str, Mapping] | None, max_error: int | None = None, psnr: float | None = None,
+               metric: str = "10k") -> dict:
+    """``rules`` with an error bound or a PSNR target as the default of every variable (a variable's
+    own rule, or the ``"*"`` rule, still wins).
+
+    Examples
+    --------
+    >>> with_modes({"B01": {"quality": 4}}, max_error=8)
+    {'B01': {'quality': 4}, '*': {'max_error': 8}}
+    """
+    rules = {k: dict(v) for k, v in (rules or {}).items()}
+    modes = {"max_error": max_error} if max_error is not None else {}
+    if psnr is not None:
+        modes.update(psnr=psnr, metric=metric)
+    if modes:
+        rules["*"] = {**modes, **rules.get("*", {})}
+    return rules
 
 
 def vocabulary(model: str) -> tuple[str, ...]:
@@ -201,7 +245,7 @@ def _nesting(ds: xr.Dataset, grids: set[tuple]) -> dict[tuple, tuple[tuple, int]
 
 
 def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping],
-               model: str = DEFAULT_MODEL) -> tuple[list[tuple], list[str]]:
+               model: str | None = None) -> tuple[list[tuple], list[str]]:
     """(name, members, (time, y, x) layout) of every variable to learn-code (by ``model`` unless its
     rule names another), and the skipped names."""
     found, skipped = [], []
@@ -210,7 +254,7 @@ def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping],
         if rule.get("skip"):
             skipped.append(name)
             continue
-        known = vocabulary(rule.get("model", model))
+        known = vocabulary(coding(rule, model, None)[0])
         bdim = band_dim(da, known)
         layout = _layout(da, bdim)
         if rule.get("lossless") or layout is None or da.dtype.kind not in "fiu":
@@ -226,7 +270,8 @@ def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping],
     return found, skipped
 
 
-def plan(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str, quality: int) -> tuple[list[Stack], list[str]]:
+def plan(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str | None,
+         quality: int | None) -> tuple[list[Stack], list[str]]:
     """Which variables go to which stack (coarser grids nest into the finest), and which are skipped."""
     found, skipped = candidates(ds, rules, model)
     nesting = _nesting(ds, {layout for *_, layout in found})
@@ -237,7 +282,7 @@ def plan(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str, quality: int)
         for m in members:
             m.ydim, m.xdim, m.factor = layout[1], layout[2], factor
         sizes = (ds.sizes[tdim] if tdim else 1, ds.sizes[ydim], ds.sizes[xdim])
-        key = (tdim, ydim, xdim, rule.get("model", model), int(rule.get("quality", quality)), _chunks(rule, sizes))
+        key = (tdim, ydim, xdim, *coding(rule, model, quality), _chunks(rule, sizes))
         if key not in stacks:
             suffix = "" if not any(k[1:3] == (ydim, xdim) for k in stacks) else f"_{len(stacks)}"
             stacks[key] = Stack(f"{STACK_PREFIX}{ydim}_{xdim}{suffix}", *key)
@@ -390,7 +435,7 @@ def create_stacks(ds: xr.Dataset, stacks: list[Stack], metas: Mapping[str, dict]
         group.create_array(
             stack.name, shape=(t, n, ds.sizes[stack.ydim], ds.sizes[stack.xdim]), dtype="float32",
             chunks=(stack.chunks[0], n, *stack.chunks[1:]), fill_value=np.nan,
-            serializer=TecZarrCodec(model=stack.model, quality=stack.quality), compressors=None,
+            serializer=TecZarrCodec(**stack.settings), compressors=None,
             dimension_names=(stack.tdim or f"{stack.name}_time", f"{stack.name}_band", stack.ydim, stack.xdim),
             attributes={"tcube": {"version": 1, "time_dim": stack.tdim, "bands": list(stack.band_names),
                                   "variables": metas[stack.name]}})

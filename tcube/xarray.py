@@ -16,7 +16,6 @@ import zarr
 
 from tcube import jobs
 from tcube.codecs import TecCodec, TecZarrCodec
-from tcube.defaults import DEFAULT_MODEL
 from tcube.errors import InputError
 from tcube.metrics import psnr_10k, psnr_full, ssim
 from tcube.outputs import check_finished
@@ -27,13 +26,15 @@ from tcube.stacks import (
     stacks_in,
     stand_in,
     to_dn_params,
+    with_modes,
 )
 
 __all__ = ["band_planes", "describe_store", "format_stats", "stand_in", "store_stats", "tec2xarray", "xarray2tec"]
 
 
 def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None = None, *,
-               model: str = DEFAULT_MODEL, quality: int = 8, compute_stats: bool = False, batch_chunks: int = 8,
+               model: str | None = None, quality: int | None = None, max_error: int | None = None,
+               psnr: float | None = None, metric: str = "10k", compute_stats: bool = False, batch_chunks: int = 8,
                progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> list[dict] | None:
     """Write ``ds`` to a zarr store: reflectance learned-coded, everything else lossless.
 
@@ -49,12 +50,14 @@ def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None =
         are kept, missing or damaged ones written. A zarr store holding anything else is replaced
         only with ``overwrite``; anything that is not a zarr store never.
     rules : dict, optional
-        Per variable name (``"*"`` for all): ``model``, ``quality``, ``chunks`` ((time, y, x)),
+        Per variable name (``"*"`` for all): ``model``, ``quality``, ``max_error``, ``psnr`` and
+        ``metric`` (as in :func:`tcube.encode`), ``chunks`` ((time, y, x)),
         ``lossless`` (store as is), ``skip`` (leave out), ``band`` (the Sentinel-2 band of a
         variable with another name), ``scale``/``offset`` (value = digital number * scale +
         offset; default from the CF encoding), ``nodata`` (integer variables).
-    model, quality
-        Defaults for the learned codec.
+    model, quality, max_error, psnr, metric
+        Defaults for the learned codec, as in :func:`tcube.encode` (``max_error=0``: lossless; the
+        model defaults to the one of the mode).
     compute_stats : bool
         Decode again and return (and print) per variable: bytes, bpppb, ratio, PSNR, SSIM.
     batch_chunks : int
@@ -76,6 +79,7 @@ def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None =
     >>> list(back.data_vars) == list(ds.data_vars), back["B04"].dtype, bool((back["SCL"] == 4).all())
     (True, dtype('int16'), True)
     """
+    rules = with_modes(rules, max_error, psnr, metric)
     job = jobs.prepare(ds, (None, None), store, rules, model, quality, batch=batch_chunks, overwrite=overwrite)
     jobs.run(job, ds, progress)
     if not compute_stats:
@@ -161,7 +165,8 @@ def store_stats(ds: xr.Dataset, store: Any) -> list[dict]:
 
 
 def codec_text(arr: zarr.Array) -> str:
-    """What codes the chunks of ``arr``: ``"tcube MODEL qQ"``, or the names of its codecs.
+    """What codes the chunks of ``arr``: ``"tcube MODEL qQ"`` (with ``max error E``, ``lossless`` or
+    ``psnr T dB (METRIC)``), or the names of its codecs.
 
     Examples
     --------
@@ -172,7 +177,12 @@ def codec_text(arr: zarr.Array) -> str:
     codecs = [*arr.filters, *arr.compressors, *([arr.serializer] if arr.serializer is not None else [])]
     tec = next((c for c in codecs if isinstance(c, TecCodec | TecZarrCodec)), None)
     if tec is not None:
-        return f"tcube {tec.model} q{tec.quality}"
+        parts = [f"tcube {tec.model}"] + ([f"q{tec.quality}"] if tec.quality is not None else [])
+        if tec.max_error is not None:
+            parts.append("lossless" if tec.max_error == 0 else f"max error {tec.max_error}")
+        if tec.psnr is not None:
+            parts.append(f"psnr {tec.psnr:g} dB ({tec.metric})")
+        return " ".join(parts)
     names = [type(c).__name__ for c in (*arr.filters, *arr.compressors)]
     return ", ".join(names) or "uncompressed"
 

@@ -220,3 +220,53 @@ def test_band_labels_by_common_name_and_l1c_b10(sample, tmp_path, capsys):
     assert {"B10"} in [set(a["variables"]) for a in summary["arrays"]]
     back = tcube.tec2xarray(tmp_path / "l1c.zarr")
     np.testing.assert_array_equal(back["B10"].values, l1c[:, 10])
+
+
+@pytest.fixture(scope="module")
+def small_nc(sample, tmp_path_factory):
+    """Four dates of 12 real bands, 40 x 52, as a NetCDF file of int16 band variables."""
+    import xarray as xr
+
+    path = tmp_path_factory.mktemp("nc") / "small.nc"
+    cube = sample[:, :, :40, :52]
+    xr.Dataset({b: (("time", "y", "x"), cube[:, i]) for i, b in enumerate(tcube.bands.L2A_BANDS)}).to_netcdf(path)
+    return path
+
+
+@pytest.mark.parametrize(("flags", "bound"), [(["--lossless"], 0), (["--max-error", "8"], 8)])
+def test_compress_with_an_error_bound(small_nc, tmp_path, flags, bound):
+    import xarray as xr
+
+    store = tmp_path / "bounded.zarr"
+    assert main(["compress", str(small_nc), str(store), "--quiet", *flags]) == 0
+    back = tcube.tec2xarray(str(store))
+    with xr.open_dataset(small_nc) as ds:
+        for b in tcube.bands.L2A_BANDS:
+            assert back[b].dtype == ds[b].dtype
+            assert int(np.abs(back[b].values.astype(int) - ds[b].values).max()) <= bound, b
+    import zarr
+
+    codec = zarr.open_array(str(store), path="tcube_y_x").serializer
+    assert (codec.model, codec.max_error, codec.quality) == ("tec-pc", bound, None)
+
+
+def test_compress_with_a_psnr_target(small_nc, tmp_path):
+    import xarray as xr
+
+    from tcube.metrics import frame_psnr
+
+    store = tmp_path / "target.zarr"
+    assert main(["compress", str(small_nc), str(store), "--quiet", "--psnr", "48", "--metric", "full"]) == 0
+    back = tcube.tec2xarray(str(store))
+    with xr.open_dataset(small_nc) as ds:
+        a = np.stack([ds[b].values for b in tcube.bands.L2A_BANDS], 1).astype(float)
+    b = np.stack([back[b].values for b in tcube.bands.L2A_BANDS], 1).astype(float)
+    assert (frame_psnr(a, b, "full") >= 48).all()
+
+
+def test_mode_flags_exclude_each_other(small_nc, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["compress", str(small_nc), str(tmp_path / "x.zarr"), "--lossless", "--psnr", "40"])
+    assert exc.value.code == 2
+    assert main(["compress", str(small_nc), str(tmp_path / "y.zarr"), "--max-error", "-3"]) == 3
+    assert "max_error" in capsys.readouterr().err

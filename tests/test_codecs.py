@@ -330,3 +330,56 @@ def test_temporal_model_as_zarr_codec(real):
         assert psnr_10k(real, zarr.open_array(store, path="cube")[:]) > 36
         sizes[model] = arr.nbytes_stored()
     assert sizes["tec-tt"] < sizes["tec-hp"]
+
+
+# ---- quality modes in the codec configuration ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings", [{"max_error": 4}, {"max_error": 0}, {"psnr": 45.0, "metric": "10k"},
+                                      {"psnr": 60.0, "metric": "full"}, {"max_error": 16, "quality": 3}])
+def test_mode_settings_round_trip_and_hold_in_zarr_3(sample, settings):
+    codec = TecZarrCodec(**settings)
+    assert codec.model == "tec-pc"
+    config = json.loads(json.dumps(codec.to_dict()))
+    assert config["configuration"] == {"model": "tec-pc", **settings}  # the metric is written with psnr
+    assert TecZarrCodec.from_dict(config) == codec
+    cube = np.ascontiguousarray(sample[:2, :, :40, :70])
+    arr = zarr.create_array(MemoryStore(), shape=cube.shape, chunks=(1, 12, 32, 32), dtype=cube.dtype,
+                            serializer=codec, compressors=None)
+    arr[:] = cube
+    back = arr[:]
+    if "max_error" in settings:
+        assert int(np.abs(back.astype(int) - cube).max()) <= settings["max_error"]
+    else:
+        from tcube.metrics import frame_psnr
+
+        metric = settings.get("metric", "10k")
+        for t, y, x in np.ndindex(2, 2, 3):  # every date of every chunk
+            part = (slice(t, t + 1), slice(None), slice(32 * y, 32 * y + 32), slice(32 * x, 32 * x + 32))
+            assert frame_psnr(cube[part].astype(float), back[part].astype(float), metric)[0] >= settings["psnr"]
+
+
+def test_mode_settings_in_numcodecs(sample):
+    codec = TecCodec(max_error=0)
+    assert codec.get_config() == {"id": "tcube", "model": "tec-pc", "max_error": 0, "nodata": 0}
+    again = numcodecs.get_codec(codec.get_config())
+    chunk = np.ascontiguousarray(sample[:1, :, :24, :24])
+    assert np.array_equal(again.decode(again.encode(chunk)), chunk)
+    assert repr(codec) == "TecCodec(model='tec-pc', max_error=0, nodata=0)"
+
+
+@pytest.mark.parametrize(("settings", "match"), [({"max_error": 4, "model": "tec-hp"}, "decodes exactly"),
+                                                 ({"max_error": -1}, "max_error"),
+                                                 ({"psnr": 40, "quality": 4}, "not both"),
+                                                 ({"psnr": 400}, "decibels")])
+def test_bad_mode_settings_are_refused(settings, match):
+    with pytest.raises(InputError, match=match):
+        TecZarrCodec(**settings)
+    with pytest.raises(InputError, match=match):
+        TecCodec(**settings)
+
+
+def test_bounded_float_arrays_of_reflectance_are_refused_when_written():
+    arr = zarr.create_array(MemoryStore(), shape=(12, 8, 8), chunks=(12, 8, 8), dtype="float32",
+                            serializer=TecZarrCodec(max_error=2, scale=1e-4), compressors=None)
+    with pytest.raises(InputError, match="whole digital numbers"):
+        arr[:] = np.float32(0.1234)

@@ -266,3 +266,15 @@ def test_serial_and_dask_runs_give_the_same_store_and_dtypes(client, s2_dir, tmp
         assert main(["decompress", str(store), str(back), "--quiet", *flags]) == 0
         plain = xr.open_zarr(back, consolidated=False)
         assert {n: v.dtype for n, v in plain.data_vars.items()} == {n: v.dtype for n, v in source.data_vars.items()}
+
+
+def test_compress_with_an_error_bound_on_the_cluster(client, source, tmp_path):
+    report = parallel.compress(source, tmp_path / "bounded.zarr", client=client, max_error=8, rules=RULES)
+    assert report.written == report.chunks
+    a = xr.open_zarr(source, consolidated=False)
+    b = tec2xarray(tmp_path / "bounded.zarr")
+    for name in L2A_BANDS:
+        x, y = a[name].values, b[name].values
+        nan = np.isnan(x)
+        assert (np.isnan(y) == nan).all() and float(np.abs(x[~nan] - y[~nan]).max()) <= 8, name
+    assert zarr.open_array(tmp_path / "bounded.zarr", path="tcube_y_x").serializer.max_error == 8

@@ -210,3 +210,18 @@ def test_stand_ins_stay_in_the_coded_range():
     out = stand_in([1, 3], block)
     assert CODED_RANGE[0] <= out.min() and out.max() <= CODED_RANGE[1]
     np.testing.assert_array_equal(out[:, [1, 3]], block[:, [1, 3]])
+
+
+def test_error_bound_and_per_variable_modes(synthetic):
+    ds = synthetic.isel(time=slice(0, 2), y=slice(0, 40), x=slice(0, 50))
+    store = MemoryStore()
+    xarray2tec(ds, store, rules={"narrow_nir": {"band": "B8A"}, "B02": {"max_error": 0}}, max_error=16)
+    back = tec2xarray(store)
+    for name in ("B02", "B04", "narrow_nir", "B12"):
+        a, b = ds[name].values, back[name].values
+        nan = np.isnan(a)
+        assert (np.isnan(b) == nan).all(), name
+        assert float(np.abs(a[~nan] - b[~nan]).max()) <= (0 if name == "B02" else 16), name
+    group = zarr.open_group(store, mode="r")
+    settings = {k: (v.serializer.max_error, v.serializer.model) for k, v in group.arrays() if k.startswith("tcube_")}
+    assert sorted(settings.values()) == [(0, "tec-pc"), (16, "tec-pc")]
