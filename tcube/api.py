@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 import zlib
@@ -241,7 +242,8 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str | None = None, quality:
     codec = load_model(model, device)
     qualities = [quality] if quality is not None else (list(BOUNDED_QUALITIES) if max_error is not None else [8])
     for q in qualities:
-        codec.quality_index(q, 1)
+        if not (q == 0 and max_error is not None):  # quality 0: the residual layer alone, no learned base
+            codec.quality_index(q, 1)
     if max_error is not None and not codec.exact:
         raise InputError(f"max_error needs a model that decodes exactly ({', '.join(exact_models())}); "
                          f"{model} does not")
@@ -325,9 +327,12 @@ def _valid_pixels(values: np.ndarray, h: dict) -> np.ndarray:
 
 
 def _base_payloads(codec: LearnedCodec, prepared: list[_Prepared], batch_size: int) -> list[list[FramePayload]]:
-    """Per cube, per frame, the learned codec's streams (checksums seeded by each cube's header)."""
+    """Per cube, per frame, the learned codec's streams (checksums seeded by each cube's header);
+    none at quality 0."""
     quality = prepared[0].header["quality"]
     seeds = [p.seeds() for p in prepared]
+    if quality == 0:
+        return [[FramePayload({}, seed, seed) for seed in cube_seeds] for cube_seeds in seeds]
     payloads: list[list[FramePayload]] = [[] for _ in prepared]
     if getattr(codec, "temporal", False):  # dates depend on the previous ones: one cube per call
         for i, p in enumerate(prepared):
@@ -364,7 +369,9 @@ def _bounded(codec: LearnedCodec, prepared: list[_Prepared], payloads: list[list
     """Blobs of error-bounded cubes: decode the base as a decoder will, then code the residual."""
     containers = [_container(p, frames) for p, frames in zip(prepared, payloads)]
     outputs = [_Output(c, residual=False) for c in containers]
-    _decode_into(containers, outputs, device, batch_size, lambda i: None)
+    with_base = [i for i, c in enumerate(containers) if c.header["quality"]]
+    _decode_into([containers[i] for i in with_base], [outputs[i] for i in with_base], device, batch_size,
+                 lambda i: None)
     blobs = []
     for p, frames, out in zip(prepared, payloads, outputs):
         seeds = p.seeds()
@@ -373,8 +380,8 @@ def _bounded(codec: LearnedCodec, prepared: list[_Prepared], payloads: list[list
         for t, m in enumerate(p.masks):
             values = p.cube.values[t]
             valid = _valid(m, values.shape, values.dtype)
-            data, _ = residual.encode_frame(_whole(values, valid), _whole(out.values[t], valid), valid, bound, limits,
-                                            nodata, seeds[t])
+            base = _whole(out.values[t], valid) if p.header["quality"] else None
+            data, _ = residual.encode_frame(_whole(values, valid), base, valid, bound, limits, nodata, seeds[t])
             extra.append({RESIDUAL_STREAM: data})
         blobs.append(_pack(p, frames, extra))
     return blobs
@@ -419,8 +426,9 @@ def _check_header(h: dict) -> LearnedCodec:
     codec = load_model(model, "cpu", weights)
     bands = shape[-3] if len(shape) in (3, 4) else None
     counts = codec.band_counts
+    lowest = 0 if h.get("max_error") is not None else 1  # quality 0: an error bound without a learned base
     if (dtype not in DTYPES or bands not in counts or min(shape) < 1 or isinstance(quality, bool)
-            or not isinstance(quality, int) or not 1 <= quality <= N_QUALITIES):
+            or not isinstance(quality, int) or not lowest <= quality <= N_QUALITIES):
         raise BitstreamError(f"blob header is inconsistent: dtype {dtype}, shape {shape}, quality {quality} "
                              f"({model} codes {band_counts_text(counts)} bands at qualities 1..{N_QUALITIES})")
     check_size(tuple(shape), BitstreamError)
@@ -503,7 +511,7 @@ def check_blob(blob: bytes) -> Container:
     t = h["shape"][0] if len(h["shape"]) == 4 else 1
     if len(container.frames) != t:
         raise BitstreamError(f"blob header announces {t} frames but holds {len(container.frames)}")
-    expected = (set(codec.stream_names) | ({MASK_STREAM} if h["version"] >= 2 else set())
+    expected = ((set(codec.stream_names) if h["quality"] else set()) | ({MASK_STREAM} if h["version"] >= 2 else set())
                 | ({RESIDUAL_STREAM} if h.get("max_error") is not None else set()))
     if container.frames and set(container.frames[0]) != expected:
         raise BitstreamError(f"blob has streams {sorted(container.frames[0])}; {h['model']} writes "
@@ -557,7 +565,8 @@ class _Output:
         if self.residual:
             valid = np.ones(out.shape, bool) if mask is None else ~mask[0]
             limits, nodata = _limits(self.header)
-            rec = residual.decode_frame(self.container.frames[t][RESIDUAL_STREAM], _whole(out, valid), valid,
+            base = _whole(out, valid) if self.header["quality"] else None
+            rec = residual.decode_frame(self.container.frames[t][RESIDUAL_STREAM], base, valid,
                                         int(self.header["max_error"]), limits, nodata, _seed(self.container, t), t)
             out[valid] = rec[valid]
 
@@ -599,8 +608,14 @@ def _decode_into(containers: list[Container], outputs: list[_Output], device: st
     model, weights, quality and size."""
     keys = [(c.header["model"], c.header["weights"], c.header["quality"], *c.header["shape"][-3:]) for c in containers]
     for (model, weights, quality, bands, height, width), members in _groups(keys).items():
-        codec = load_model(model, device, weights)
         refs = [(i, t) for i in members for t in range(len(containers[i].frames))]
+        if quality == 0:  # no learned base: the residual layer codes every value
+            for i, t in refs:
+                outputs[i].values[t] = 0
+                with _naming(label, [(i, t)]):
+                    outputs[i].finish(t)
+            continue
+        codec = load_model(model, device, weights)
         if getattr(codec, "temporal", False):  # one blob's dates per call, in order
             runs = [[r for r in refs if r[0] == i] for i in members]
         else:
@@ -610,15 +625,22 @@ def _decode_into(containers: list[Container], outputs: list[_Output], device: st
                 for (i, t), frame in zip(run[frames], piece.cpu().numpy()):
                     outputs[i].put(t, rows, cols, frame)
 
-            try:
+            with _naming(label, run):
                 codec.decompress([_payload(containers[i], t) for i, t in run], quality, height, width, sink,
                                  bands=bands)
                 for i, t in run:
                     outputs[i].finish(t)
-            except SymbolChecksumError as exc:
-                raise _named(exc, label(run[exc.frame or 0][0])) from exc
-            except TcubeError as exc:
-                raise _named(exc, label(run[0][0])) from exc
+
+
+@contextlib.contextmanager
+def _naming(label: Callable[[int], str | None], run: list[tuple[int, int]]) -> Iterator[None]:
+    """Errors of decoding the frames ``run`` ((blob, frame) pairs) name the blob they come from."""
+    try:
+        yield
+    except SymbolChecksumError as exc:
+        raise _named(exc, label(run[exc.frame or 0][0])) from exc
+    except TcubeError as exc:
+        raise _named(exc, label(run[0][0])) from exc
 
 
 def info(blob: bytes) -> dict:

@@ -17,7 +17,7 @@ STORES = sorted(FIXTURES.glob("zarr*.zip"))
 
 def test_fixtures_exist():
     versions = {p.stem: unpack(p.read_bytes()).header["version"] for p in BLOBS}
-    assert sorted(versions.values()) == [1, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4]
+    assert sorted(versions.values()) == [1, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4, 5, 5, 5]
     assert all(name.startswith(f"v{v}_") for name, v in versions.items())
     assert [p.stem for p in STORES] == ["zarr2_tec-hp_q9", "zarr3_tec-fp_q6"]
 
@@ -55,6 +55,19 @@ def test_exact_model_fixture_decodes_to_the_committed_bytes(path):
     decoded = np.ma.getdata(tcube.decode(path.read_bytes(), batch_size=1))
     with np.load(path.with_suffix(".npz"), allow_pickle=False) as ref:
         assert decoded.tobytes() == ref["decoded"].tobytes()
+
+
+@pytest.mark.parametrize("path", [p for p in BLOBS if "max_error" in p.stem or "lossless" in p.stem],
+                         ids=lambda p: p.stem)
+def test_error_bounded_fixture_keeps_its_bound(path):
+    blob = path.read_bytes()
+    bound = unpack(blob).header["max_error"]
+    decoded = tcube.decode(blob).astype(np.float64)
+    with np.load(path.with_suffix(".npz"), allow_pickle=False) as ref:
+        original = ref["original"].astype(np.float64)
+    finite = np.isfinite(original)
+    assert np.array_equal(np.isnan(decoded), np.isnan(original))
+    assert np.abs(decoded[finite] - original[finite]).max() <= bound
 
 
 @pytest.mark.parametrize("path", STORES, ids=lambda p: p.stem)

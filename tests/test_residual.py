@@ -82,14 +82,21 @@ def test_decoding_does_not_depend_on_threads_or_batching(crop):
 def test_info_shows_mode_and_bound(crop):
     d = tcube.info(tcube.encode(crop[:1], max_error=16))
     assert d["mode"] == "max_error" and d["max_error"] == 16.0 and d["model"] == "tec-pc"
-    assert d["quality"] in (2, 4)
+    assert d["quality"] in (0, 2)  # the smaller of the residual layer alone and over a quality-2 base
     assert tcube.info(tcube.encode(crop[:1], model="tec-pc", quality=3))["mode"] == "quality"
 
 
-def test_given_quality_is_the_base(crop):
-    blob = tcube.encode(crop[:1], max_error=4, quality=6)
-    assert tcube.info(blob)["quality"] == 6
+@pytest.mark.parametrize("quality", (0, 6))
+def test_given_quality_is_the_base(crop, quality):
+    blob = tcube.encode(crop[:1], max_error=4, quality=quality)
+    assert tcube.info(blob)["quality"] == quality
+    assert set(unpack(blob).frames[0]) == ({"mask", "residual"} | ({"spectral", "z", "y"} if quality else set()))
     assert _max_abs(tcube.decode(blob), crop[:1]) <= 4
+
+
+def test_quality_0_needs_an_error_bound(crop):
+    with pytest.raises(InputError, match="quality"):
+        tcube.encode(crop[:1], model="tec-pc", quality=0)
 
 
 @pytest.mark.parametrize("bad", (-1, 1.5, True, "4", 1 << 20))
@@ -127,8 +134,9 @@ def _edited(blob: bytes, **changes) -> bytes:
 
 def test_damaged_or_forged_residuals_are_caught(crop):
     blob = tcube.encode(crop[:1], max_error=4)
-    with pytest.raises(SymbolChecksumError):  # another bound: the frames' checksums are bound to it
-        tcube.decode(_edited(blob, max_error=5.0))
+    for quality in (0, 2):  # another bound: the frames' checksums are bound to it
+        with pytest.raises(BitstreamError):
+            tcube.decode(_edited(tcube.encode(crop[:1], max_error=4, quality=quality), max_error=5.0))
     c = unpack(blob)
     header = {k: v for k, v in c.header.items() if k != "version"}
     frames = [dict(f) for f in c.frames]
