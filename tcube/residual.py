@@ -41,7 +41,9 @@ FRAC = 11
 #: Activity contexts per band and kind of pass (the finest level, the coarser ones).
 CONTEXTS = 20
 _COEF_LIMIT = (1 << 15) - 1
-_HEAD = struct.Struct("<II")  # CRC32 of the decoded values, count of kept values
+_HEAD = struct.Struct("<IIBB")  # CRC32 of the decoded values, count of kept values, side information tables
+#: Table of the reference band numbers (mean about 4).
+_REF_TABLE = 15
 
 
 def step(max_error: int) -> int:
@@ -103,8 +105,14 @@ def _reflect(index: np.ndarray, n: int) -> np.ndarray:
     return np.clip(index, 0, n - 1)
 
 
+#: Kinds of pass with their own contexts: the coarser levels, then the three passes of the finest.
+KINDS = 4
+
+
 def _kind(p: _Pass) -> int:
-    return int(p.finest)
+    if not p.finest:
+        return 0
+    return 1 if p.row0 and p.col0 else (2 if not p.row0 else 3)
 
 
 @functools.lru_cache(maxsize=256)
@@ -210,12 +218,18 @@ def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return a[np.ix_(_reflect(np.arange(h) + dy, h), _reflect(np.arange(w) + dx, w))]
 
 
+#: Most values a predictor is fitted on (an even subsample of larger passes).
+FIT_VALUES = 1 << 15
+
+
 def _fit(features: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Fixed-point least-squares coefficients (int16, intercept last) predicting ``target``."""
     n = features.shape[0]
     coefs = np.zeros(n + 1, dtype=np.int64)
     if len(target) == 0:
         return coefs
+    every = -(-len(target) // FIT_VALUES)
+    features, target = features[:, ::every], target[::every]
     if n:
         f = features.astype(np.float64)
         centre = f.mean(1, keepdims=True)
@@ -327,14 +341,24 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
             symbols.append(q)
         coding.end_band()
     choice = _choose_tables(symbols, contexts, values.shape[0])
+    coefs = np.concatenate(coefs_all)
+    steps = np.diff(choice, axis=1, prepend=0).ravel()
+    side = (_best_table(coefs), _best_table(steps))
     writer, tables = SymbolWriter(), geometric_tables()
+    writer.write([b for r in refs for b in r], np.full(sum(map(len, refs)), _REF_TABLE), tables)
+    writer.write(coefs, np.full(len(coefs), side[0]), tables)
+    writer.write(steps, np.full(len(steps), side[1]), tables)
     for q, (c, ctx) in zip(symbols, contexts):
         writer.write(q, choice[c][ctx], tables)
     kept_values = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-    head = _HEAD.pack(_crc(coding.rec, valid, seed), len(kept_values))
-    body = (bytes(b for r in refs for b in r) + np.concatenate(coefs_all).astype("<i2").tobytes()
-            + choice.astype(np.uint8).tobytes() + kept_values.astype("<i4").tobytes())
-    return head + body + writer.finish(), coding.rec
+    head = _HEAD.pack(_crc(coding.rec, valid, seed), len(kept_values), *side)
+    return head + kept_values.astype("<i4").tobytes() + writer.finish(), coding.rec
+
+
+def _best_table(values: np.ndarray) -> int:
+    """The geometric table that codes ``values`` in the fewest bits."""
+    costs = geometric_costs()
+    return int(np.argmin(costs[:, np.minimum(np.abs(values), costs.shape[1] - 1)].sum(axis=1)))
 
 
 def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_error: int,
@@ -348,29 +372,23 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     order = passes(*valid.shape[1:])
     n_refs = [min(c, SPECTRAL) for c in range(bands)]
     n_coefs = [_feature_count(base is not None, n_refs[c], p) + 1 for c in range(bands) for p in order]
-    slots = 2 * CONTEXTS
-    fixed = _HEAD.size + sum(n_refs) + 2 * sum(n_coefs) + bands * slots
-    if len(data) < fixed:
-        raise CorruptBlobError(f"residual stream truncated: {len(data)} bytes, needs at least {fixed}")
-    crc, n_kept = _HEAD.unpack_from(data)
-    if fixed + 4 * n_kept > len(data):
-        raise CorruptBlobError(f"residual stream announces {n_kept} exact values; it cannot hold them")
-    pos = _HEAD.size
-    listed = np.frombuffer(data, np.uint8, sum(n_refs), pos)
-    refs = [tuple(int(b) for b in r) for r in np.split(listed, np.cumsum(n_refs)[:-1])]
-    if any(b >= c or len(set(r)) < len(r) for c, r in enumerate(refs) for b in r):
-        raise CorruptBlobError("residual stream names reference bands that are not earlier bands")
-    pos += sum(n_refs)
-    coefs = np.frombuffer(data, "<i2", sum(n_coefs), pos).astype(np.int64)
-    pos += 2 * sum(n_coefs)
-    choice = np.frombuffer(data, np.uint8, bands * slots, pos).reshape(bands, slots).astype(np.int64)
-    pos += bands * slots
-    kept = np.frombuffer(data, "<i4", n_kept, pos).astype(np.int64)
-    pos += 4 * n_kept
+    slots = KINDS * CONTEXTS
     tables = geometric_tables()
-    if (choice >= tables.n_tables).any():
-        raise CorruptBlobError("residual stream names an entropy table that does not exist")
-    reader = SymbolReader(data[pos:])
+    if len(data) < _HEAD.size:
+        raise CorruptBlobError(f"residual stream truncated: {len(data)} bytes, needs at least {_HEAD.size}")
+    crc, n_kept, coef_table, step_table = _HEAD.unpack_from(data)
+    if _HEAD.size + 4 * n_kept > len(data) or max(coef_table, step_table) >= tables.n_tables:
+        raise CorruptBlobError("residual stream header is inconsistent (exact values or tables it cannot have)")
+    kept = np.frombuffer(data, "<i4", n_kept, _HEAD.size).astype(np.int64)
+    reader = SymbolReader(data[_HEAD.size + 4 * n_kept:])
+    listed = reader.read(np.full(sum(n_refs), _REF_TABLE), tables)
+    refs = [tuple(int(b) for b in r) for r in np.split(listed, np.cumsum(n_refs)[:-1])]
+    if any(not 0 <= b < c or len(set(r)) < len(r) for c, r in enumerate(refs) for b in r):
+        raise CorruptBlobError("residual stream names reference bands that are not earlier bands")
+    coefs = reader.read(np.full(sum(n_coefs), coef_table), tables)
+    choice = np.cumsum(reader.read(np.full(bands * slots, step_table), tables).reshape(bands, slots), axis=1)
+    if (choice < 0).any() or (choice >= tables.n_tables).any() or (np.abs(coefs) > _COEF_LIMIT).any():
+        raise CorruptBlobError("residual stream names entropy tables or coefficients that cannot exist")
     coding = _Coding(base, valid, max_error, limits, nodata)
     used, splits = 0, np.cumsum([0, *n_coefs])
     for c in range(bands):
@@ -402,8 +420,15 @@ def _choose_tables(symbols: list[np.ndarray], contexts: list[tuple[int, np.ndarr
     """Per band and context, the table that codes its symbols in the fewest bits."""
     costs = geometric_costs()
     largest = costs.shape[1] - 1
-    slots = 2 * CONTEXTS
+    slots = KINDS * CONTEXTS
     hist = np.zeros((bands, slots * (largest + 1)))
     for q, (c, ctx) in zip(symbols, contexts):
         hist[c] += np.bincount(ctx * (largest + 1) + np.minimum(np.abs(q), largest), minlength=hist.shape[1])
-    return np.argmin(hist.reshape(bands, slots, largest + 1) @ costs.T, axis=2)
+    hist = hist.reshape(bands, slots, largest + 1)
+    choice = np.argmin(hist @ costs.T, axis=2)
+    used = hist.sum(axis=2) > 0
+    for c in range(bands):  # a context without values takes the previous one's table: a zero step to code
+        for k in range(1, slots):
+            if not used[c, k]:
+                choice[c, k] = choice[c, k - 1]
+    return choice
