@@ -380,6 +380,9 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     if _HEAD.size + 4 * n_kept > len(data) or max(coef_table, step_table) >= tables.n_tables:
         raise CorruptBlobError("residual stream header is inconsistent (exact values or tables it cannot have)")
     kept = np.frombuffer(data, "<i4", n_kept, _HEAD.size).astype(np.int64)
+    if (len(data) - _HEAD.size - 4 * n_kept) % 4:
+        raise CorruptBlobError(f"residual stream truncated or corrupt: {len(data)} bytes do not end on a whole "
+                               "range-coder word")
     reader = SymbolReader(data[_HEAD.size + 4 * n_kept:])
     listed = reader.read(np.full(sum(n_refs), _REF_TABLE), tables)
     refs = [tuple(int(b) for b in r) for r in np.split(listed, np.cumsum(n_refs)[:-1])]
