@@ -170,8 +170,8 @@ def encode(cube: np.ndarray, model: str | None = None, quality: int | None = Non
         :data:`tcube.defaults.BOUNDED_MODEL` with ``max_error``.
     quality : int, optional
         1 (smallest) to 16 (best); default 8. With ``max_error`` it is the quality of the learned
-        base; by default the encoder tries :data:`tcube.defaults.BOUNDED_QUALITIES` and keeps the
-        smallest blob.
+        base (0: none, the residual layer alone); by default the encoder tries
+        :data:`tcube.defaults.BOUNDED_QUALITIES` and keeps the smallest blob.
     max_error : int, optional
         Every valid value decodes within this many digital numbers of the original (0: lossless,
         bit for bit), whatever the scene: a residual layer (:mod:`tcube.residual`) over the learned

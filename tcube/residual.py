@@ -34,6 +34,9 @@ from tcube.errors import CorruptBlobError, SymbolChecksumError
 #: Most levels of the pyramid of passes, and the least size of its coarsest grid.
 MAX_LEVELS = 4
 MIN_COARSE = 8
+#: Least pixels of a pass (above the finest level) whose neighbours are separate features of the
+#: prediction (fewer pixels cannot pay for the coefficients).
+APART_PIXELS = 1024
 #: Previous bands a prediction looks at.
 SPECTRAL = 2
 #: Fractional bits of the predictor coefficients (int16: |coefficient| < 16).
@@ -65,7 +68,11 @@ class _Pass:
     col0: int
     stride: int
     neighbours: tuple[tuple[int, int], ...] = ()
-    finest: bool = False
+    apart: bool = False  # neighbours as separate features (else their sum)
+
+    @property
+    def finest(self) -> bool:
+        return self.stride == 2
 
     def grid(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         return np.arange(self.row0, h, self.stride), np.arange(self.col0, w, self.stride)
@@ -90,7 +97,7 @@ def passes(height: int, width: int) -> list[_Pass]:
         s = 1 << (level - 1)
         diagonal = ((-s, -s), (-s, s), (s, -s), (s, s))
         cross = ((0, -s), (0, s), (-s, 0), (s, 0))
-        fine = level == 1
+        fine = level == 1 or (height // (2 * s)) * (width // (2 * s)) >= APART_PIXELS
         far = ((-2 * s, -s), (-2 * s, s), (2 * s, -s), (2 * s, s))  # the coarser grid, two rows away
         wide = ((-s, -3 * s), (-s, 3 * s), (s, -3 * s), (s, 3 * s), (-3 * s, -s), (-3 * s, s), (3 * s, -s), (3 * s, s))
         out += [_Pass(s, s, 2 * s, diagonal + wide, fine), _Pass(0, s, 2 * s, cross + far, fine),
@@ -138,7 +145,7 @@ class _Band:
 
         feats = [pick(base[c])] if base is not None else []
         self.spatial = [pick(rec[c], dy, dx) for dy, dx in p.neighbours]
-        if p.finest:
+        if p.apart:
             feats += self.spatial
         elif self.spatial:
             feats.append(sum(self.spatial))
@@ -173,7 +180,7 @@ class _Band:
 
 
 def _feature_count(has_base: bool, refs: int, p: _Pass) -> int:
-    spatial = (len(p.neighbours) if p.finest else 1) if p.neighbours else 0
+    spatial = (len(p.neighbours) if p.apart else 1) if p.neighbours else 0
     per_band = 1 + has_base + bool(p.neighbours)
     return has_base + spatial + per_band * refs
 
@@ -238,9 +245,8 @@ def _fit(features: np.ndarray, target: np.ndarray) -> np.ndarray:
         gram += np.eye(n) * (1e-6 * np.trace(gram) / n + 1e-9)
         w = np.linalg.solve(gram, d @ (target - target.mean()))
         coefs[:-1] = np.clip(np.round(w * (1 << FRAC)), -_COEF_LIMIT, _COEF_LIMIT)
-    partial = coefs.copy()
-    partial[-1] = 0
-    offset = np.median(target - _predict(features, partial))
+    # the intercept: what the rounded coefficients leave of the target's mean
+    offset = target.mean() - (coefs[:-1] @ features.mean(axis=1) if n else 0.0) / (1 << FRAC)
     coefs[-1] = int(np.clip(np.round(offset), -_COEF_LIMIT, _COEF_LIMIT))
     return coefs
 
