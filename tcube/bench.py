@@ -31,6 +31,11 @@ BD_RANGE = (35.0, 50.0)
 QUALITIES = tuple(range(1, 17))
 QUICK_QUALITIES = (1, 6, 11, 16)
 QUICK_SETTINGS = 5
+#: Settings of the quality modes in the suite (``modes=True``): PSNR targets (dB, 10k) and bounds (DN).
+PSNR_TARGETS = (35.0, 40.0, 45.0, 50.0, 55.0)
+MAX_ERRORS = (64.0, 32.0, 16.0, 8.0, 4.0, 2.0, 1.0)
+#: Names of the mode codecs in the suite, and the model each runs.
+MODE_CODECS = {"tec-pc-psnr": "tec-pc", "tec-pc-max_error": "tec-pc"}
 FIELDS = ("codec", "setting", "cube", "bytes", "bpppb", "psnr_10k", "psnr_full", "ssim", "encode_s", "decode_s")
 
 
@@ -84,9 +89,16 @@ def _spread(settings: tuple, n: int) -> tuple:
     return tuple(settings[int(round(i))] for i in np.linspace(0, len(settings) - 1, n))
 
 
-def codecs(models: list[str] | None = None, baselines: list[str] | None = None, quick: bool = False) -> list[Codec]:
-    """tcube models (all qualities, or 4 in ``quick`` mode) and baselines (their sweeps, or 5 settings)."""
+def codecs(models: list[str] | None = None, baselines: list[str] | None = None, quick: bool = False,
+           modes: bool = False) -> list[Codec]:
+    """tcube models (all qualities, or 4 in ``quick`` mode), with ``modes`` the target-PSNR and
+    error-bounded modes (:data:`MODE_CODECS`), and baselines (their sweeps, or 5 settings)."""
     out = [_tcube_codec(m, QUICK_QUALITIES if quick else QUALITIES) for m in (models or tcube.list_models())]
+    if modes:
+        out += [Codec("tec-pc-psnr", _spread(PSNR_TARGETS, QUICK_SETTINGS) if quick else PSNR_TARGETS,
+                      lambda cube, t: tcube.encode(cube, psnr=float(t)), lambda blob, shape: tcube.decode(blob)),
+                Codec("tec-pc-max_error", _spread(MAX_ERRORS, QUICK_SETTINGS) if quick else MAX_ERRORS,
+                      lambda cube, e: tcube.encode(cube, max_error=int(e)), lambda blob, shape: tcube.decode(blob))]
     for name in baselines if baselines is not None else list(BASELINES):
         b: Baseline = BASELINES[name]
         out.append(Codec(b.name, _spread(b.settings, QUICK_SETTINGS) if quick else b.settings, b.encode, b.decode))
@@ -138,10 +150,11 @@ def _mbps(rows: list[dict], key: str) -> float:
 
 @cache
 def training_data(model: str) -> str:
-    """What ``model`` was trained on, from its weights' metadata (file names, folder shortened)."""
+    """What ``model`` (or a mode codec of :data:`MODE_CODECS`) was trained on, from its weights'
+    metadata (file names, folder shortened)."""
     from safetensors import safe_open
 
-    with safe_open(str(weights_path(model)), "np") as f:
+    with safe_open(str(weights_path(MODE_CODECS.get(model, model))), "np") as f:
         meta = f.metadata() or {}
     files = json.loads(meta.get("train_files", "[]"))
     sets: dict[str, list[str]] = {}
@@ -235,19 +248,20 @@ def write(rows: list[dict], out: Path, name: str, models: list[str], title: str)
 
 def benchmark(paths: list[str | Path], out: str | Path, *, name: str = "rd", holdout: str | None = None,
               models: list[str] | None = None, baselines: list[str] | None = None, quick: bool = False,
-              crop: int | None = None, progress: Callable[[int, int], None] | None = None) -> str:
+              crop: int | None = None, modes: bool = False, progress: Callable[[int, int], None] | None = None) -> str:
     """Run the suite on the cubes under ``paths`` and write ``name``.csv/.png/.md into ``out``.
 
-    ``crop`` keeps the top-left ``crop`` x ``crop`` pixels of every cube (for quick runs).
+    ``crop`` keeps the top-left ``crop`` x ``crop`` pixels of every cube (for quick runs); ``modes``
+    adds tec-pc's target-PSNR and error-bounded modes as codecs of their own.
     """
     cubes = load_cubes(paths, holdout)
     if crop:
         cubes = [(n, np.ascontiguousarray(c[..., :crop, :crop])) for n, c in cubes]
     models = models or tcube.list_models()
-    suite = codecs(models, baselines, quick)
+    suite = codecs(models, baselines, quick, modes)
     rows = run(cubes, suite, progress)
     shapes = ", ".join(f"{n} {c.shape}" for n, c in cubes)
-    return write(rows, Path(out), name, models, f"{name}: {shapes}"[:110])
+    return write(rows, Path(out), name, models + (list(MODE_CODECS) if modes else []), f"{name}: {shapes}"[:110])
 
 
 __all__ = ["Codec", "benchmark", "codecs", "curves", "load_cubes", "measure", "report", "run", "training_data"]

@@ -216,7 +216,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from tcube.bench import benchmark
 
     text = benchmark(args.data, args.out, name=args.name, holdout=args.holdout or None, models=args.models,
-                     baselines=args.baselines, quick=args.quick, crop=args.crop,
+                     baselines=args.baselines, quick=args.quick, crop=args.crop, modes=args.modes,
                      progress=Progress("bench", not args.quiet))
     print(text)
     print(f"\nwrote {Path(args.out) / args.name}.csv, .png and .md")
@@ -455,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--baselines", nargs="+", help="baselines (default: all; see tcube.baselines.list_baselines())")
     b.add_argument("--quick", action="store_true", help="4 qualities, 5 settings per baseline (CI-size run)")
     b.add_argument("--crop", type=int, help="keep the top-left CROP x CROP pixels of every cube")
+    b.add_argument("--modes", action="store_true", help="add tec-pc's quality modes: target PSNR (35-55 dB) and "
+                                                        "error bounds (1-64 DN), on the same plot and tables")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_cmd_bench)
 

@@ -193,12 +193,6 @@ def _detail(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return d[:: max(1, d.size // 65536)]
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 2 or not a.std() or not b.std():
-        return 0.0
-    return float(abs(np.corrcoef(a, b)[0, 1]))
-
-
 def references(values: np.ndarray, valid: np.ndarray) -> list[tuple[int, ...]]:
     """Per band, the earlier bands (up to :data:`SPECTRAL`) whose local detail correlates most with
     its own: what its prediction looks at (the encoder's choice; the stream records it).
@@ -211,12 +205,14 @@ def references(values: np.ndarray, valid: np.ndarray) -> list[tuple[int, ...]]:
     [(), (0,), (0, 1)]
     """
     both = valid.all(0)
-    detail = [_detail(values[c], both) for c in range(len(values))]
-    out = []
-    for c in range(len(values)):
-        score = [_correlation(detail[c], detail[b]) for b in range(c)]
-        out.append(tuple(sorted(int(b) for b in np.argsort(score)[::-1][:SPECTRAL])))
-    return out
+    detail = np.stack([_detail(values[c], both) for c in range(len(values))])
+    score = np.zeros((len(values), len(values)))
+    if detail.shape[1] >= 2:
+        moving = detail.std(axis=1) > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score[np.ix_(moving, moving)] = np.abs(np.corrcoef(detail[moving]))
+    return [tuple(sorted(int(b) for b in np.argsort(score[c, :c], kind="stable")[::-1][:SPECTRAL]))
+            for c in range(len(values))]
 
 
 def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -428,7 +424,8 @@ def _crc(rec: np.ndarray, valid: np.ndarray, seed: int) -> int:
 def _choose_tables(symbols: list[np.ndarray], contexts: list[tuple[int, np.ndarray]], bands: int) -> np.ndarray:
     """Per band and context, the table that codes its symbols in the fewest bits."""
     costs = geometric_costs()
-    largest = costs.shape[1] - 1
+    largest = min(costs.shape[1] - 1, max((int(np.abs(q).max()) for q in symbols if len(q)), default=0))
+    costs = costs[:, : largest + 1]
     slots = KINDS * CONTEXTS
     hist = np.zeros((bands, slots * (largest + 1)))
     for q, (c, ctx) in zip(symbols, contexts):

@@ -37,3 +37,15 @@ def test_quick_bench_from_the_command_line(tmp_path, capsys):
              for r in rows]
     rates, psnrs = curves(typed)["tec-hp"]
     assert np.all(np.diff(rates) > 0) and np.all(np.diff(psnrs) > 0)
+
+
+def test_quality_modes_join_the_suite(tmp_path, capsys):
+    args = ["bench", str(sample_cube_path()), "--holdout", "", "--quick", "--crop", "32", "--out", str(tmp_path),
+            "--name", "m", "--models", "tec-pc", "--baselines", "jpegls-near", "--modes", "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| tec-pc-psnr |" in out and "| tec-pc-max_error |" in out
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    psnr = [r for r in rows if r["codec"] == "tec-pc-psnr"]
+    assert len(psnr) == 5 and all(float(r["psnr_10k"]) >= float(r["setting"]) for r in psnr)
+    assert len([r for r in rows if r["codec"] == "tec-pc-max_error"]) == 5

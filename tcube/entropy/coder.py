@@ -20,7 +20,9 @@ RangeDecoder = constriction.stream.queue.RangeDecoder
 
 def _groups(table_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Order that sorts symbols by table, the tables used, and where each group starts."""
-    order = np.argsort(table_idx, kind="stable")
+    small = len(table_idx) and 0 <= table_idx.min() and table_idx.max() < 256
+    keys = table_idx.astype(np.uint8) if small else table_idx
+    order = np.argsort(keys, kind="stable")  # the same order either way; 8-bit keys sort in linear time
     ids = table_idx[order]
     first = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]])) if len(ids) else np.zeros(0, np.int64)
     return order, ids[first], np.append(first, len(order))
