@@ -303,8 +303,8 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
 def _add_coding_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=f"learned model (tcube info lists them; default {DEFAULT_MODEL}, or "
                                    f"{BOUNDED_MODEL} with --max-error, --lossless or --psnr)")
-    p.add_argument("--quality", type=int, help="1 (smallest) .. 16 (best); default 8 (with --max-error: the base "
-                                               "quality, chosen per chunk by measured size unless given)")
+    p.add_argument("--quality", type=int, help="1 (smallest) .. 16 (best) (default: 8); with --max-error the quality "
+                                               "of the learned base (default: 0, none)")
     modes = p.add_mutually_exclusive_group()
     modes.add_argument("--max-error", type=int, metavar="E", help="every valid value decodes within E digital "
                                                                   "numbers of the original")

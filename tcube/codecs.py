@@ -80,7 +80,8 @@ def check_settings(model: str, quality: int | None, nodata: float | None, scale:
     if quality is not None:
         if isinstance(quality, bool) or not isinstance(quality, int | np.integer):
             raise InputError(f"quality must be an integer from 1 to 16, got {quality!r}")
-        codec.quality_index(int(quality), 1)
+        if not (quality == 0 and max_error is not None):  # 0: an error bound without a learned base
+            codec.quality_index(int(quality), 1)
     if psnr is not None:
         if quality is not None or max_error is not None:
             raise InputError("psnr chooses the quality and the error bound itself: give psnr, or quality and "

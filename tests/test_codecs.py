@@ -335,7 +335,8 @@ def test_temporal_model_as_zarr_codec(real):
 # ---- quality modes in the codec configuration ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("settings", [{"max_error": 4}, {"max_error": 0}, {"psnr": 45.0, "metric": "10k"},
-                                      {"psnr": 60.0, "metric": "full"}, {"max_error": 16, "quality": 3}])
+                                      {"psnr": 60.0, "metric": "full"}, {"max_error": 16, "quality": 3},
+                                      {"max_error": 2, "quality": 0}])
 def test_mode_settings_round_trip_and_hold_in_zarr_3(sample, settings):
     codec = TecZarrCodec(**settings)
     assert codec.model == "tec-pc"

@@ -64,13 +64,14 @@ def test_nodata_is_never_produced_at_valid_pixels():
     assert (out[valid] != 1000).all() and (out[~valid] == 1000).all()
 
 
-def test_decoding_does_not_depend_on_threads_or_batching(crop):
-    blob = tcube.encode(crop, max_error=4)
+@pytest.mark.parametrize("quality", (0, 2))
+def test_decoding_does_not_depend_on_threads_or_batching(crop, quality):
+    blob = tcube.encode(crop, max_error=4, quality=quality)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = tcube.decode(blob, batch_size=1)
-        blob_1 = tcube.encode(crop, max_error=4, batch_size=1)
+        blob_1 = tcube.encode(crop, max_error=4, quality=quality, batch_size=1)
         torch.set_num_threads(2)
         two = tcube.decode(blob, batch_size=8)
     finally:
