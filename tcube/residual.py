@@ -422,19 +422,17 @@ def _crc(rec: np.ndarray, valid: np.ndarray, seed: int) -> int:
 
 
 def _choose_tables(symbols: list[np.ndarray], contexts: list[tuple[int, np.ndarray]], bands: int) -> np.ndarray:
-    """Per band and context, the table that codes its symbols in the fewest bits."""
+    """Per band and context, the table that codes its symbols in the fewest bits (a context without
+    symbols takes the previous context's table: a zero step to code)."""
     costs = geometric_costs()
     largest = min(costs.shape[1] - 1, max((int(np.abs(q).max()) for q in symbols if len(q)), default=0))
-    costs = costs[:, : largest + 1]
     slots = KINDS * CONTEXTS
-    hist = np.zeros((bands, slots * (largest + 1)))
-    for q, (c, ctx) in zip(symbols, contexts):
-        hist[c] += np.bincount(ctx * (largest + 1) + np.minimum(np.abs(q), largest), minlength=hist.shape[1])
-    hist = hist.reshape(bands, slots, largest + 1)
-    choice = np.argmin(hist @ costs.T, axis=2)
+    keys = [(c * slots + ctx) * (largest + 1) + np.minimum(np.abs(q), largest)
+            for q, (c, ctx) in zip(symbols, contexts)]
+    hist = np.bincount(np.concatenate(keys) if keys else np.zeros(0, np.int64), minlength=bands * slots * (largest + 1))
+    hist = hist.reshape(bands, slots, largest + 1).astype(np.float64)
+    choice = np.argmin(hist @ costs[:, : largest + 1].T, axis=2)
     used = hist.sum(axis=2) > 0
-    for c in range(bands):  # a context without values takes the previous one's table: a zero step to code
-        for k in range(1, slots):
-            if not used[c, k]:
-                choice[c, k] = choice[c, k - 1]
-    return choice
+    last = np.where(used, np.arange(slots), 0)
+    np.maximum.accumulate(last, axis=1, out=last)  # the nearest used context at or before each
+    return np.take_along_axis(choice, last, axis=1)
