@@ -398,11 +398,11 @@ def _limits(h: dict) -> tuple[tuple[int, int], int | None]:
 
 
 def _whole(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """A frame as int64 for the residual layer: floats rounded (their valid values are whole), the
-    pixels it does not code (NaN among them) zero."""
+    """A frame as int32 for the residual layer: floats rounded (their valid values are whole, within
+    +-2**24), the pixels it does not code (NaN among them) zero."""
     if values.dtype.kind != "f":
-        return values.astype(np.int64)
-    return np.where(valid, np.round(np.nan_to_num(values)), 0).astype(np.int64)
+        return values.astype(np.int32)
+    return np.where(valid, np.round(np.nan_to_num(values)), 0).astype(np.int32)
 
 
 def _check_header(h: dict) -> LearnedCodec:
@@ -568,7 +568,7 @@ class _Output:
             base = _whole(out, valid) if self.header["quality"] else None
             rec = residual.decode_frame(self.container.frames[t][RESIDUAL_STREAM], base, valid,
                                         int(self.header["max_error"]), limits, nodata, _seed(self.container, t), t)
-            out[valid] = rec[valid]
+            np.copyto(out, rec, casting="unsafe", where=valid)  # whole values in the dtype's range
 
     def result(self) -> np.ndarray:
         shape = self.header["shape"]

@@ -122,7 +122,7 @@ def _kind(p: _Pass) -> int:
     return 1 if p.row0 and p.col0 else (2 if not p.row0 else 3)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _flat(p: _Pass, h: int, w: int, dy: int, dx: int) -> np.ndarray:
     """Flat indices of the pass's pixels moved by (dy, dx), mirrored at the borders."""
     rows, cols = p.grid(h, w)
@@ -135,20 +135,26 @@ class _Band:
     def __init__(self, rec: np.ndarray, base: np.ndarray | None, c: int, refs: tuple[int, ...], p: _Pass,
                  valid: np.ndarray, errors: np.ndarray | None) -> None:
         h, w = valid.shape
-        self.at = _flat(p, h, w, 0, 0)
+        flat = _flat if h * w <= _CACHED_PIXELS else _flat.__wrapped__  # big frames: no cache to hold
+        self.at = flat(p, h, w, 0, 0)
         self.where = valid.ravel()[self.at]
-        at = {(dy, dx): _flat(p, h, w, dy, dx)[self.where] for dy, dx in ((0, 0), *p.neighbours)}
+        every = self.where.all()
+        at = {(dy, dx): flat(p, h, w, dy, dx) if every else flat(p, h, w, dy, dx)[self.where]
+              for dy, dx in ((0, 0), *p.neighbours)}
 
         def pick(a: np.ndarray, dy: int = 0, dx: int = 0) -> np.ndarray:
-            index = at[dy, dx] if (dy, dx) in at else _flat(p, h, w, dy, dx)[self.where]
+            index = at.get((dy, dx))
+            if index is None:
+                index = flat(p, h, w, dy, dx) if every else flat(p, h, w, dy, dx)[self.where]
             return a.ravel()[index]
 
         feats = [pick(base[c])] if base is not None else []
-        self.spatial = [pick(rec[c], dy, dx) for dy, dx in p.neighbours]
+        spatial = [pick(rec[c], dy, dx) for dy, dx in p.neighbours]
         if p.apart:
-            feats += self.spatial
-        elif self.spatial:
-            feats.append(sum(self.spatial))
+            feats += spatial
+        elif spatial:
+            feats.append(sum(spatial))
+        self.spatial = spatial[:4]  # what the activity looks at
         for b in refs:
             feats.append(pick(rec[b]))
             if base is not None:
@@ -221,6 +227,8 @@ def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return a[np.ix_(_reflect(np.arange(h) + dy, h), _reflect(np.arange(w) + dx, w))]
 
 
+#: Largest frame (pixels) whose pass indices are cached between frames.
+_CACHED_PIXELS = 1 << 18
 #: Most values a predictor is fitted on (an even subsample of larger passes).
 FIT_VALUES = 1 << 15
 
@@ -265,10 +273,10 @@ class _Coding:
 
     def __init__(self, base: np.ndarray | None, valid: np.ndarray, max_error: int, limits: tuple[int, int],
                  nodata: int | None) -> None:
-        self.base = None if base is None else np.ascontiguousarray(base, dtype=np.int64)
+        self.base = None if base is None else np.ascontiguousarray(base, dtype=np.int32)  # whole values < 2**25
         self.valid, self.s = np.ascontiguousarray(valid, dtype=bool), step(max_error)
         self.limits, self.nodata = limits, nodata
-        self.rec = np.zeros(valid.shape, np.int64) if base is None else self.base.copy()
+        self.rec = np.zeros(valid.shape, np.int32) if base is None else self.base.copy()
         self.errors: np.ndarray | None = None
         self.thresholds = _thresholds(self.s)
         self.abs_error: list[tuple[_Band, np.ndarray]] = []
@@ -293,7 +301,7 @@ class _Coding:
 
     def end_band(self) -> None:
         """The band's absolute prediction errors become the next band's context."""
-        errors = np.zeros(self.rec.shape[1:], np.int64)
+        errors = np.zeros(self.rec.shape[1:], np.int32)
         for band, e in self.abs_error:
             _put(errors, band, e)
         self.errors, self.abs_error = errors, []
@@ -321,7 +329,7 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     >>> int(np.abs(rec - x).max()) <= 4, bool((decode_frame(data, None, ok, 4, (0, 65535), None) == rec).all())
     (True, True)
     """
-    values = np.asarray(values, dtype=np.int64)
+    values = np.asarray(values, dtype=np.int32)
     coding = _Coding(base, valid, max_error, limits, nodata)
     coefs_all, symbols, contexts, kept = [], [], [], []
     order = passes(*values.shape[1:])
@@ -337,10 +345,10 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
             if hit.any():
                 rec[hit] = target[hit]
                 kept.append(target[hit])
-            contexts.append((c, coding.context(band, p, pred)))
+            contexts.append((c, coding.context(band, p, pred).astype(np.uint8)))  # kept small: memory
             coding.store(c, band, pred, rec)
             coefs_all.append(coefs)
-            symbols.append(q)
+            symbols.append(q.astype(np.int32))
         coding.end_band()
     choice = _choose_tables(symbols, contexts, values.shape[0])
     coefs = np.concatenate(coefs_all)
@@ -427,10 +435,11 @@ def _choose_tables(symbols: list[np.ndarray], contexts: list[tuple[int, np.ndarr
     costs = geometric_costs()
     largest = min(costs.shape[1] - 1, max((int(np.abs(q).max()) for q in symbols if len(q)), default=0))
     slots = KINDS * CONTEXTS
-    keys = [(c * slots + ctx) * (largest + 1) + np.minimum(np.abs(q), largest)
-            for q, (c, ctx) in zip(symbols, contexts)]
-    hist = np.bincount(np.concatenate(keys) if keys else np.zeros(0, np.int64), minlength=bands * slots * (largest + 1))
-    hist = hist.reshape(bands, slots, largest + 1).astype(np.float64)
+    hist = np.zeros(bands * slots * (largest + 1))
+    for q, (c, ctx) in zip(symbols, contexts):
+        keys = (c * slots + ctx.astype(np.int64)) * (largest + 1) + np.minimum(np.abs(q), largest)
+        hist += np.bincount(keys, minlength=len(hist))
+    hist = hist.reshape(bands, slots, largest + 1)
     choice = np.argmin(hist @ costs[:, : largest + 1].T, axis=2)
     used = hist.sum(axis=2) > 0
     last = np.where(used, np.arange(slots), 0)
