@@ -159,7 +159,9 @@ class _Band:
             feats.append(pick(rec[b]))
             if base is not None:
                 feats.append(pick(base[b]))
-            if p.neighbours:
+            if p.neighbours and p.apart and p.finest:
+                feats += [pick(rec[b], dy, dx) for dy, dx in p.neighbours[:4]]
+            elif p.neighbours:
                 feats.append(sum(pick(rec[b], dy, dx) for dy, dx in p.neighbours[:4]))
         empty = np.zeros((0, int(self.where.sum())), np.int64)
         self.features = np.stack(feats).astype(np.int64, copy=False) if feats else empty
@@ -187,7 +189,7 @@ class _Band:
 
 def _feature_count(has_base: bool, refs: int, p: _Pass) -> int:
     spatial = (len(p.neighbours) if p.apart else 1) if p.neighbours else 0
-    per_band = 1 + has_base + bool(p.neighbours)
+    per_band = 1 + has_base + ((4 if p.apart and p.finest else 1) if p.neighbours else 0)
     return has_base + spatial + per_band * refs
 
 
