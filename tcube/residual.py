@@ -23,6 +23,7 @@ import functools
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,7 +123,6 @@ def _kind(p: _Pass) -> int:
     return 1 if p.row0 and p.col0 else (2 if not p.row0 else 3)
 
 
-@functools.lru_cache(maxsize=64)
 def _flat(p: _Pass, h: int, w: int, dy: int, dx: int) -> np.ndarray:
     """Flat indices of the pass's pixels moved by (dy, dx), mirrored at the borders."""
     rows, cols = p.grid(h, w)
@@ -133,9 +133,8 @@ class _Band:
     """Features of one band and pass: what the predictor sees, as int64 vectors at the pass's pixels."""
 
     def __init__(self, rec: np.ndarray, base: np.ndarray | None, c: int, refs: tuple[int, ...], p: _Pass,
-                 valid: np.ndarray, errors: np.ndarray | None) -> None:
+                 valid: np.ndarray, errors: np.ndarray | None, flat: Callable[..., np.ndarray]) -> None:
         h, w = valid.shape
-        flat = _flat if h * w <= _CACHED_PIXELS else _flat.__wrapped__  # big frames: no cache to hold
         self.at = flat(p, h, w, 0, 0)
         self.where = valid.ravel()[self.at]
         every = self.where.all()
@@ -229,8 +228,8 @@ def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return a[np.ix_(_reflect(np.arange(h) + dy, h), _reflect(np.arange(w) + dx, w))]
 
 
-#: Largest frame (pixels) whose pass indices are cached between frames.
-_CACHED_PIXELS = 1 << 18
+#: Largest frame (pixels) whose pass indices are kept while its bands are coded (64 MB of them).
+INDEX_CACHE_PIXELS = 1 << 18
 #: Most values a predictor is fitted on (an even subsample of larger passes).
 FIT_VALUES = 1 << 15
 
@@ -281,10 +280,13 @@ class _Coding:
         self.rec = np.zeros(valid.shape, np.int32) if base is None else self.base.copy()
         self.errors: np.ndarray | None = None
         self.thresholds = _thresholds(self.s)
+        # the frame's pass indices, shared by its bands: about 240 bytes per pixel, so not for big frames
+        small = valid.shape[1] * valid.shape[2] <= INDEX_CACHE_PIXELS
+        self.flat = functools.lru_cache(maxsize=None)(_flat) if small else _flat
         self.abs_error: list[tuple[_Band, np.ndarray]] = []
 
     def band(self, c: int, refs: tuple[int, ...], p: _Pass) -> _Band:
-        return _Band(self.rec, self.base, c, refs, p, self.valid[c], self.errors)
+        return _Band(self.rec, self.base, c, refs, p, self.valid[c], self.errors, self.flat)
 
     def context(self, band: _Band, p: _Pass, pred: np.ndarray) -> np.ndarray:
         """Context of each value: the kind of pass, then its activity against the thresholds."""
