@@ -235,6 +235,9 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str | None = None, quality:
             raise InputError("psnr chooses the quality and the error bound itself: give psnr, or quality and "
                              "max_error, not both")
         target = check_psnr(psnr, metric)
+        if model is not None and not load_model(model, device).exact:
+            raise InputError(f"psnr needs a model that decodes exactly ({', '.join(exact_models())}); {model} does "
+                             "not (its decoded PSNR could differ on another machine)")
         units = {"nodata": nodata, "scale": scale, "offset": offset, "band_names": band_names, "device": device,
                  "batch_size": batch_size}
         return [_meet_psnr(c, model or BOUNDED_MODEL, target, metric, units) for c in cubes]

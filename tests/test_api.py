@@ -205,6 +205,7 @@ def test_psnr_mode_refuses_bad_arguments(sample):
     cube = sample[:1, :, :16, :16]
     for kwargs, match in [({"psnr": 40, "quality": 3}, "not both"), ({"psnr": 40, "max_error": 2}, "not both"),
                           ({"psnr": 5}, "decibels"), ({"psnr": "40"}, "decibels"), ({"psnr": 40, "metric": "rgb"},
-                                                                                    "metric")]:
+                                                                                    "metric"),
+                          ({"psnr": 40, "model": "tec-hp"}, "decodes exactly")]:
         with pytest.raises(InputError, match=match):
             tcube.encode(cube, **kwargs)
