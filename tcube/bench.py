@@ -203,7 +203,8 @@ def report(rows: list[dict], models: list[str]) -> str:
         seen = [m for m in models if _trained_on(m, cube)]
         lines.append(f"- `{cube}`: " + (f"in the training data of {', '.join(seen)}" if seen else
                                          "not used for training"))
-    lines += [f"- {m} was trained on: {training_data(m)}" for m in models]
+    lines += [f"- {m} was trained on: {training_data(m)}" if m not in MODE_CODECS else f"- {m} runs {MODE_CODECS[m]}"
+              for m in models]
     return "\n".join(lines)
 
 
