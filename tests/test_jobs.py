@@ -80,7 +80,10 @@ def test_ctrl_c_during_compress(series, tmp_path):
     `info` and the readers refuse, and a rerun that completes it to the uninterrupted bytes."""
     store = tmp_path / "cut.zarr"
     cmd = [sys.executable, "-m", "tcube.cli", "compress", str(series), str(store), "--quiet", "--batch", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal, even when these tests run in the background (where a shell starts
+    # them with SIGINT ignored, and children inherit that)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(list((store / "tcube_y_x").rglob("c/*/0/0/0"))) < 10:
         time.sleep(0.05)
