@@ -322,11 +322,11 @@ def _as_frames(a: np.ndarray) -> np.ndarray:
 
 
 def _valid_pixels(values: np.ndarray, h: dict) -> np.ndarray:
-    """Pixels a PSNR target counts: finite, not no-data, in the range the model codes."""
-    lo, hi = (v * h["scale"] + h["offset"] for v in CODED_RANGE)
+    """Pixels a PSNR target counts: those the encoder coded (see :func:`tcube.masks.invalid_mask`)."""
+    coded = tuple(v * h["scale"] + h["offset"] for v in CODED_RANGE)
     with np.errstate(invalid="ignore"):
-        valid = np.isfinite(values) & (values >= min(lo, hi)) & (values <= max(lo, hi))
-    return valid if h.get("nodata") is None else valid & (values != h["nodata"])
+        invalid = invalid_mask(values, h.get("nodata"), coded)
+    return np.ones(values.shape, bool) if invalid is None else ~invalid
 
 
 def _base_payloads(codec: LearnedCodec, prepared: list[_Prepared], batch_size: int) -> list[list[FramePayload]]:
