@@ -570,7 +570,8 @@ class _Output:
             limits, nodata = _limits(self.header)
             base = _whole(out, valid) if self.header["quality"] else None
             rec = residual.decode_frame(self.container.frames[t][RESIDUAL_STREAM], base, valid,
-                                        int(self.header["max_error"]), limits, nodata, _seed(self.container, t), t)
+                                        int(self.header["max_error"]), limits, nodata, _seed(self.container, t), t,
+                                        neighbourhoods=self.header["version"] >= 6)
             np.copyto(out, rec, casting="unsafe", where=valid)  # whole values in the dtype's range
 
     def result(self) -> np.ndarray:

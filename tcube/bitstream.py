@@ -16,7 +16,9 @@ Layout (little endian)::
     payload              the streams, frame after frame, in header order
     crc        u32       CRC32 of everything before it
 
-Version 5 (written now) adds the coding modes: an error bound (every valid value decodes within
+Version 6 (written now) has the header of version 5; its ``"residual"`` streams also say which
+bands predict their finest pixels from wide neighbourhoods (bands resampled from a coarser grid).
+Version 5 added the coding modes: an error bound (every valid value decodes within
 it, through the per-frame stream ``"residual"``, see :mod:`tcube.residual`), which seeds the
 frames' checksums when present, and the PSNR target the encoder met, with its metric
 (informational). One byte when neither is set. Version 4 added the band names, which seed them when present.
@@ -26,7 +28,7 @@ stream, seeded by a CRC of the header's fields (:func:`frame_seed`), so a header
 valid checksum (another shape, dtype, quality, no-data value, or bytes moved between streams)
 fails at decoding instead of decoding to something else. Version 2 added the no-data value and
 the per-frame stream ``"mask"`` (see :mod:`tcube.masks`); version 1 had the per-band
-normalisation where version 2 has the no-data value. Versions 1 to 3 still decode.
+normalisation where version 2 has the no-data value. Versions 1 to 5 still decode.
 
 Sizes are bounded (:data:`MAX_SIDE`, :data:`MAX_FRAME_PIXELS`, :data:`MAX_VALUES`): encoders
 refuse bigger cubes and decoders refuse headers that announce them, before any allocation.
@@ -46,10 +48,10 @@ from dataclasses import dataclass, field
 from tcube.errors import CorruptBlobError, NotATcubeBlobError, TruncatedBlobError, UnsupportedVersionError
 
 MAGIC = b"\x89TCUBE\r\n"
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 #: Format versions :func:`pack` writes (older ones for tests of compatibility).
-WRITABLE_VERSIONS = (2, 3, 4, 5)
+WRITABLE_VERSIONS = (2, 3, 4, 5, 6)
 DIGEST_BYTES = 16
 DTYPE_CODES = ("uint16", "int16", "float32")
 #: Largest height or width of a frame.

@@ -3,9 +3,10 @@
 A frame (bands, height, width) of integers is coded band after band, each band in passes over a
 pyramid of its pixels (:func:`passes`): a coarse grid first, then, level by level, the centres
 and edges of its squares. A value is predicted from the decoded base (the learned codec's
-output), the four neighbours of its band that earlier passes decoded and the two previous bands
-at the same place, by a fixed-point linear predictor that the encoder fits per band and pass
-(its coefficients travel in the stream). The
+output), the neighbours of its band that earlier passes decoded and two earlier bands (the
+encoder's choice) at the same place, by a fixed-point linear predictor that the encoder fits per
+band and pass (its coefficients travel in the stream). A band resampled from a coarser grid gets
+wide neighbourhoods on the finest level (:func:`wide_passes`, :func:`wide_bands`). The
 prediction error is quantised with step ``2 E + 1``, so the decoded value is within ``E`` of the
 original (``E = 0``: lossless), and range coded with two-sided geometric tables chosen per band
 and context. The context is the local activity in quantiser steps (spread of the neighbours
@@ -46,8 +47,12 @@ FRAC = 11
 CONTEXTS = 20
 _COEF_LIMIT = (1 << 15) - 1
 _HEAD = struct.Struct("<IIBB")  # CRC32 of the decoded values, count of kept values, side information tables
-#: Table of the reference band numbers (mean about 4).
+#: Table of the reference band numbers (mean about 4) and of the neighbourhood choices.
 _REF_TABLE = 15
+#: Reach (pixels) of the wide neighbourhoods of the finest level: its centres, then its edges.
+WIDE_REACH = (5, 3)
+#: Least saving (bits per pixel of the band) that makes a band use its wide neighbourhoods.
+WIDE_MARGIN = 0.1
 
 
 def step(max_error: int) -> int:
@@ -106,6 +111,30 @@ def passes(height: int, width: int) -> list[_Pass]:
     return out
 
 
+def wide_passes(height: int, width: int) -> list[_Pass]:
+    """:func:`passes` with the finest level's neighbourhoods widened to every decoded pixel within
+    :data:`WIDE_REACH`: what a band resampled from a coarser grid (the 20 m and 60 m bands of a
+    10 m stack) needs, as its finest pixels are then nearly a fixed filter of the others.
+
+    Examples
+    --------
+    >>> [len(p.neighbours) for p in wide_passes(16, 20)[1:]]
+    [36, 24, 40]
+    """
+    return [_widen(p) if p.finest else p for p in passes(height, width)]
+
+
+def _widen(p: _Pass) -> _Pass:
+    """A finest-level pass seeing every pixel of the phases decoded before it within its reach."""
+    phases = [(0, 0), (1, 1), (0, 1), (1, 0)]  # the coarser levels, then the finest level's passes in order
+    earlier = phases[: phases.index((p.row0, p.col0))]
+    reach = WIDE_REACH[0] if p.row0 and p.col0 else WIDE_REACH[1]
+    extra = sorted(((dy, dx) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)
+                    if ((p.row0 + dy) % 2, (p.col0 + dx) % 2) in earlier and (dy, dx) not in p.neighbours),
+                   key=lambda d: (d[0] ** 2 + d[1] ** 2, d))
+    return _Pass(p.row0, p.col0, p.stride, p.neighbours + tuple(extra), p.apart)
+
+
 def _reflect(index: np.ndarray, n: int) -> np.ndarray:
     """Indices mirrored into 0..n-1 (a border pixel is its own mirror axis)."""
     index = np.where(index < 0, -index, index)
@@ -130,7 +159,7 @@ def _flat(p: _Pass, h: int, w: int, dy: int, dx: int) -> np.ndarray:
 
 
 class _Band:
-    """Features of one band and pass: what the predictor sees, as int64 vectors at the pass's pixels."""
+    """Features of one band and pass: what the predictor sees, as int32 vectors at the pass's pixels."""
 
     def __init__(self, rec: np.ndarray, base: np.ndarray | None, c: int, refs: tuple[int, ...], p: _Pass,
                  valid: np.ndarray, errors: np.ndarray | None, flat: Callable[..., np.ndarray]) -> None:
@@ -138,14 +167,10 @@ class _Band:
         self.at = flat(p, h, w, 0, 0)
         self.where = valid.ravel()[self.at]
         every = self.where.all()
-        at = {(dy, dx): flat(p, h, w, dy, dx) if every else flat(p, h, w, dy, dx)[self.where]
-              for dy, dx in ((0, 0), *p.neighbours)}
 
-        def pick(a: np.ndarray, dy: int = 0, dx: int = 0) -> np.ndarray:
-            index = at.get((dy, dx))
-            if index is None:
-                index = flat(p, h, w, dy, dx) if every else flat(p, h, w, dy, dx)[self.where]
-            return a.ravel()[index]
+        def pick(a: np.ndarray, dy: int = 0, dx: int = 0) -> np.ndarray:  # indices one at a time: memory
+            index = flat(p, h, w, dy, dx)
+            return a.ravel()[index if every else index[self.where]]
 
         feats = [pick(base[c])] if base is not None else []
         spatial = [pick(rec[c], dy, dx) for dy, dx in p.neighbours]
@@ -162,8 +187,8 @@ class _Band:
                 feats += [pick(rec[b], dy, dx) for dy, dx in p.neighbours[:4]]
             elif p.neighbours:
                 feats.append(sum(pick(rec[b], dy, dx) for dy, dx in p.neighbours[:4]))
-        empty = np.zeros((0, int(self.where.sum())), np.int64)
-        self.features = np.stack(feats).astype(np.int64, copy=False) if feats else empty
+        empty = np.zeros((0, int(self.where.sum())), np.int32)
+        self.features = np.stack(feats).astype(np.int32, copy=False) if feats else empty  # |x| < 2**31
         self.texture = None
         if base is not None and not p.neighbours:
             around = sum(pick(base[c], dy, dx) for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0)))
@@ -222,16 +247,70 @@ def references(values: np.ndarray, valid: np.ndarray) -> list[tuple[int, ...]]:
             for c in range(len(values))]
 
 
+#: Pixels of a band that decide its neighbourhoods (an even subsample of its finest level).
+WIDE_SAMPLE = 4096
+#: Bits a predictor coefficient costs in the stream, about.
+_COEF_BITS = 12
+
+
+def wide_bands(values: np.ndarray, valid: np.ndarray, max_error: int) -> list[bool]:
+    """Per band, whether its finest level pays for :func:`wide_passes` (the encoder's choice; the
+    stream records it): least-squares fits of both neighbourhoods to a sample of its values.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> fine = rng.normal(1000, 100, (64, 64))
+    >>> coarse = np.kron(rng.normal(1000, 100, (32, 32)), np.ones((2, 2)))  # a 20 m band at 10 m
+    >>> smooth = (coarse + np.roll(coarse, 1, 0) + np.roll(coarse, 1, 1) + np.roll(coarse, (1, 1), (0, 1))) / 4
+    >>> wide_bands(np.stack([fine, smooth]).round().astype(int), np.ones((2, 64, 64), bool), 0)
+    [False, True]
+    """
+    h, w = values.shape[1:]
+    narrow, wide = passes(h, w), wide_passes(h, w)
+    if len(narrow) < 4:
+        return [False] * len(values)
+    extra = sum(len(b.neighbours) - len(a.neighbours) for a, b in zip(narrow, wide))
+    edge, wide_edge = narrow[-2], wide[-2]  # the first edges of the finest level: what decides
+    at = _flat(edge, h, w, 0, 0)
+    sample = np.arange(0, len(at), max(1, len(at) // WIDE_SAMPLE))
+    around = np.stack([_flat(wide_edge, h, w, dy, dx)[sample] for dy, dx in wide_edge.neighbours])
+    floor = step(max_error) ** 2 / 12  # the quantiser's own error
+    out = []
+    for c in range(len(values)):
+        keep = valid[c].ravel()[at[sample]]
+        pixels = int(valid[c].sum()) * 3 / 4
+        if keep.sum() < 4 * len(wide_edge.neighbours):
+            out.append(False)
+            continue
+        band = values[c].ravel()
+        f = band[around[:, keep]].astype(np.float64)
+        target = band[at[sample][keep]].astype(np.float64)
+        saving = 0.5 * math.log2((_spread(f[: len(edge.neighbours)], target) + floor)
+                                 / (_spread(f, target) + floor))
+        out.append(saving * pixels > extra * _COEF_BITS + WIDE_MARGIN * pixels)
+    return out
+
+
+def _spread(features: np.ndarray, target: np.ndarray) -> float:
+    """Mean squared error of the least-squares fit (with an intercept) of ``target`` on ``features``."""
+    d = features - features.mean(1, keepdims=True)
+    t = target - target.mean()
+    gram = d @ d.T
+    gram += np.eye(len(d)) * (1e-9 * np.trace(gram) + 1e-9)
+    return float(np.mean((t - np.linalg.solve(gram, d @ t) @ d) ** 2))
+
+
 def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """``a`` moved so that position (y, x) holds a[y + dy, x + dx], mirrored at the borders."""
     h, w = a.shape
     return a[np.ix_(_reflect(np.arange(h) + dy, h), _reflect(np.arange(w) + dx, w))]
 
 
-#: Largest frame (pixels) whose pass indices are kept while its bands are coded (64 MB of them).
-INDEX_CACHE_PIXELS = 1 << 18
+#: Largest frame (pixels) whose pass indices are kept while its bands are coded (up to 60 MB of them).
+INDEX_CACHE_PIXELS = 1 << 17
 #: Most values a predictor is fitted on (an even subsample of larger passes).
-FIT_VALUES = 1 << 15
+FIT_VALUES = 1 << 12
 
 
 def _fit(features: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -240,7 +319,7 @@ def _fit(features: np.ndarray, target: np.ndarray) -> np.ndarray:
     coefs = np.zeros(n + 1, dtype=np.int64)
     if len(target) == 0:
         return coefs
-    every = -(-len(target) // FIT_VALUES)
+    every = _sample_step(len(target))
     features, target = features[:, ::every], target[::every]
     if n:
         f = features.astype(np.float64)
@@ -256,11 +335,29 @@ def _fit(features: np.ndarray, target: np.ndarray) -> np.ndarray:
     return coefs
 
 
+def _sample_step(n: int) -> int:
+    """Step of an even subsample of ``n`` values to at most :data:`FIT_VALUES`: 1, or a prime of at
+    least 5, so that the sample does not fall on one phase of a band resampled by 2, 3 or 6.
+
+    Examples
+    --------
+    >>> [_sample_step(n) for n in (FIT_VALUES, FIT_VALUES + 1, 7 * FIT_VALUES)]
+    [1, 5, 7]
+    """
+    every = -(-n // FIT_VALUES)
+    if every == 1:
+        return 1
+    every = max(every, 5)
+    while any(every % k == 0 for k in range(2, math.isqrt(every) + 1)):
+        every += 1
+    return every
+
+
 def _predict(features: np.ndarray, coefs: np.ndarray) -> np.ndarray:
     """Fixed point: (sum of coefficient x feature + intercept x 2**FRAC + half) >> FRAC."""
     acc = np.full(features.shape[1], int(coefs[-1]) << FRAC, dtype=np.int64)
     for a, f in zip(coefs[:-1], features):
-        acc += int(a) * f
+        acc += np.int64(a) * f  # int64: features are int32
     return (acc + (1 << (FRAC - 1))) >> FRAC
 
 
@@ -280,7 +377,7 @@ class _Coding:
         self.rec = np.zeros(valid.shape, np.int32) if base is None else self.base.copy()
         self.errors: np.ndarray | None = None
         self.thresholds = _thresholds(self.s)
-        # the frame's pass indices, shared by its bands: about 240 bytes per pixel, so not for big frames
+        # the frame's pass indices, shared by its bands: up to 450 bytes per pixel, so not for big frames
         small = valid.shape[1] * valid.shape[2] <= INDEX_CACHE_PIXELS
         self.flat = functools.lru_cache(maxsize=None)(_flat) if small else _flat
         self.abs_error: list[tuple[_Band, np.ndarray]] = []
@@ -336,10 +433,11 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     values = np.asarray(values, dtype=np.int32)
     coding = _Coding(base, valid, max_error, limits, nodata)
     coefs_all, symbols, contexts, kept = [], [], [], []
-    order = passes(*values.shape[1:])
+    orders = passes(*values.shape[1:]), wide_passes(*values.shape[1:])
     refs = references(values, valid)
+    wide = wide_bands(values, valid, max_error)
     for c in range(values.shape[0]):
-        for p in order:
+        for p in orders[wide[c]]:
             band = coding.band(c, refs[c], p)
             target = values[c].reshape(-1)[band.at[band.where]]
             coefs = _fit(band.features, target)
@@ -360,6 +458,7 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     side = (_best_table(coefs), _best_table(steps))
     writer, tables = SymbolWriter(), geometric_tables()
     writer.write([b for r in refs for b in r], np.full(sum(map(len, refs)), _REF_TABLE), tables)
+    writer.write(np.array(wide, np.int64), np.full(len(wide), _REF_TABLE), tables)
     writer.write(coefs, np.full(len(coefs), side[0]), tables)
     writer.write(steps, np.full(len(steps), side[1]), tables)
     for q, (c, ctx) in zip(symbols, contexts):
@@ -376,16 +475,19 @@ def _best_table(values: np.ndarray) -> int:
 
 
 def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_error: int,
-                 limits: tuple[int, int], nodata: int | None, seed: int = 0, frame: int = 0) -> np.ndarray:
+                 limits: tuple[int, int], nodata: int | None, seed: int = 0, frame: int = 0,
+                 neighbourhoods: bool = True) -> np.ndarray:
     """Inverse of :func:`encode_frame`: the decoded frame (int64), checked against its CRC32.
+
+    ``neighbourhoods=False`` reads the streams of format 5, which have no choice of neighbourhood
+    (every band uses :func:`passes`).
 
     Raises :class:`~tcube.errors.CorruptBlobError` for a stream that does not fit the frame and
     :class:`~tcube.errors.SymbolChecksumError` when the decoded values fail the checksum.
     """
     bands = valid.shape[0]
-    order = passes(*valid.shape[1:])
+    orders = passes(*valid.shape[1:]), wide_passes(*valid.shape[1:])
     n_refs = [min(c, SPECTRAL) for c in range(bands)]
-    n_coefs = [_feature_count(base is not None, n_refs[c], p) + 1 for c in range(bands) for p in order]
     slots = KINDS * CONTEXTS
     tables = geometric_tables()
     if len(data) < _HEAD.size:
@@ -402,17 +504,21 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     refs = [tuple(int(b) for b in r) for r in np.split(listed, np.cumsum(n_refs)[:-1])]
     if any(not 0 <= b < c or len(set(r)) < len(r) for c, r in enumerate(refs) for b in r):
         raise CorruptBlobError("residual stream names reference bands that are not earlier bands")
+    wide = reader.read(np.full(bands, _REF_TABLE), tables) if neighbourhoods else np.zeros(bands, np.int64)
+    if ((wide != 0) & (wide != 1)).any():
+        raise CorruptBlobError("residual stream names neighbourhoods that do not exist")
+    n_coefs = [_feature_count(base is not None, n_refs[c], p) + 1 for c in range(bands) for p in orders[wide[c]]]
     coefs = reader.read(np.full(sum(n_coefs), coef_table), tables)
     choice = np.cumsum(reader.read(np.full(bands * slots, step_table), tables).reshape(bands, slots), axis=1)
     if (choice < 0).any() or (choice >= tables.n_tables).any() or (np.abs(coefs) > _COEF_LIMIT).any():
         raise CorruptBlobError("residual stream names entropy tables or coefficients that cannot exist")
     coding = _Coding(base, valid, max_error, limits, nodata)
-    used, splits = 0, np.cumsum([0, *n_coefs])
+    used, splits, i = 0, np.cumsum([0, *n_coefs]), 0
     for c in range(bands):
-        for j, p in enumerate(order):
+        for p in orders[wide[c]]:
             band = coding.band(c, refs[c], p)
-            i = c * len(order) + j
             pred = band.predict(coefs[splits[i]: splits[i + 1]])
+            i += 1
             q = reader.read(choice[c][coding.context(band, p, pred)], tables)
             rec, hit = coding.reconstruct(pred, q)
             n = int(hit.sum())

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import tcube
+from tcube import residual
 from tcube.bitstream import pack, unpack
 from tcube.errors import BitstreamError, CorruptBlobError, InputError, SymbolChecksumError
 from tcube.residual import decode_frame, encode_frame
@@ -166,3 +167,39 @@ def test_frame_coder_alone_without_base():
         assert np.array_equal(back, rec)
         with pytest.raises(SymbolChecksumError):
             decode_frame(data, None, valid, bound, (0, 65535), None, seed=8)
+
+
+def _resampled(fine: np.ndarray) -> np.ndarray:
+    """A band as a 10 m stack holds a 20 m one: the 2x2 means, bilinearly upsampled and rounded."""
+    coarse = fine.reshape(fine.shape[0] // 2, 2, fine.shape[1] // 2, 2).mean(axis=(1, 3))
+    pad = np.pad(coarse, 1, mode="edge")
+    rows = np.arange(fine.shape[0]) / 2 - 0.25 + 1
+    cols = np.arange(fine.shape[1]) / 2 - 0.25 + 1
+    r0, c0 = np.floor(rows).astype(int), np.floor(cols).astype(int)
+    fr, fc = (rows - r0)[:, None], (cols - c0)[None, :]
+    p = lambda dr, dc: pad[np.ix_(r0 + dr, c0 + dc)]  # noqa: E731
+    up = (1 - fr) * ((1 - fc) * p(0, 0) + fc * p(0, 1)) + fr * ((1 - fc) * p(1, 0) + fc * p(1, 1))
+    return np.round(up).astype(fine.dtype)
+
+
+@pytest.mark.parametrize("bound", (0, 1, 4))
+def test_resampled_bands_take_wide_neighbourhoods_and_keep_the_bound(sample, bound):
+    fine = np.ascontiguousarray(sample[0, [1, 2, 3, 7], :64, :64])
+    cube = np.concatenate([fine, np.stack([_resampled(b) for b in fine[:2]])])
+    valid = np.ones(cube.shape, bool)
+    assert residual.wide_bands(cube.astype(np.int32), valid, bound) == [False] * 4 + [True] * 2
+    data, rec = encode_frame(cube, None, valid, bound, (-32768, 32767), None)
+    assert _max_abs(rec, cube) <= bound
+    assert np.array_equal(decode_frame(data, None, valid, bound, (-32768, 32767), None), rec)
+    narrow = encode_frame(cube[4:], None, valid[4:], bound, (-32768, 32767), None)[0]
+    with pytest.raises(BitstreamError):  # read as format 5 (no neighbourhoods): caught, never garbage
+        decode_frame(narrow, None, valid[4:], bound, (-32768, 32767), None, neighbourhoods=False)
+
+
+def test_wide_neighbourhoods_save_bits_on_real_resampled_bands(sample, monkeypatch):
+    cube = np.ascontiguousarray(sample[0])  # bands 4-6, 8, 10, 11 are 20 m ones resampled to 10 m
+    valid = np.ones(cube.shape, bool)
+    wide = len(encode_frame(cube, None, valid, 0, (-32768, 32767), None)[0])
+    monkeypatch.setattr(residual, "WIDE_MARGIN", float("inf"))  # never wide
+    narrow = len(encode_frame(cube, None, valid, 0, (-32768, 32767), None)[0])
+    assert wide < 0.95 * narrow
