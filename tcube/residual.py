@@ -376,7 +376,8 @@ class _Coding:
         self.limits, self.nodata = limits, nodata
         self.rec = np.zeros(valid.shape, np.int32) if base is None else self.base.copy()
         self.errors: np.ndarray | None = None
-        self.thresholds = _thresholds(self.s)
+        thresholds = _thresholds(self.s)  # activity -> context: a lookup up to the last threshold
+        self.context_of = np.searchsorted(thresholds, np.arange(thresholds[-1] + 1), side="right").astype(np.int64)
         # the frame's pass indices, shared by its bands: up to 450 bytes per pixel, so not for big frames
         small = valid.shape[1] * valid.shape[2] <= INDEX_CACHE_PIXELS
         self.flat = functools.lru_cache(maxsize=None)(_flat) if small else _flat
@@ -387,7 +388,8 @@ class _Coding:
 
     def context(self, band: _Band, p: _Pass, pred: np.ndarray) -> np.ndarray:
         """Context of each value: the kind of pass, then its activity against the thresholds."""
-        return _kind(p) * CONTEXTS + np.searchsorted(self.thresholds, band.activity(pred), side="right")
+        lut = self.context_of
+        return _kind(p) * CONTEXTS + lut[np.minimum(band.activity(pred), len(lut) - 1)]
 
     def reconstruct(self, pred: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``pred + q x step`` within the dtype's range, and where that is the no-data value (those
@@ -550,7 +552,8 @@ def _choose_tables(symbols: list[np.ndarray], contexts: list[tuple[int, np.ndarr
         keys = (c * slots + ctx.astype(np.int64)) * (largest + 1) + np.minimum(np.abs(q), largest)
         hist += np.bincount(keys, minlength=len(hist))
     hist = hist.reshape(bands, slots, largest + 1)
-    choice = np.argmin(hist @ costs[:, : largest + 1].T, axis=2)
+    seen = np.flatnonzero(hist.any(axis=(0, 1)))  # most large values never occur
+    choice = np.argmin(hist[:, :, seen] @ costs[:, seen].T, axis=2)
     used = hist.sum(axis=2) > 0
     last = np.where(used, np.arange(slots), 0)
     np.maximum.accumulate(last, axis=1, out=last)  # the nearest used context at or before each
