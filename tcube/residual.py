@@ -139,7 +139,7 @@ def _reflect(index: np.ndarray, n: int) -> np.ndarray:
     """Indices mirrored into 0..n-1 (a border pixel is its own mirror axis)."""
     index = np.where(index < 0, -index, index)
     index = np.where(index >= n, 2 * (n - 1) - index, index)
-    return np.clip(index, 0, n - 1)
+    return np.minimum(np.maximum(index, 0), n - 1)
 
 
 #: Kinds of pass with their own contexts: the coarser levels, then the three passes of the finest.
@@ -309,6 +309,18 @@ def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 #: Largest frame (pixels) whose pass indices are kept while its bands are coded (up to 60 MB of them).
 INDEX_CACHE_PIXELS = 1 << 17
+#: Largest frame (pixels) whose pass indices stay cached between frames (a series of small dates
+#: shares them: at most 16 MB in all).
+SHARED_INDEX_PIXELS = 1 << 14
+
+
+@functools.lru_cache(maxsize=512)
+def _shared_flat(p: _Pass, h: int, w: int, dy: int, dx: int) -> np.ndarray:
+    index = _flat(p, h, w, dy, dx)
+    index.flags.writeable = False  # shared by every frame of its size
+    return index
+
+
 #: Most values a predictor is fitted on (an even subsample of larger passes).
 FIT_VALUES = 1 << 12
 
@@ -379,8 +391,10 @@ class _Coding:
         thresholds = _thresholds(self.s)  # activity -> context: a lookup up to the last threshold
         self.context_of = np.searchsorted(thresholds, np.arange(thresholds[-1] + 1), side="right").astype(np.int64)
         # the frame's pass indices, shared by its bands: up to 450 bytes per pixel, so not for big frames
-        small = valid.shape[1] * valid.shape[2] <= INDEX_CACHE_PIXELS
-        self.flat = functools.lru_cache(maxsize=None)(_flat) if small else _flat
+        pixels = valid.shape[1] * valid.shape[2]
+        small = pixels <= INDEX_CACHE_PIXELS
+        self.flat = _shared_flat if pixels <= SHARED_INDEX_PIXELS else (
+            functools.lru_cache(maxsize=None)(_flat) if small else _flat)
         self.abs_error: list[tuple[_Band, np.ndarray]] = []
 
     def band(self, c: int, refs: tuple[int, ...], p: _Pass) -> _Band:
@@ -547,11 +561,11 @@ def _choose_tables(symbols: list[np.ndarray], contexts: list[tuple[int, np.ndarr
     costs = geometric_costs()
     largest = min(costs.shape[1] - 1, max((int(np.abs(q).max()) for q in symbols if len(q)), default=0))
     slots = KINDS * CONTEXTS
-    hist = np.zeros(bands * slots * (largest + 1))
-    for q, (c, ctx) in zip(symbols, contexts):
-        keys = (c * slots + ctx.astype(np.int64)) * (largest + 1) + np.minimum(np.abs(q), largest)
-        hist += np.bincount(keys, minlength=len(hist))
-    hist = hist.reshape(bands, slots, largest + 1)
+    keys = [(c * slots + ctx.astype(np.int64)) * (largest + 1) + np.minimum(np.abs(q), largest)
+            for q, (c, ctx) in zip(symbols, contexts)]
+    size = bands * slots * (largest + 1)
+    hist = np.bincount(np.concatenate(keys), minlength=size) if keys else np.zeros(size, np.int64)
+    hist = hist.reshape(bands, slots, largest + 1).astype(np.float64)
     seen = np.flatnonzero(hist.any(axis=(0, 1)))  # most large values never occur
     choice = np.argmin(hist[:, :, seen] @ costs[:, seen].T, axis=2)
     used = hist.sum(axis=2) > 0
