@@ -166,7 +166,16 @@ def training_data(model: str) -> str:
 
 
 def _trained_on(model: str, cube: str) -> bool:
-    return cube in training_data(model)
+    """Whether ``cube`` (a place, or one of its dates ``<place>_<n>``) is among the sources
+    :func:`training_data` lists for ``model`` (its held-out list excluded).
+
+    Examples
+    --------
+    >>> _trained_on("tec-pc", "ssl4eos12_val_0173706"), _trained_on("tec-pc", "ssl4eos12_val_0080717")
+    (True, False)
+    """
+    trained = training_data(model).split("held out:")[0]
+    return re.search(rf"(?<![\w/]){re.escape(cube)}(?:_\d+)?(?=[,);\s]|$)", trained) is not None
 
 
 def report(rows: list[dict], models: list[str]) -> str:

@@ -22,6 +22,14 @@ def test_training_data_is_reported():
     assert "terracodec (3:" in text and "held out: 0080717" in text and "bigearthnet_example (6:" in text
 
 
+def test_held_out_places_are_not_reported_as_training_data():
+    from tcube.bench import _trained_on
+
+    assert "ssl4eos12_val_0080717" in training_data("tec-pc")  # named in its held-out list
+    assert not _trained_on("tec-pc", "ssl4eos12_val_0080717") and not _trained_on("tec-pc", "ssl4eos12_val_0080717_2")
+    assert _trained_on("tec-pc", "ssl4eos12_val_0173706") and _trained_on("tec-pc", "ssl4eos12_val_0173706_3")
+
+
 def test_quick_bench_from_the_command_line(tmp_path, capsys):
     args = ["bench", str(sample_cube_path()), "--holdout", "", "--quick", "--crop", "48", "--out", str(tmp_path),
             "--name", "q", "--baselines", "jpeg2000-joint", "x265-video", "zstd-19", "--quiet"]
