@@ -294,11 +294,18 @@ def wide_bands(values: np.ndarray, valid: np.ndarray, max_error: int) -> list[bo
 
 def _spread(features: np.ndarray, target: np.ndarray) -> float:
     """Mean squared error of the least-squares fit (with an intercept) of ``target`` on ``features``."""
+    w, d, t = _centred_solve(features, target, 1e-9 * len(features))
+    return float(np.mean((t - w @ d) ** 2))
+
+
+def _centred_solve(features: np.ndarray, target: np.ndarray, ridge: float) -> tuple[np.ndarray, ...]:
+    """Least squares on centred float64 ``features`` (n, m) and ``target`` (m,), the Gram matrix's
+    diagonal raised by ``ridge`` x its mean: (weights, centred features, centred target)."""
     d = features - features.mean(1, keepdims=True)
     t = target - target.mean()
     gram = d @ d.T
-    gram += np.eye(len(d)) * (1e-9 * np.trace(gram) + 1e-9)
-    return float(np.mean((t - np.linalg.solve(gram, d @ t) @ d) ** 2))
+    gram += np.eye(len(d)) * (ridge * np.trace(gram) / len(d) + 1e-9)
+    return np.linalg.solve(gram, d @ t), d, t
 
 
 def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -334,12 +341,7 @@ def _fit(features: np.ndarray, target: np.ndarray) -> np.ndarray:
     every = _sample_step(len(target))
     features, target = features[:, ::every], target[::every]
     if n:
-        f = features.astype(np.float64)
-        centre = f.mean(1, keepdims=True)
-        d = f - centre
-        gram = d @ d.T
-        gram += np.eye(n) * (1e-6 * np.trace(gram) / n + 1e-9)
-        w = np.linalg.solve(gram, d @ (target - target.mean()))
+        w = _centred_solve(features.astype(np.float64), target.astype(np.float64), 1e-6)[0]
         coefs[:-1] = np.clip(np.round(w * (1 << FRAC)), -_COEF_LIMIT, _COEF_LIMIT)
     # the intercept: what the rounded coefficients leave of the target's mean
     offset = target.mean() - (coefs[:-1] @ features.mean(axis=1) if n else 0.0) / (1 << FRAC)
