@@ -16,8 +16,10 @@ Layout (little endian)::
     payload              the streams, frame after frame, in header order
     crc        u32       CRC32 of everything before it
 
-Version 6 (written now) has the header of version 5; its ``"residual"`` streams also say which
-bands predict their finest pixels from wide neighbourhoods (bands resampled from a coarser grid).
+Version 7 (written now) has the header of version 5; its ``"residual"`` streams also give each
+band's value lattice (data stored at a coarser precision is coded in lattice units). Version 6
+streams say which bands predict their finest pixels from wide neighbourhoods (bands resampled
+from a coarser grid).
 Version 5 added the coding modes: an error bound (every valid value decodes within
 it, through the per-frame stream ``"residual"``, see :mod:`tcube.residual`), which seeds the
 frames' checksums when present, and the PSNR target the encoder met, with its metric
@@ -48,10 +50,10 @@ from dataclasses import dataclass, field
 from tcube.errors import CorruptBlobError, NotATcubeBlobError, TruncatedBlobError, UnsupportedVersionError
 
 MAGIC = b"\x89TCUBE\r\n"
-FORMAT_VERSION = 6
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+FORMAT_VERSION = 7
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 #: Format versions :func:`pack` writes (older ones for tests of compatibility).
-WRITABLE_VERSIONS = (2, 3, 4, 5, 6)
+WRITABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
 DIGEST_BYTES = 16
 DTYPE_CODES = ("uint16", "int16", "float32")
 #: Largest height or width of a frame.

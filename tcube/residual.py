@@ -13,6 +13,9 @@ and context. The context is the local activity in quantiser steps (spread of the
 around the prediction, the previous band's error at the same place): the encoder picks the
 best table per band, kind of pass and context and stores the choice.
 
+A band whose valid values all lie on a lattice ``offset + k x spacing`` (data stored at a
+coarser precision) is coded in lattice units with the bound ``E // spacing`` (:func:`lattices`).
+
 Everything is integer arithmetic in numpy, so the decoded values are the same on every machine,
 thread count and device. Values the reconstruction would turn into the no-data value are kept
 exactly in a short list. Pixels outside ``valid`` are neither coded nor changed.
@@ -53,6 +56,8 @@ _REF_TABLE = 15
 WIDE_REACH = (5, 3)
 #: Least saving (bits per pixel of the band) that makes a band use its wide neighbourhoods.
 WIDE_MARGIN = 0.1
+#: Largest lattice spacing a band can be coded in (larger ones are coded as they are).
+LATTICE_LIMIT = 1 << 15
 
 
 def step(max_error: int) -> int:
@@ -292,6 +297,43 @@ def wide_bands(values: np.ndarray, valid: np.ndarray, max_error: int) -> list[bo
     return out
 
 
+def lattices(values: np.ndarray, valid: np.ndarray, max_error: int) -> list[tuple[int, int]]:
+    """Per band, the (spacing, offset) of the lattice its valid values lie on, where coding in its
+    units (bound ``max_error // spacing``) quantises at least as coarsely; else (1, 0). The
+    encoder's choice; the stream records it.
+
+    Examples
+    --------
+    >>> x = np.stack([np.arange(16).reshape(4, 4) * 4 + 1, np.arange(16).reshape(4, 4)])
+    >>> ok = np.ones(x.shape, bool)
+    >>> lattices(x, ok, 0), lattices(x, ok, 2)
+    ([(4, 1), (1, 0)], [(1, 0), (1, 0)])
+    """
+    out = []
+    for c in range(len(values)):
+        v = values[c][valid[c]]  # whole values < 2**25
+        low = int(v.min()) if v.size else 0
+        g = int(np.gcd.reduce(v[:: max(1, v.size // 256)] - low)) if v.size else 0  # a sample first: cheap
+        if g > 1:
+            g = int(np.gcd.reduce(v - low))
+        fits = 1 < g <= LATTICE_LIMIT and g * step(max_error // g) >= step(max_error)
+        out.append((g, low % g) if fits else (1, 0))
+    return out
+
+
+def _to_units(a: np.ndarray, lattice: list[tuple[int, int]]) -> np.ndarray:
+    """A frame (int32) in its bands' lattice units: (value - offset) // spacing (``a`` itself when
+    every spacing is 1)."""
+    a = np.ascontiguousarray(a, dtype=np.int32)
+    if all(g == 1 for g, _ in lattice):
+        return a
+    a = a.copy()
+    for c, (g, r) in enumerate(lattice):
+        if g > 1:
+            a[c] = (a[c] - r) // g
+    return a
+
+
 def _spread(features: np.ndarray, target: np.ndarray) -> float:
     """Mean squared error of the least-squares fit (with an intercept) of ``target`` on ``features``."""
     w, d, t = _centred_solve(features, target, 1e-9 * len(features))
@@ -384,14 +426,18 @@ class _Coding:
     """State shared by the encoder and the decoder of one frame: the reconstruction so far."""
 
     def __init__(self, base: np.ndarray | None, valid: np.ndarray, max_error: int, limits: tuple[int, int],
-                 nodata: int | None) -> None:
-        self.base = None if base is None else np.ascontiguousarray(base, dtype=np.int32)  # whole values < 2**25
-        self.valid, self.s = np.ascontiguousarray(valid, dtype=bool), step(max_error)
-        self.limits, self.nodata = limits, nodata
+                 nodata: int | None, lattice: list[tuple[int, int]]) -> None:
+        self.lattice = lattice  # everything below is in the bands' lattice units
+        self.given_base = base
+        self.base = None if base is None else _to_units(base, lattice)  # whole values < 2**25
+        self.valid = np.ascontiguousarray(valid, dtype=bool)
+        self.s = [step(max_error // g) for g, _ in lattice]
+        self.limits = [(-((r - limits[0]) // g), (limits[1] - r) // g) for g, r in lattice]
+        self.nodata = [None if nodata is None or (nodata - r) % g else (nodata - r) // g for g, r in lattice]
         self.rec = np.zeros(valid.shape, np.int32) if base is None else self.base.copy()
-        self.errors: np.ndarray | None = None
-        thresholds = _thresholds(self.s)  # activity -> context: a lookup up to the last threshold
-        self.context_of = np.searchsorted(thresholds, np.arange(thresholds[-1] + 1), side="right").astype(np.int64)
+        self.errors: np.ndarray | None = None  # the previous band's, in values
+        luts = {s: _context_lut(s) for s in set(self.s)}
+        self.context_of = [luts[s] for s in self.s]
         # the frame's pass indices, shared by its bands: up to 450 bytes per pixel, so not for big frames
         pixels = valid.shape[1] * valid.shape[2]
         small = pixels <= INDEX_CACHE_PIXELS
@@ -400,30 +446,53 @@ class _Coding:
         self.abs_error: list[tuple[_Band, np.ndarray]] = []
 
     def band(self, c: int, refs: tuple[int, ...], p: _Pass) -> _Band:
-        return _Band(self.rec, self.base, c, refs, p, self.valid[c], self.errors, self.flat)
+        g = self.lattice[c][0]
+        errors = self.errors if self.errors is None or g == 1 else self.errors // g
+        return _Band(self.rec, self.base, c, refs, p, self.valid[c], errors, self.flat)
 
-    def context(self, band: _Band, p: _Pass, pred: np.ndarray) -> np.ndarray:
+    def context(self, c: int, band: _Band, p: _Pass, pred: np.ndarray) -> np.ndarray:
         """Context of each value: the kind of pass, then its activity against the thresholds."""
-        lut = self.context_of
+        lut = self.context_of[c]
         return _kind(p) * CONTEXTS + lut[np.minimum(band.activity(pred), len(lut) - 1)]
 
-    def reconstruct(self, pred: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def reconstruct(self, c: int, pred: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``pred + q x step`` within the dtype's range, and where that is the no-data value (those
         values are kept exactly instead)."""
-        rec = np.clip(pred + q * self.s, *self.limits)
-        hit = rec == self.nodata if self.nodata is not None else np.zeros(len(rec), bool)
+        rec = np.clip(pred + q * self.s[c], *self.limits[c])
+        nodata = self.nodata[c]
+        hit = rec == nodata if nodata is not None else np.zeros(len(rec), bool)
         return rec, hit
 
     def store(self, c: int, band: _Band, pred: np.ndarray, rec: np.ndarray) -> None:
         _put(self.rec[c], band, rec)
         self.abs_error.append((band, np.abs(rec - pred)))
 
-    def end_band(self) -> None:
-        """The band's absolute prediction errors become the next band's context."""
+    def end_band(self, c: int) -> None:
+        """The band's absolute prediction errors (in values) become the next band's context."""
         errors = np.zeros(self.rec.shape[1:], np.int32)
         for band, e in self.abs_error:
             _put(errors, band, e)
+        if self.lattice[c][0] > 1:
+            errors *= self.lattice[c][0]
         self.errors, self.abs_error = errors, []
+
+    def values(self) -> np.ndarray:
+        """The decoded frame in values (int32; pixels outside ``valid`` as the base left them)."""
+        if all(g == 1 for g, _ in self.lattice):
+            return self.rec
+        out = self.rec.copy()
+        for c, (g, r) in enumerate(self.lattice):
+            if g > 1:
+                keep = self.valid[c]
+                out[c] = 0 if self.given_base is None else self.given_base[c]
+                out[c][keep] = self.rec[c][keep] * g + r
+        return out
+
+
+def _context_lut(s: int) -> np.ndarray:
+    """Context of each activity up to the last threshold of step ``s`` (a lookup)."""
+    thresholds = _thresholds(s)
+    return np.searchsorted(thresholds, np.arange(thresholds[-1] + 1), side="right").astype(np.int64)
 
 
 def _put(a: np.ndarray, band: _Band, values: np.ndarray) -> None:
@@ -437,7 +506,7 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
 
     ``base`` is the decoded base (same shape, or None), ``limits`` the dtype's range, ``nodata``
     a value the reconstruction must not produce at valid pixels, ``seed`` the start of the
-    checksum of the decoded values. Returns the stream and the decoded frame (int64, what
+    checksum of the decoded values. Returns the stream and the decoded frame (int32, what
     :func:`decode_frame` gives).
 
     Examples
@@ -449,7 +518,9 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     (True, True)
     """
     values = np.asarray(values, dtype=np.int32)
-    coding = _Coding(base, valid, max_error, limits, nodata)
+    lattice = lattices(values, valid, max_error)
+    coding = _Coding(base, valid, max_error, limits, nodata, lattice)
+    units = _to_units(values, lattice)
     coefs_all, symbols, contexts, kept = [], [], [], []
     orders = passes(*values.shape[1:]), wide_passes(*values.shape[1:])
     refs = references(values, valid)
@@ -457,19 +528,19 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     for c in range(values.shape[0]):
         for p in orders[wide[c]]:
             band = coding.band(c, refs[c], p)
-            target = values[c].reshape(-1)[band.at[band.where]]
+            target = units[c].reshape(-1)[band.at[band.where]]
             coefs = _fit(band.features, target)
             pred = band.predict(coefs)
-            q = _quantise(target - pred, coding.s)
-            rec, hit = coding.reconstruct(pred, q)
+            q = _quantise(target - pred, coding.s[c])
+            rec, hit = coding.reconstruct(c, pred, q)
             if hit.any():
                 rec[hit] = target[hit]
                 kept.append(target[hit])
-            contexts.append((c, coding.context(band, p, pred).astype(np.uint8)))  # kept small: memory
+            contexts.append((c, coding.context(c, band, p, pred).astype(np.uint8)))  # kept small: memory
             coding.store(c, band, pred, rec)
             coefs_all.append(coefs)
             symbols.append(q.astype(np.int32))
-        coding.end_band()
+        coding.end_band(c)
     choice = _choose_tables(symbols, contexts, values.shape[0])
     coefs = np.concatenate(coefs_all)
     steps = np.diff(choice, axis=1, prepend=0).ravel()
@@ -477,13 +548,36 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     writer, tables = SymbolWriter(), geometric_tables()
     writer.write([b for r in refs for b in r], np.full(sum(map(len, refs)), _REF_TABLE), tables)
     writer.write(np.array(wide, np.int64), np.full(len(wide), _REF_TABLE), tables)
+    _write_lattice(writer, lattice)
     writer.write(coefs, np.full(len(coefs), side[0]), tables)
     writer.write(steps, np.full(len(steps), side[1]), tables)
     for q, (c, ctx) in zip(symbols, contexts):
         writer.write(q, choice[c][ctx], tables)
     kept_values = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-    head = _HEAD.pack(_crc(coding.rec, valid, seed), len(kept_values), *side)
-    return head + kept_values.astype("<i4").tobytes() + writer.finish(), coding.rec
+    decoded = coding.values()
+    head = _HEAD.pack(_crc(decoded, valid, seed), len(kept_values), *side)
+    return head + kept_values.astype("<i4").tobytes() + writer.finish(), decoded
+
+
+def _write_lattice(writer: SymbolWriter, lattice: list[tuple[int, int]]) -> None:
+    """Each band's lattice spacing less one, then the offsets of the bands that have one."""
+    tables = geometric_tables()
+    writer.write(np.array([g - 1 for g, _ in lattice], np.int64), np.full(len(lattice), _REF_TABLE), tables)
+    offsets = np.array([r for g, r in lattice if g > 1], np.int64)
+    writer.write(offsets, np.full(len(offsets), _REF_TABLE), tables)
+
+
+def _read_lattice(reader: SymbolReader, bands: int) -> list[tuple[int, int]]:
+    """What :func:`_write_lattice` wrote, checked."""
+    tables = geometric_tables()
+    spacing = reader.read(np.full(bands, _REF_TABLE), tables) + 1
+    if ((spacing < 1) | (spacing > LATTICE_LIMIT)).any():
+        raise CorruptBlobError("residual stream names value lattices that cannot exist")
+    offsets = reader.read(np.full(int((spacing > 1).sum()), _REF_TABLE), tables)
+    if ((offsets < 0) | (offsets >= spacing[spacing > 1])).any():
+        raise CorruptBlobError("residual stream names lattice offsets outside their spacing")
+    it = iter(offsets.tolist())
+    return [(int(g), next(it) if g > 1 else 0) for g in spacing]
 
 
 def _best_table(values: np.ndarray) -> int:
@@ -494,11 +588,12 @@ def _best_table(values: np.ndarray) -> int:
 
 def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_error: int,
                  limits: tuple[int, int], nodata: int | None, seed: int = 0, frame: int = 0,
-                 neighbourhoods: bool = True) -> np.ndarray:
-    """Inverse of :func:`encode_frame`: the decoded frame (int64), checked against its CRC32.
+                 neighbourhoods: bool = True, lattice: bool = True) -> np.ndarray:
+    """Inverse of :func:`encode_frame`: the decoded frame (int32), checked against its CRC32.
 
     ``neighbourhoods=False`` reads the streams of format 5, which have no choice of neighbourhood
-    (every band uses :func:`passes`).
+    (every band uses :func:`passes`); ``lattice=False`` those of formats 5 and 6, which code every
+    band in its values.
 
     Raises :class:`~tcube.errors.CorruptBlobError` for a stream that does not fit the frame and
     :class:`~tcube.errors.SymbolChecksumError` when the decoded values fail the checksum.
@@ -525,20 +620,21 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     wide = reader.read(np.full(bands, _REF_TABLE), tables) if neighbourhoods else np.zeros(bands, np.int64)
     if ((wide != 0) & (wide != 1)).any():
         raise CorruptBlobError("residual stream names neighbourhoods that do not exist")
+    band_lattice = _read_lattice(reader, bands) if lattice else [(1, 0)] * bands
     n_coefs = [_feature_count(base is not None, n_refs[c], p) + 1 for c in range(bands) for p in orders[wide[c]]]
     coefs = reader.read(np.full(sum(n_coefs), coef_table), tables)
     choice = np.cumsum(reader.read(np.full(bands * slots, step_table), tables).reshape(bands, slots), axis=1)
     if (choice < 0).any() or (choice >= tables.n_tables).any() or (np.abs(coefs) > _COEF_LIMIT).any():
         raise CorruptBlobError("residual stream names entropy tables or coefficients that cannot exist")
-    coding = _Coding(base, valid, max_error, limits, nodata)
+    coding = _Coding(base, valid, max_error, limits, nodata, band_lattice)
     used, splits, i = 0, np.cumsum([0, *n_coefs]), 0
     for c in range(bands):
         for p in orders[wide[c]]:
             band = coding.band(c, refs[c], p)
             pred = band.predict(coefs[splits[i]: splits[i + 1]])
             i += 1
-            q = reader.read(choice[c][coding.context(band, p, pred)], tables)
-            rec, hit = coding.reconstruct(pred, q)
+            q = reader.read(choice[c][coding.context(c, band, p, pred)], tables)
+            rec, hit = coding.reconstruct(c, pred, q)
             n = int(hit.sum())
             if n:
                 if used + n > n_kept:
@@ -546,11 +642,12 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
                 rec[hit] = kept[used: used + n]
                 used += n
             coding.store(c, band, pred, rec)
-        coding.end_band()
-    if _crc(coding.rec, valid, seed) != crc:
+        coding.end_band(c)
+    decoded = coding.values()
+    if _crc(decoded, valid, seed) != crc:
         raise SymbolChecksumError(f"frame {frame}: residual layer decodes to values that fail its checksum "
                                   "(corrupt or forged stream, or an edited header)", frame=frame)
-    return coding.rec
+    return decoded
 
 
 def _crc(rec: np.ndarray, valid: np.ndarray, seed: int) -> int:

@@ -203,3 +203,23 @@ def test_wide_neighbourhoods_save_bits_on_real_resampled_bands(sample, monkeypat
     monkeypatch.setattr(residual, "WIDE_MARGIN", float("inf"))  # never wide
     narrow = len(encode_frame(cube, None, valid, 0, (-32768, 32767), None)[0])
     assert wide < 0.95 * narrow
+
+
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_bands_on_a_value_lattice_are_coded_in_its_units(sample, bound, monkeypatch):
+    fine = sample[0, [1, 2, 3, 7], :48, :40].astype(np.int64)
+    cube = np.concatenate([fine[:2] // 4 * 4 + 3, fine[2:]])  # two bands stored at a coarser precision
+    cube[0, 0, :5] = 65535  # the top of the range is on the lattice (3 + 4 k)
+    valid = (cube != 3) & (np.arange(40) > 2)  # no-data 3 is on the lattice too
+    assert residual.lattices(cube, valid, bound) == [(4, 3), (4, 3), (1, 0), (1, 0)]
+    data, rec = encode_frame(cube, None, valid, bound, (0, 65535), 3)
+    assert _max_abs(rec, cube, valid) <= bound and (rec[valid] != 3).all() and (rec[~valid] == 0).all()
+    assert np.array_equal(decode_frame(data, None, valid, bound, (0, 65535), 3), rec)
+    with pytest.raises(BitstreamError):  # read as format 6 (no lattices): caught, never garbage
+        decode_frame(data, None, valid, bound, (0, 65535), 3, lattice=False)
+    monkeypatch.setattr(residual, "LATTICE_LIMIT", 1)  # no lattice
+    plain = encode_frame(cube, None, valid, bound, (0, 65535), 3)[0]
+    if bound <= 4:  # a step 12 / 9 coarser or more (at large bounds the two are about even)
+        assert len(data) < len(plain)
+    if bound == 0:  # a quarter of the values to tell apart: about 2 bits less per value
+        assert (len(plain) - len(data)) * 8 > 1.5 * valid[:2].sum()
