@@ -571,8 +571,7 @@ class _Output:
             base = _whole(out, valid) if self.header["quality"] else None
             rec = residual.decode_frame(self.container.frames[t][RESIDUAL_STREAM], base, valid,
                                         int(self.header["max_error"]), limits, nodata, _seed(self.container, t), t,
-                                        neighbourhoods=self.header["version"] >= 6,
-                                        lattice=self.header["version"] >= 7)
+                                        layout=self.header["version"])
             np.copyto(out, rec, casting="unsafe", where=valid)  # whole values in the dtype's range
 
     def result(self) -> np.ndarray:

@@ -5,7 +5,7 @@ pyramid of its pixels (:func:`passes`): a coarse grid first, then, level by leve
 and edges of its squares. A value is predicted from the decoded base (the learned codec's
 output), the neighbours of its band that earlier passes decoded and two earlier bands (the
 encoder's choice) at the same place, by a fixed-point linear predictor that the encoder fits per
-band and pass (its coefficients travel in the stream). A band resampled from a coarser grid gets
+band and pass (its coefficients travel in the stream, as coarse as the pass affords). A band resampled from a coarser grid gets
 wide neighbourhoods on the finest level (:func:`wide_passes`, :func:`wide_bands`). The
 prediction error is quantised with step ``2 E + 1``, so the decoded value is within ``E`` of the
 original (``E = 0``: lossless), and range coded with two-sided geometric tables chosen per band
@@ -56,6 +56,8 @@ _REF_TABLE = 15
 WIDE_REACH = (5, 3)
 #: Least saving (bits per pixel of the band) that makes a band use its wide neighbourhoods.
 WIDE_MARGIN = 0.1
+#: The stream layout :func:`encode_frame` writes (the container format version that brought it).
+LAYOUT = 7
 #: Largest lattice spacing a band can be coded in (larger ones are coded as they are).
 LATTICE_LIMIT = 1 << 15
 
@@ -336,18 +338,18 @@ def _to_units(a: np.ndarray, lattice: list[tuple[int, int]]) -> np.ndarray:
 
 def _spread(features: np.ndarray, target: np.ndarray) -> float:
     """Mean squared error of the least-squares fit (with an intercept) of ``target`` on ``features``."""
-    w, d, t = _centred_solve(features, target, 1e-9 * len(features))
+    w, d, t, _ = _centred_solve(features, target, 1e-9 * len(features))
     return float(np.mean((t - w @ d) ** 2))
 
 
 def _centred_solve(features: np.ndarray, target: np.ndarray, ridge: float) -> tuple[np.ndarray, ...]:
     """Least squares on centred float64 ``features`` (n, m) and ``target`` (m,), the Gram matrix's
-    diagonal raised by ``ridge`` x its mean: (weights, centred features, centred target)."""
+    diagonal raised by ``ridge`` x its mean: (weights, centred features, centred target, Gram matrix)."""
     d = features - features.mean(1, keepdims=True)
     t = target - target.mean()
     gram = d @ d.T
     gram += np.eye(len(d)) * (ridge * np.trace(gram) / len(d) + 1e-9)
-    return np.linalg.solve(gram, d @ t), d, t
+    return np.linalg.solve(gram, d @ t), d, t, gram
 
 
 def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -374,21 +376,43 @@ def _shared_flat(p: _Pass, h: int, w: int, dy: int, dx: int) -> np.ndarray:
 FIT_VALUES = 1 << 12
 
 
-def _fit(features: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Fixed-point least-squares coefficients (int16, intercept last) predicting ``target``."""
+#: Coarsest precision of the predictor weights: multiples of 2**(MAX_SHIFT - FRAC).
+MAX_SHIFT = 8
+
+
+def _fit(features: np.ndarray, target: np.ndarray, s: int) -> tuple[np.ndarray, int]:
+    """Fixed-point least-squares coefficients (int16, intercept last) predicting ``target`` at
+    quantiser step ``s``, and the shift: the weights are multiples of 2**shift (see :func:`_precision`)."""
     n = features.shape[0]
     coefs = np.zeros(n + 1, dtype=np.int64)
     if len(target) == 0:
-        return coefs
+        return coefs, 0
     every = _sample_step(len(target))
-    features, target = features[:, ::every], target[::every]
+    sample, values = features[:, ::every], target[::every]
+    shift = 0
     if n:
-        w = _centred_solve(features.astype(np.float64), target.astype(np.float64), 1e-6)[0]
-        coefs[:-1] = np.clip(np.round(w * (1 << FRAC)), -_COEF_LIMIT, _COEF_LIMIT)
+        w, d, t, gram = _centred_solve(sample.astype(np.float64), values.astype(np.float64), 1e-6)
+        shift = _precision(w, gram / len(t), float(t @ t - w @ (d @ t)) / len(t), len(target), s)
+        coefs[:-1] = np.clip(np.round(w * (1 << (FRAC - shift))), -(_COEF_LIMIT >> shift), _COEF_LIMIT >> shift)
+        coefs[:-1] <<= shift
     # the intercept: what the rounded coefficients leave of the target's mean
-    offset = target.mean() - (coefs[:-1] @ features.mean(axis=1) if n else 0.0) / (1 << FRAC)
+    offset = values.mean() - (coefs[:-1] @ sample.mean(axis=1) if n else 0.0) / (1 << FRAC)
     coefs[-1] = int(np.clip(np.round(offset), -_COEF_LIMIT, _COEF_LIMIT))
-    return coefs
+    return coefs, shift
+
+
+def _precision(w: np.ndarray, moments: np.ndarray, spread: float, pixels: int, s: int) -> int:
+    """The shift (0 to :data:`MAX_SHIFT`) of the least-squares weights ``w`` (of features with
+    second moments ``moments``, leaving a mean squared error ``spread``) that codes a pass of
+    ``pixels`` values in the fewest bits, estimated: half a bit per value per halving of the
+    squared error (plus the quantiser's, at step ``s``), against about 2 log2 bits per weight."""
+    floor = max(spread, 0.0) + s * s / 12
+    shifts = np.arange(MAX_SHIFT + 1)
+    q = np.round(w[None, :] * np.exp2(FRAC - shifts)[:, None])  # the weights at each precision
+    miss = q * np.exp2(shifts - FRAC)[:, None] - w
+    added = np.einsum("kn,nm,km->k", miss, moments, miss)
+    bits = pixels / 2 * np.log2(floor + added) + 2 * np.log2(1 + np.abs(q)).sum(axis=1)
+    return int(np.argmin(bits))
 
 
 def _sample_step(n: int) -> int:
@@ -521,7 +545,7 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     lattice = lattices(values, valid, max_error)
     coding = _Coding(base, valid, max_error, limits, nodata, lattice)
     units = _to_units(values, lattice)
-    coefs_all, symbols, contexts, kept = [], [], [], []
+    coefs_all, shifts, symbols, contexts, kept = [], [], [], [], []
     orders = passes(*values.shape[1:]), wide_passes(*values.shape[1:])
     refs = references(values, valid)
     wide = wide_bands(values, valid, max_error)
@@ -529,7 +553,7 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
         for p in orders[wide[c]]:
             band = coding.band(c, refs[c], p)
             target = units[c].reshape(-1)[band.at[band.where]]
-            coefs = _fit(band.features, target)
+            coefs, shift = _fit(band.features, target, coding.s[c])
             pred = band.predict(coefs)
             q = _quantise(target - pred, coding.s[c])
             rec, hit = coding.reconstruct(c, pred, q)
@@ -538,7 +562,8 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
                 kept.append(target[hit])
             contexts.append((c, coding.context(c, band, p, pred).astype(np.uint8)))  # kept small: memory
             coding.store(c, band, pred, rec)
-            coefs_all.append(coefs)
+            coefs_all.append(np.append(coefs[:-1] >> shift, coefs[-1]))
+            shifts.append(shift)
             symbols.append(q.astype(np.int32))
         coding.end_band(c)
     choice = _choose_tables(symbols, contexts, values.shape[0])
@@ -549,6 +574,7 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     writer.write([b for r in refs for b in r], np.full(sum(map(len, refs)), _REF_TABLE), tables)
     writer.write(np.array(wide, np.int64), np.full(len(wide), _REF_TABLE), tables)
     _write_lattice(writer, lattice)
+    writer.write(np.array(shifts, np.int64), np.full(len(shifts), _REF_TABLE), tables)
     writer.write(coefs, np.full(len(coefs), side[0]), tables)
     writer.write(steps, np.full(len(steps), side[1]), tables)
     for q, (c, ctx) in zip(symbols, contexts):
@@ -588,12 +614,11 @@ def _best_table(values: np.ndarray) -> int:
 
 def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_error: int,
                  limits: tuple[int, int], nodata: int | None, seed: int = 0, frame: int = 0,
-                 neighbourhoods: bool = True, lattice: bool = True) -> np.ndarray:
+                 layout: int = LAYOUT) -> np.ndarray:
     """Inverse of :func:`encode_frame`: the decoded frame (int32), checked against its CRC32.
 
-    ``neighbourhoods=False`` reads the streams of format 5, which have no choice of neighbourhood
-    (every band uses :func:`passes`); ``lattice=False`` those of formats 5 and 6, which code every
-    band in its values.
+    ``layout`` is the format version that wrote the stream: 5 has no choice of neighbourhood (every
+    band uses :func:`passes`), 5 and 6 code every band in its values with full-precision weights.
 
     Raises :class:`~tcube.errors.CorruptBlobError` for a stream that does not fit the frame and
     :class:`~tcube.errors.SymbolChecksumError` when the decoded values fail the checksum.
@@ -617,11 +642,14 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     refs = [tuple(int(b) for b in r) for r in np.split(listed, np.cumsum(n_refs)[:-1])]
     if any(not 0 <= b < c or len(set(r)) < len(r) for c, r in enumerate(refs) for b in r):
         raise CorruptBlobError("residual stream names reference bands that are not earlier bands")
-    wide = reader.read(np.full(bands, _REF_TABLE), tables) if neighbourhoods else np.zeros(bands, np.int64)
+    wide = reader.read(np.full(bands, _REF_TABLE), tables) if layout >= 6 else np.zeros(bands, np.int64)
     if ((wide != 0) & (wide != 1)).any():
         raise CorruptBlobError("residual stream names neighbourhoods that do not exist")
-    band_lattice = _read_lattice(reader, bands) if lattice else [(1, 0)] * bands
+    band_lattice = _read_lattice(reader, bands) if layout >= 7 else [(1, 0)] * bands
     n_coefs = [_feature_count(base is not None, n_refs[c], p) + 1 for c in range(bands) for p in orders[wide[c]]]
+    shifts = reader.read(np.full(len(n_coefs), _REF_TABLE), tables) if layout >= 7 else np.zeros(len(n_coefs), int)
+    if ((shifts < 0) | (shifts > MAX_SHIFT)).any():
+        raise CorruptBlobError("residual stream names predictor precisions that do not exist")
     coefs = reader.read(np.full(sum(n_coefs), coef_table), tables)
     choice = np.cumsum(reader.read(np.full(bands * slots, step_table), tables).reshape(bands, slots), axis=1)
     if (choice < 0).any() or (choice >= tables.n_tables).any() or (np.abs(coefs) > _COEF_LIMIT).any():
@@ -631,7 +659,7 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     for c in range(bands):
         for p in orders[wide[c]]:
             band = coding.band(c, refs[c], p)
-            pred = band.predict(coefs[splits[i]: splits[i + 1]])
+            pred = band.predict(_widen_weights(coefs[splits[i]: splits[i + 1]], int(shifts[i])))
             i += 1
             q = reader.read(choice[c][coding.context(c, band, p, pred)], tables)
             rec, hit = coding.reconstruct(c, pred, q)
@@ -648,6 +676,13 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
         raise SymbolChecksumError(f"frame {frame}: residual layer decodes to values that fail its checksum "
                                   "(corrupt or forged stream, or an edited header)", frame=frame)
     return decoded
+
+
+def _widen_weights(coefs: np.ndarray, shift: int) -> np.ndarray:
+    """Coefficients as stored (weights >> shift, intercept) back in fixed point."""
+    out = coefs.copy()
+    out[:-1] <<= shift
+    return out
 
 
 def _crc(rec: np.ndarray, valid: np.ndarray, seed: int) -> int:

@@ -193,7 +193,7 @@ def test_resampled_bands_take_wide_neighbourhoods_and_keep_the_bound(sample, bou
     assert np.array_equal(decode_frame(data, None, valid, bound, (-32768, 32767), None), rec)
     narrow = encode_frame(cube[4:], None, valid[4:], bound, (-32768, 32767), None)[0]
     with pytest.raises(BitstreamError):  # read as format 5 (no neighbourhoods): caught, never garbage
-        decode_frame(narrow, None, valid[4:], bound, (-32768, 32767), None, neighbourhoods=False)
+        decode_frame(narrow, None, valid[4:], bound, (-32768, 32767), None, layout=5)
 
 
 def test_wide_neighbourhoods_save_bits_on_real_resampled_bands(sample, monkeypatch):
@@ -216,10 +216,20 @@ def test_bands_on_a_value_lattice_are_coded_in_its_units(sample, bound, monkeypa
     assert _max_abs(rec, cube, valid) <= bound and (rec[valid] != 3).all() and (rec[~valid] == 0).all()
     assert np.array_equal(decode_frame(data, None, valid, bound, (0, 65535), 3), rec)
     with pytest.raises(BitstreamError):  # read as format 6 (no lattices): caught, never garbage
-        decode_frame(data, None, valid, bound, (0, 65535), 3, lattice=False)
+        decode_frame(data, None, valid, bound, (0, 65535), 3, layout=6)
     monkeypatch.setattr(residual, "LATTICE_LIMIT", 1)  # no lattice
     plain = encode_frame(cube, None, valid, bound, (0, 65535), 3)[0]
     if bound <= 4:  # a step 12 / 9 coarser or more (at large bounds the two are about even)
         assert len(data) < len(plain)
     if bound == 0:  # a quarter of the values to tell apart: about 2 bits less per value
         assert (len(plain) - len(data)) * 8 > 1.5 * valid[:2].sum()
+
+
+def test_weights_are_stored_as_coarse_as_the_pass_affords():
+    rng = np.random.default_rng(0)
+    features = rng.normal(0, 100, (6, 4096))
+    target = rng.normal(0, 0.3, 6) @ features + rng.normal(0, 1, 4096)
+    w, _, _, gram = residual._centred_solve(features, target, 1e-6)
+    few = residual._precision(w, gram / 4096, 1.0, 64, residual.step(64))  # a coarse pass at a large bound
+    many = residual._precision(w, gram / 4096, 1.0, 1 << 20, residual.step(0))
+    assert many < few <= residual.MAX_SHIFT
