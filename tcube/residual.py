@@ -5,8 +5,9 @@ pyramid of its pixels (:func:`passes`): a coarse grid first, then, level by leve
 and edges of its squares. A value is predicted from the decoded base (the learned codec's
 output), the neighbours of its band that earlier passes decoded and two earlier bands (the
 encoder's choice) at the same place, by a fixed-point linear predictor that the encoder fits per
-band and pass (its coefficients travel in the stream, as coarse as the pass affords). A band resampled from a coarser grid gets
-wide neighbourhoods on the finest level (:func:`wide_passes`, :func:`wide_bands`). The
+band and pass (its coefficients travel in the stream, as coarse as the pass affords). A band
+resampled from a coarser grid gets wide neighbourhoods on the finest level (:func:`wide_passes`,
+:func:`wide_bands`). The
 prediction error is quantised with step ``2 E + 1``, so the decoded value is within ``E`` of the
 original (``E = 0``: lossless), and range coded with two-sided geometric tables chosen per band
 and context. The context is the local activity in quantiser steps (spread of the neighbours
