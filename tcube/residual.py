@@ -4,7 +4,7 @@ A frame (bands, height, width) of integers is coded band after band, each band i
 pyramid of its pixels (:func:`passes`): a coarse grid first, then, level by level, the centres
 and edges of its squares. A value is predicted from the decoded base (the learned codec's
 output), the neighbours of its band that earlier passes decoded and two earlier bands (the
-encoder's choice) at the same place, by a fixed-point linear predictor that the encoder fits per
+encoder's choice) at the same place, with their prediction errors there, by a fixed-point linear predictor that the encoder fits per
 band and pass (its coefficients travel in the stream, as coarse as the pass affords). A band
 resampled from a coarser grid gets wide neighbourhoods on the finest level (:func:`wide_passes`,
 :func:`wide_bands`). The
@@ -47,6 +47,8 @@ APART_PIXELS = 1024
 SPECTRAL = 2
 #: Fractional bits of the predictor coefficients (int16: |coefficient| < 16).
 FRAC = 11
+#: Largest prediction error (in absolute value) later bands see: errors are kept as int16 (layout 7).
+ERROR_LIMIT = (1 << 15) - 1
 #: Activity contexts per band and kind of pass (the finest level, the coarser ones).
 CONTEXTS = 20
 _COEF_LIMIT = (1 << 15) - 1
@@ -169,8 +171,9 @@ def _flat(p: _Pass, h: int, w: int, dy: int, dx: int) -> np.ndarray:
 class _Band:
     """Features of one band and pass: what the predictor sees, as int32 vectors at the pass's pixels."""
 
-    def __init__(self, rec: np.ndarray, base: np.ndarray | None, c: int, refs: tuple[int, ...], p: _Pass,
-                 valid: np.ndarray, errors: np.ndarray | None, flat: Callable[..., np.ndarray]) -> None:
+    def __init__(self, rec: np.ndarray, base: np.ndarray | None, errors: np.ndarray, c: int, refs: tuple[int, ...],
+                 p: _Pass, valid: np.ndarray, previous: tuple[int, int] | None, flat: Callable[..., np.ndarray],
+                 layout: int) -> None:
         h, w = valid.shape
         self.at = flat(p, h, w, 0, 0)
         self.where = valid.ravel()[self.at]
@@ -188,6 +191,8 @@ class _Band:
             feats.append(sum(spatial))
         self.spatial = spatial[:4]  # what the activity looks at
         for b in refs:
+            if _error_feature(p, layout):
+                feats.append(pick(errors[b]))
             feats.append(pick(rec[b]))
             if base is not None:
                 feats.append(pick(base[b]))
@@ -201,7 +206,11 @@ class _Band:
         if base is not None and not p.neighbours:
             around = sum(pick(base[c], dy, dx) for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0)))
             self.texture = np.abs(4 * pick(base[c]) - around) >> 2
-        self.previous = None if errors is None else pick(errors)
+        self.previous = None  # the previous band's absolute errors, in this band's units
+        if previous is not None:
+            self.previous = np.abs(pick(errors[c - 1]).astype(np.int64))
+            if previous[0] != previous[1]:
+                self.previous = self.previous * previous[0] // previous[1]
 
     def predict(self, coefs: np.ndarray) -> np.ndarray:
         """The prediction of each value with ``coefs`` (see :func:`_predict`)."""
@@ -219,9 +228,14 @@ class _Band:
         return act
 
 
-def _feature_count(has_base: bool, refs: int, p: _Pass) -> int:
+def _error_feature(p: _Pass, layout: int) -> bool:
+    """Whether a pass predicts from its reference bands' prediction errors at the same place."""
+    return p.apart and layout >= 7
+
+
+def _feature_count(has_base: bool, refs: int, p: _Pass, layout: int) -> int:
     spatial = (len(p.neighbours) if p.apart else 1) if p.neighbours else 0
-    per_band = 1 + has_base + ((4 if p.apart and p.finest else 1) if p.neighbours else 0)
+    per_band = 1 + _error_feature(p, layout) + has_base + ((4 if p.apart and p.finest else 1) if p.neighbours else 0)
     return has_base + spatial + per_band * refs
 
 
@@ -451,7 +465,8 @@ class _Coding:
     """State shared by the encoder and the decoder of one frame: the reconstruction so far."""
 
     def __init__(self, base: np.ndarray | None, valid: np.ndarray, max_error: int, limits: tuple[int, int],
-                 nodata: int | None, lattice: list[tuple[int, int]]) -> None:
+                 nodata: int | None, lattice: list[tuple[int, int]], layout: int = LAYOUT) -> None:
+        self.layout = layout
         self.lattice = lattice  # everything below is in the bands' lattice units
         self.given_base = base
         self.base = None if base is None else _to_units(base, lattice)  # whole values < 2**25
@@ -460,7 +475,9 @@ class _Coding:
         self.limits = [(-((r - limits[0]) // g), (limits[1] - r) // g) for g, r in lattice]
         self.nodata = [None if nodata is None or (nodata - r) % g else (nodata - r) // g for g, r in lattice]
         self.rec = np.zeros(valid.shape, np.int32) if base is None else self.base.copy()
-        self.errors: np.ndarray | None = None  # the previous band's, in values
+        # signed prediction errors (layouts before 7 saw them whole, as int32)
+        self.errors = np.zeros(valid.shape, np.int16 if layout >= 7 else np.int32)
+        self.error_limit = ERROR_LIMIT if layout >= 7 else (1 << 31) - 1
         luts = {s: _context_lut(s) for s in set(self.s)}
         self.context_of = [luts[s] for s in self.s]
         # the frame's pass indices, shared by its bands: up to 450 bytes per pixel, so not for big frames
@@ -468,12 +485,10 @@ class _Coding:
         small = pixels <= INDEX_CACHE_PIXELS
         self.flat = _shared_flat if pixels <= SHARED_INDEX_PIXELS else (
             functools.lru_cache(maxsize=None)(_flat) if small else _flat)
-        self.abs_error: list[tuple[_Band, np.ndarray]] = []
 
     def band(self, c: int, refs: tuple[int, ...], p: _Pass) -> _Band:
-        g = self.lattice[c][0]
-        errors = self.errors if self.errors is None or g == 1 else self.errors // g
-        return _Band(self.rec, self.base, c, refs, p, self.valid[c], errors, self.flat)
+        previous = (self.lattice[c - 1][0], self.lattice[c][0]) if c else None
+        return _Band(self.rec, self.base, self.errors, c, refs, p, self.valid[c], previous, self.flat, self.layout)
 
     def context(self, c: int, band: _Band, p: _Pass, pred: np.ndarray) -> np.ndarray:
         """Context of each value: the kind of pass, then its activity against the thresholds."""
@@ -489,17 +504,9 @@ class _Coding:
         return rec, hit
 
     def store(self, c: int, band: _Band, pred: np.ndarray, rec: np.ndarray) -> None:
+        """Keep the decoded values and their prediction errors (what later bands look at)."""
         _put(self.rec[c], band, rec)
-        self.abs_error.append((band, np.abs(rec - pred)))
-
-    def end_band(self, c: int) -> None:
-        """The band's absolute prediction errors (in values) become the next band's context."""
-        errors = np.zeros(self.rec.shape[1:], np.int32)
-        for band, e in self.abs_error:
-            _put(errors, band, e)
-        if self.lattice[c][0] > 1:
-            errors *= self.lattice[c][0]
-        self.errors, self.abs_error = errors, []
+        _put(self.errors[c], band, np.clip(rec - pred, -self.error_limit, self.error_limit))
 
     def values(self) -> np.ndarray:
         """The decoded frame in values (int32; pixels outside ``valid`` as the base left them)."""
@@ -566,7 +573,6 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
             coefs_all.append(np.append(coefs[:-1] >> shift, coefs[-1]))
             shifts.append(shift)
             symbols.append(q.astype(np.int32))
-        coding.end_band(c)
     choice = _choose_tables(symbols, contexts, values.shape[0])
     coefs = np.concatenate(coefs_all)
     steps = np.diff(choice, axis=1, prepend=0).ravel()
@@ -647,7 +653,8 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     if ((wide != 0) & (wide != 1)).any():
         raise CorruptBlobError("residual stream names neighbourhoods that do not exist")
     band_lattice = _read_lattice(reader, bands) if layout >= 7 else [(1, 0)] * bands
-    n_coefs = [_feature_count(base is not None, n_refs[c], p) + 1 for c in range(bands) for p in orders[wide[c]]]
+    n_coefs = [_feature_count(base is not None, n_refs[c], p, layout) + 1
+               for c in range(bands) for p in orders[wide[c]]]
     shifts = reader.read(np.full(len(n_coefs), _REF_TABLE), tables) if layout >= 7 else np.zeros(len(n_coefs), int)
     if ((shifts < 0) | (shifts > MAX_SHIFT)).any():
         raise CorruptBlobError("residual stream names predictor precisions that do not exist")
@@ -655,7 +662,7 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     choice = np.cumsum(reader.read(np.full(bands * slots, step_table), tables).reshape(bands, slots), axis=1)
     if (choice < 0).any() or (choice >= tables.n_tables).any() or (np.abs(coefs) > _COEF_LIMIT).any():
         raise CorruptBlobError("residual stream names entropy tables or coefficients that cannot exist")
-    coding = _Coding(base, valid, max_error, limits, nodata, band_lattice)
+    coding = _Coding(base, valid, max_error, limits, nodata, band_lattice, layout)
     used, splits, i = 0, np.cumsum([0, *n_coefs]), 0
     for c in range(bands):
         for p in orders[wide[c]]:
@@ -671,7 +678,6 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
                 rec[hit] = kept[used: used + n]
                 used += n
             coding.store(c, band, pred, rec)
-        coding.end_band(c)
     decoded = coding.values()
     if _crc(decoded, valid, seed) != crc:
         raise SymbolChecksumError(f"frame {frame}: residual layer decodes to values that fail its checksum "
