@@ -4,15 +4,15 @@ A frame (bands, height, width) of integers is coded band after band, each band i
 pyramid of its pixels (:func:`passes`): a coarse grid first, then, level by level, the centres
 and edges of its squares. A value is predicted from the decoded base (the learned codec's
 output), the neighbours of its band that earlier passes decoded and two earlier bands (the
-encoder's choice) at the same place, with their prediction errors there, by a fixed-point linear predictor that the encoder fits per
-band and pass (its coefficients travel in the stream, as coarse as the pass affords). A band
-resampled from a coarser grid gets wide neighbourhoods on the finest level (:func:`wide_passes`,
-:func:`wide_bands`). The
-prediction error is quantised with step ``2 E + 1``, so the decoded value is within ``E`` of the
-original (``E = 0``: lossless), and range coded with two-sided geometric tables chosen per band
-and context. The context is the local activity in quantiser steps (spread of the neighbours
-around the prediction, the previous band's error at the same place): the encoder picks the
-best table per band, kind of pass and context and stores the choice.
+encoder's choice) at the same place, with their prediction errors there, by a fixed-point linear
+predictor that the encoder fits per band and pass (its coefficients travel in the stream, as
+coarse as the pass affords). A band resampled from a coarser grid gets wide neighbourhoods on
+the finest level (:func:`wide_passes`, :func:`wide_bands`). The prediction error is quantised
+with step ``2 E + 1``, so the decoded value is within ``E`` of the original (``E = 0``:
+lossless), and range coded with two-sided geometric tables chosen per band and context. The
+context is the local activity in quantiser steps (spread of the neighbours around the
+prediction, the previous band's error at the same place): the encoder picks the best table per
+band, kind of pass and context and stores the choice.
 
 A band whose valid values all lie on a lattice ``offset + k x spacing`` (data stored at a
 coarser precision) is coded in lattice units with the bound ``E // spacing`` (:func:`lattices`).
