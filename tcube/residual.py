@@ -168,6 +168,12 @@ def _flat(p: _Pass, h: int, w: int, dy: int, dx: int) -> np.ndarray:
     return (_reflect(rows + dy, h)[:, None] * w + _reflect(cols + dx, w)[None, :]).ravel()
 
 
+#: Largest stride of a pass whose features are strided views of mirrored planes in frames above
+#: :data:`SHARED_INDEX_PIXELS` (coarser passes gather them by index: too few pixels to pay for
+#: mirroring whole planes).
+SLICED_STRIDE = 4
+
+
 class _Band:
     """Features of one band and pass: what the predictor sees, as int32 vectors at the pass's pixels."""
 
@@ -179,9 +185,25 @@ class _Band:
         self.where = valid.ravel()[self.at]
         every = self.where.all()
 
-        def pick(a: np.ndarray, dy: int = 0, dx: int = 0) -> np.ndarray:  # indices one at a time: memory
-            index = flat(p, h, w, dy, dx)
-            return a.ravel()[index if every else index[self.where]]
+        reach = max([1, *(max(abs(dy), abs(dx)) for dy, dx in p.neighbours)])
+        # small frames share their cached indices; one mirroring must reach every neighbour
+        sliced = p.stride <= SLICED_STRIDE and h * w > SHARED_INDEX_PIXELS and reach < min(h, w)
+        grid = self.where.reshape(len(range(p.row0, h, p.stride)), -1)
+        padded: dict[int, np.ndarray] = {}
+
+        def pick(a: np.ndarray, dy: int = 0, dx: int = 0) -> np.ndarray:
+            if not sliced:  # indices one at a time: memory
+                index = flat(p, h, w, dy, dx)
+                return a.ravel()[index if every else index[self.where]]
+            if dy or dx:  # a strided view of the plane mirrored at its borders (what _reflect gives)
+                key = a.ctypes.data
+                if key not in padded:
+                    padded[key] = np.pad(a, reach, mode="reflect")
+                top, left = reach + p.row0 + dy, reach + p.col0 + dx
+                view = padded[key][top: top + h - p.row0: p.stride, left: left + w - p.col0: p.stride]
+            else:
+                view = a[p.row0:: p.stride, p.col0:: p.stride]
+            return view.ravel() if every else view[grid]
 
         feats = [pick(base[c])] if base is not None else []
         spatial = [pick(rec[c], dy, dx) for dy, dx in p.neighbours]
@@ -448,12 +470,21 @@ def _sample_step(n: int) -> int:
     return every
 
 
+#: Values per piece of a prediction (bounds the float64 copy of the features).
+PREDICT_PIECE = 1 << 16
+
+
 def _predict(features: np.ndarray, coefs: np.ndarray) -> np.ndarray:
-    """Fixed point: (sum of coefficient x feature + intercept x 2**FRAC + half) >> FRAC."""
-    acc = np.full(features.shape[1], int(coefs[-1]) << FRAC, dtype=np.int64)
-    for a, f in zip(coefs[:-1], features):
-        acc += np.int64(a) * f  # int64: features are int32
-    return (acc + (1 << (FRAC - 1))) >> FRAC
+    """Fixed point: (sum of coefficient x feature + intercept x 2**FRAC + half) >> FRAC.
+
+    The sum runs in float64 and is exact: fewer than 64 products of an int16 coefficient and an
+    int32 feature stay below 2**52, so every partial sum is a whole number float64 holds.
+    """
+    weights = coefs[:-1].astype(np.float64)
+    acc = np.empty(features.shape[1], dtype=np.int64)
+    for i in range(0, features.shape[1], PREDICT_PIECE):
+        acc[i: i + PREDICT_PIECE] = weights @ features[:, i: i + PREDICT_PIECE]
+    return (acc + ((int(coefs[-1]) << FRAC) + (1 << (FRAC - 1)))) >> FRAC
 
 
 def _quantise(error: np.ndarray, s: int) -> np.ndarray:
@@ -667,7 +698,10 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     for c in range(bands):
         for p in orders[wide[c]]:
             band = coding.band(c, refs[c], p)
-            pred = band.predict(_widen_weights(coefs[splits[i]: splits[i + 1]], int(shifts[i])))
+            weights = _widen_weights(coefs[splits[i]: splits[i + 1]], int(shifts[i]))
+            if (np.abs(weights) > _COEF_LIMIT).any():
+                raise CorruptBlobError("residual stream holds predictor coefficients that cannot exist")
+            pred = band.predict(weights)
             i += 1
             q = reader.read(choice[c][coding.context(c, band, p, pred)], tables)
             rec, hit = coding.reconstruct(c, pred, q)
