@@ -264,7 +264,9 @@ def _feature_count(has_base: bool, refs: int, p: _Pass, layout: int) -> int:
 def _detail(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """A band's local detail (value minus the mean of its four neighbours) at valid pixels, subsampled."""
     a = a.astype(np.float64)
-    around = sum(_shift(a, dy, dx) for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0))) / 4
+    h, w = a.shape
+    mirrored = np.pad(a, 1, mode="reflect")  # what _reflect gives one pixel out
+    around = sum(mirrored[1 + dy: 1 + dy + h, 1 + dx: 1 + dx + w] for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0))) / 4
     d = (a - around)[valid]
     return d[:: max(1, d.size // 65536)]
 
@@ -387,12 +389,6 @@ def _centred_solve(features: np.ndarray, target: np.ndarray, ridge: float) -> tu
     gram = d @ d.T
     gram += np.eye(len(d)) * (ridge * np.trace(gram) / len(d) + 1e-9)
     return np.linalg.solve(gram, d @ t), d, t, gram
-
-
-def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``a`` moved so that position (y, x) holds a[y + dy, x + dx], mirrored at the borders."""
-    h, w = a.shape
-    return a[np.ix_(_reflect(np.arange(h) + dy, h), _reflect(np.arange(w) + dx, w))]
 
 
 #: Largest frame (pixels) whose pass indices are kept while its bands are coded (up to 60 MB of them).
