@@ -86,6 +86,13 @@ class _Pass:
     neighbours: tuple[tuple[int, int], ...] = ()
     apart: bool = False  # neighbours as separate features (else their sum)
 
+    def __hash__(self) -> int:  # computed once: passes key the index caches
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.row0, self.col0, self.stride, self.neighbours, self.apart))
+
     @property
     def finest(self) -> bool:
         return self.stride == 2
@@ -94,7 +101,8 @@ class _Pass:
         return np.arange(self.row0, h, self.stride), np.arange(self.col0, w, self.stride)
 
 
-def passes(height: int, width: int) -> list[_Pass]:
+@functools.lru_cache(maxsize=64)
+def passes(height: int, width: int) -> tuple[_Pass, ...]:
     """The coding order of a frame's pixels: a coarse grid with no spatial context, then per level
     the centres, then the edges of its squares, each predicted from the four decoded neighbours.
 
@@ -118,10 +126,11 @@ def passes(height: int, width: int) -> list[_Pass]:
         wide = ((-s, -3 * s), (-s, 3 * s), (s, -3 * s), (s, 3 * s), (-3 * s, -s), (-3 * s, s), (3 * s, -s), (3 * s, s))
         out += [_Pass(s, s, 2 * s, diagonal + wide, fine), _Pass(0, s, 2 * s, cross + far, fine),
                 _Pass(s, 0, 2 * s, cross + diagonal, fine)]  # the diagonals: the previous pass's pixels
-    return out
+    return tuple(out)  # the same objects for every frame of a size: cheap cache keys
 
 
-def wide_passes(height: int, width: int) -> list[_Pass]:
+@functools.lru_cache(maxsize=64)
+def wide_passes(height: int, width: int) -> tuple[_Pass, ...]:
     """:func:`passes` with the finest level's neighbourhoods widened to every decoded pixel within
     :data:`WIDE_REACH`: what a band resampled from a coarser grid (the 20 m and 60 m bands of a
     10 m stack) needs, as its finest pixels are then nearly a fixed filter of the others.
@@ -131,7 +140,7 @@ def wide_passes(height: int, width: int) -> list[_Pass]:
     >>> [len(p.neighbours) for p in wide_passes(16, 20)[1:]]
     [36, 24, 40]
     """
-    return [_widen(p) if p.finest else p for p in passes(height, width)]
+    return tuple(_widen(p) if p.finest else p for p in passes(height, width))
 
 
 def _widen(p: _Pass) -> _Pass:
@@ -318,9 +327,10 @@ def wide_bands(values: np.ndarray, valid: np.ndarray, max_error: int) -> list[bo
         return [False] * len(values)
     extra = sum(len(b.neighbours) - len(a.neighbours) for a, b in zip(narrow, wide))
     edge, wide_edge = narrow[-2], wide[-2]  # the first edges of the finest level: what decides
-    at = _flat(edge, h, w, 0, 0)
+    flat = _shared_flat if h * w <= SHARED_INDEX_PIXELS else _flat  # a series of small dates shares them
+    at = flat(edge, h, w, 0, 0)
     sample = np.arange(0, len(at), max(1, len(at) // WIDE_SAMPLE))
-    around = np.stack([_flat(wide_edge, h, w, dy, dx)[sample] for dy, dx in wide_edge.neighbours])
+    around = np.stack([flat(wide_edge, h, w, dy, dx)[sample] for dy, dx in wide_edge.neighbours])
     floor = step(max_error) ** 2 / 12  # the quantiser's own error
     out = []
     for c in range(len(values)):
@@ -443,7 +453,7 @@ def _precision(w: np.ndarray, moments: np.ndarray, spread: float, pixels: int, s
     shifts = np.arange(MAX_SHIFT + 1)
     q = np.round(w[None, :] * np.exp2(FRAC - shifts)[:, None])  # the weights at each precision
     miss = q * np.exp2(shifts - FRAC)[:, None] - w
-    added = np.einsum("kn,nm,km->k", miss, moments, miss)
+    added = ((miss @ moments) * miss).sum(axis=1)
     bits = pixels / 2 * np.log2(floor + added) + 2 * np.log2(1 + np.abs(q)).sum(axis=1)
     return int(np.argmin(bits))
 
