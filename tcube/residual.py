@@ -362,13 +362,14 @@ def lattices(values: np.ndarray, valid: np.ndarray, max_error: int) -> list[tupl
     """
     out = []
     for c in range(len(values)):
-        v = values[c][valid[c]]  # whole values < 2**25
-        low = int(v.min()) if v.size else 0
-        g = int(np.gcd.reduce(v[:: max(1, v.size // 256)] - low)) if v.size else 0  # a sample first: cheap
-        if g > 1:
-            g = int(np.gcd.reduce(v - low))
+        every = max(1, values[c].size // 4096)
+        v = values[c].ravel()[::every][valid[c].ravel()[::every]]  # a sample first: cheap
+        g = int(np.gcd.reduce(v - v[0])) if v.size > 1 else 2
+        if g > 1:  # whole values < 2**25; all of them congruent to any one modulo the spacing
+            v = values[c][valid[c]]
+            g = int(np.gcd.reduce(v - v[0])) if v.size else 0
         fits = 1 < g <= LATTICE_LIMIT and g * step(max_error // g) >= step(max_error)
-        out.append((g, low % g) if fits else (1, 0))
+        out.append((g, int(v[0]) % g) if fits else (1, 0))
     return out
 
 
