@@ -47,8 +47,6 @@ APART_PIXELS = 1024
 SPECTRAL = 2
 #: Fractional bits of the predictor coefficients (int16: |coefficient| < 16).
 FRAC = 11
-#: Largest prediction error (in absolute value) later bands see: errors are kept as int16 (layout 7).
-ERROR_LIMIT = (1 << 15) - 1
 #: Activity contexts per band and kind of pass (the finest level, the coarser ones).
 CONTEXTS = 20
 _COEF_LIMIT = (1 << 15) - 1
@@ -513,9 +511,8 @@ class _Coding:
         self.limits = [(-((r - limits[0]) // g), (limits[1] - r) // g) for g, r in lattice]
         self.nodata = [None if nodata is None or (nodata - r) % g else (nodata - r) // g for g, r in lattice]
         self.rec = np.zeros(valid.shape, np.int32) if base is None else self.base.copy()
-        # signed prediction errors (layouts before 7 saw them whole, as int32)
+        # signed prediction errors, clipped to their dtype (layouts before 7 saw them whole, as int32)
         self.errors = np.zeros(valid.shape, np.int16 if layout >= 7 else np.int32)
-        self.error_limit = ERROR_LIMIT if layout >= 7 else (1 << 31) - 1
         luts = {s: _context_lut(s) for s in set(self.s)}
         self.context_of = [luts[s] for s in self.s]
         # the frame's pass indices, shared by its bands: up to 450 bytes per pixel, so not for big frames
@@ -544,7 +541,8 @@ class _Coding:
     def store(self, c: int, band: _Band, pred: np.ndarray, rec: np.ndarray) -> None:
         """Keep the decoded values and their prediction errors (what later bands look at)."""
         _put(self.rec[c], band, rec)
-        _put(self.errors[c], band, np.clip(rec - pred, -self.error_limit, self.error_limit))
+        limit = np.iinfo(self.errors.dtype).max
+        _put(self.errors[c], band, np.clip(rec - pred, -limit, limit))
 
     def values(self) -> np.ndarray:
         """The decoded frame in values (int32; pixels outside ``valid`` as the base left them)."""
@@ -696,19 +694,18 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     shifts = reader.read(np.full(len(n_coefs), _REF_TABLE), tables) if layout >= 7 else np.zeros(len(n_coefs), int)
     if ((shifts < 0) | (shifts > MAX_SHIFT)).any():
         raise CorruptBlobError("residual stream names predictor precisions that do not exist")
-    coefs = reader.read(np.full(sum(n_coefs), coef_table), tables)
+    splits = np.cumsum([0, *n_coefs])
+    stored = reader.read(np.full(sum(n_coefs), coef_table), tables)
+    weights = [_widen_weights(stored[a:b], int(k)) for a, b, k in zip(splits[:-1], splits[1:], shifts)]
     choice = np.cumsum(reader.read(np.full(bands * slots, step_table), tables).reshape(bands, slots), axis=1)
-    if (choice < 0).any() or (choice >= tables.n_tables).any() or (np.abs(coefs) > _COEF_LIMIT).any():
+    if (choice < 0).any() or (choice >= tables.n_tables).any() or any((np.abs(w) > _COEF_LIMIT).any() for w in weights):
         raise CorruptBlobError("residual stream names entropy tables or coefficients that cannot exist")
     coding = _Coding(base, valid, max_error, limits, nodata, band_lattice, layout)
-    used, splits, i = 0, np.cumsum([0, *n_coefs]), 0
+    used, i = 0, 0
     for c in range(bands):
         for p in orders[wide[c]]:
             band = coding.band(c, refs[c], p)
-            weights = _widen_weights(coefs[splits[i]: splits[i + 1]], int(shifts[i]))
-            if (np.abs(weights) > _COEF_LIMIT).any():
-                raise CorruptBlobError("residual stream holds predictor coefficients that cannot exist")
-            pred = band.predict(weights)
+            pred = band.predict(weights[i])
             i += 1
             q = reader.read(choice[c][coding.context(c, band, p, pred)], tables)
             rec, hit = coding.reconstruct(c, pred, q)
