@@ -28,7 +28,6 @@ import functools
 import math
 import struct
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,41 +183,41 @@ SLICED_STRIDE = 4
 class _Band:
     """Features of one band and pass: what the predictor sees, as int32 vectors at the pass's pixels."""
 
-    def __init__(self, rec: np.ndarray, base: np.ndarray | None, errors: np.ndarray, c: int, refs: tuple[int, ...],
-                 p: _Pass, valid: np.ndarray, previous: tuple[int, int] | None, flat: Callable[..., np.ndarray],
-                 layout: int) -> None:
+    def __init__(self, coding: _Coding, c: int, refs: tuple[int, ...], p: _Pass) -> None:
+        rec, base, errors, layout = coding.rec, coding.base, coding.errors, coding.layout
+        valid = coding.valid[c]
         h, w = valid.shape
-        self.at = flat(p, h, w, 0, 0)
-        self.where = valid.ravel()[self.at]
-        every = self.where.all()
-
-        reach = max([1, *(max(abs(dy), abs(dx)) for dy, dx in p.neighbours)])
-        # small frames share their cached indices; one mirroring must reach every neighbour
-        sliced = p.stride <= SLICED_STRIDE and h * w > SHARED_INDEX_PIXELS and reach < min(h, w)
-        grid = self.where.reshape(len(range(p.row0, h, p.stride)), -1)
-        padded: dict[int, np.ndarray] = {}
+        self.pass_ = p
+        # passes of large frames read strided views (of planes mirrored at their borders); the others
+        # gather by index (small frames share their cached indices)
+        self.sliced = coding.sliced(p)
+        self._at = functools.partial(coding.flat, p, h, w, 0, 0)
+        self.where = valid[p.row0:: p.stride, p.col0:: p.stride] if self.sliced else valid.ravel()[self._at()]
+        self.every = every = bool(self.where.all())
+        grid = self.where
+        self.where = self.where.reshape(-1)
+        current: dict[int, np.ndarray] = {}  # this band's decoded plane, mirrored as this pass finds it
+        own = rec[c]
 
         def pick(a: np.ndarray, dy: int = 0, dx: int = 0) -> np.ndarray:
-            if not sliced:  # indices one at a time: memory
-                index = flat(p, h, w, dy, dx)
+            if not self.sliced:  # indices one at a time: memory
+                index = coding.flat(p, h, w, dy, dx)
                 return a.ravel()[index if every else index[self.where]]
             if dy or dx:  # a strided view of the plane mirrored at its borders (what _reflect gives)
-                key = a.ctypes.data
-                if key not in padded:
-                    padded[key] = np.pad(a, reach, mode="reflect")
-                top, left = reach + p.row0 + dy, reach + p.col0 + dx
-                view = padded[key][top: top + h - p.row0: p.stride, left: left + w - p.col0: p.stride]
+                mirrored = coding.mirrored(a, current if a is own else None)
+                top, left = coding.margin + p.row0 + dy, coding.margin + p.col0 + dx
+                view = mirrored[top: top + h - p.row0: p.stride, left: left + w - p.col0: p.stride]
             else:
                 view = a[p.row0:: p.stride, p.col0:: p.stride]
-            return view.ravel() if every else view[grid]
+            return view if every else view[grid]  # a view is copied once, into the features
 
         feats = [pick(base[c])] if base is not None else []
-        spatial = [pick(rec[c], dy, dx) for dy, dx in p.neighbours]
+        spatial = [pick(own, dy, dx) for dy, dx in p.neighbours]
         if p.apart:
             feats += spatial
         elif spatial:
             feats.append(sum(spatial))
-        self.spatial = spatial[:4]  # what the activity looks at
+        self.spatial = [f.reshape(-1) for f in spatial[:4]]  # what the activity looks at
         for b in refs:
             if _error_feature(p, layout):
                 feats.append(pick(errors[b]))
@@ -229,17 +228,39 @@ class _Band:
                 feats += [pick(rec[b], dy, dx) for dy, dx in p.neighbours[:4]]
             elif p.neighbours:
                 feats.append(sum(pick(rec[b], dy, dx) for dy, dx in p.neighbours[:4]))
-        empty = np.zeros((0, int(self.where.sum())), np.int32)
-        self.features = np.stack(feats).astype(np.int32, copy=False) if feats else empty  # |x| < 2**31
+        self.features = np.empty((len(feats), int(self.where.sum())), np.int32)  # |x| < 2**31
+        for row, f in zip(self.features, feats):
+            row.reshape(f.shape)[...] = f
         self.texture = None
         if base is not None and not p.neighbours:
             around = sum(pick(base[c], dy, dx) for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0)))
-            self.texture = np.abs(4 * pick(base[c]) - around) >> 2
+            self.texture = (np.abs(4 * pick(base[c]) - around) >> 2).reshape(-1)
         self.previous = None  # the previous band's absolute errors, in this band's units
-        if previous is not None:
-            self.previous = np.abs(pick(errors[c - 1]).astype(np.int64))
-            if previous[0] != previous[1]:
-                self.previous = self.previous * previous[0] // previous[1]
+        if c:
+            self.previous = np.abs(pick(errors[c - 1]).reshape(-1).astype(np.int64))
+            spacing, earlier = coding.lattice[c][0], coding.lattice[c - 1][0]
+            if earlier != spacing:
+                self.previous = self.previous * earlier // spacing
+
+    def gather(self, a: np.ndarray) -> np.ndarray:
+        """The values of plane ``a`` (H, W) at the pass's valid pixels."""
+        p = self.pass_
+        if self.sliced and self.every:
+            return a[p.row0:: p.stride, p.col0:: p.stride].reshape(-1)
+        return a.reshape(-1)[self._index()]
+
+    def put(self, a: np.ndarray, values: np.ndarray) -> None:
+        """Write ``values`` into plane ``a`` (H, W, contiguous) at the pass's valid pixels."""
+        p = self.pass_
+        if self.sliced and self.every:
+            view = a[p.row0:: p.stride, p.col0:: p.stride]
+            view[...] = values.reshape(view.shape)
+        else:
+            a.reshape(-1)[self._index()] = values
+
+    def _index(self) -> np.ndarray:
+        at = self._at()
+        return at if self.every else at[self.where]
 
     def predict(self, coefs: np.ndarray) -> np.ndarray:
         """The prediction of each value with ``coefs`` (see :func:`_predict`)."""
@@ -520,10 +541,28 @@ class _Coding:
         small = pixels <= INDEX_CACHE_PIXELS
         self.flat = _shared_flat if pixels <= SHARED_INDEX_PIXELS else (
             functools.lru_cache(maxsize=None)(_flat) if small else _flat)
+        self.large = pixels > SHARED_INDEX_PIXELS
+        self.margin = _margin(*valid.shape[1:])
+        self._mirrors: dict[int, np.ndarray] = {}
+        self._mirrors_of = -1
 
     def band(self, c: int, refs: tuple[int, ...], p: _Pass) -> _Band:
-        previous = (self.lattice[c - 1][0], self.lattice[c][0]) if c else None
-        return _Band(self.rec, self.base, self.errors, c, refs, p, self.valid[c], previous, self.flat, self.layout)
+        if c != self._mirrors_of:  # the planes of earlier bands and the base stay as they are during a band
+            self._mirrors, self._mirrors_of = {}, c
+        return _Band(self, c, refs, p)
+
+    def sliced(self, p: _Pass) -> bool:
+        """Whether the pass reads its features as strided views of mirrored planes (see :data:`SLICED_STRIDE`)."""
+        return p.stride <= SLICED_STRIDE and self.large and self.margin < min(self.valid.shape[1:])
+
+    def mirrored(self, a: np.ndarray, changing: dict[int, np.ndarray] | None) -> np.ndarray:
+        """Plane ``a`` mirrored :attr:`margin` pixels out (what :func:`_reflect` gives), kept while
+        the band is coded, or in ``changing`` (the pass's own) for the plane the band is writing."""
+        cache = self._mirrors if changing is None else changing
+        key = a.ctypes.data
+        if key not in cache:
+            cache[key] = np.pad(a, self.margin, mode="reflect")
+        return cache[key]
 
     def context(self, c: int, band: _Band, p: _Pass, pred: np.ndarray) -> np.ndarray:
         """Context of each value: the kind of pass, then its activity against the thresholds."""
@@ -540,9 +579,9 @@ class _Coding:
 
     def store(self, c: int, band: _Band, pred: np.ndarray, rec: np.ndarray) -> None:
         """Keep the decoded values and their prediction errors (what later bands look at)."""
-        _put(self.rec[c], band, rec)
+        band.put(self.rec[c], rec)
         limit = np.iinfo(self.errors.dtype).max
-        _put(self.errors[c], band, np.clip(rec - pred, -limit, limit))
+        band.put(self.errors[c], np.clip(rec - pred, -limit, limit))
 
     def values(self) -> np.ndarray:
         """The decoded frame in values (int32; pixels outside ``valid`` as the base left them)."""
@@ -557,15 +596,17 @@ class _Coding:
         return out
 
 
+@functools.lru_cache(maxsize=64)
+def _margin(height: int, width: int) -> int:
+    """Farthest neighbour of the passes that read strided views, in pixels."""
+    sliced = [p for p in passes(height, width) + wide_passes(height, width) if p.stride <= SLICED_STRIDE]
+    return max([1, *(max(abs(dy), abs(dx)) for p in sliced for dy, dx in p.neighbours)])
+
+
 def _context_lut(s: int) -> np.ndarray:
     """Context of each activity up to the last threshold of step ``s`` (a lookup)."""
     thresholds = _thresholds(s)
     return np.searchsorted(thresholds, np.arange(thresholds[-1] + 1), side="right").astype(np.int64)
-
-
-def _put(a: np.ndarray, band: _Band, values: np.ndarray) -> None:
-    """Write ``values`` at the band's valid pixels of its pass (``a`` is contiguous)."""
-    a.reshape(-1)[band.at[band.where]] = values
 
 
 def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray, max_error: int,
@@ -596,7 +637,7 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     for c in range(values.shape[0]):
         for p in orders[wide[c]]:
             band = coding.band(c, refs[c], p)
-            target = units[c].reshape(-1)[band.at[band.where]]
+            target = band.gather(units[c])
             coefs, shift = _fit(band.features, target, coding.s[c])
             pred = band.predict(coefs)
             q = _quantise(target - pred, coding.s[c])
