@@ -1,5 +1,5 @@
-"""x265 (HEVC) through PyAV (``pip install 'tcube[video]'``): video over time the xarrayvideo way, and
-intra frames of per-date KLT components.
+"""x265 (HEVC) through PyAV (``pip install 'tcube[video]'``): video over time the xarrayvideo ways (bands,
+or the components of one KLT per cube), and intra frames of per-date KLT components.
 
 ``x265-video``:
 
@@ -13,6 +13,10 @@ one 12-bit gray intra frame (preset medium, tune psnr). All components of a date
 step per 12-bit level, so one CRF gives them about equal error (the allocation a KLT wants); the
 band means, the basis and each component's offset and the shared step travel as float32 side
 information and count in the size.
+
+``x265-video-pca``: one KLT over the bands of the whole cube, then each component one 12-bit gray
+video over time (inter frames, x265's default GOP), the components sharing one DN step as above;
+xarrayvideo's PCA mode. The side information (means, basis, offsets, step) counts in the size.
 
 PyAV wheels bundle an FFmpeg with libx265, so nothing else needs installing.
 """
@@ -104,6 +108,30 @@ def x265_decode(blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
 
 
 
+def _levels(comps: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """KLT components (K, ...) as 12-bit levels sharing one DN step (about equal error for all, the
+    allocation a KLT wants): the side information of their offsets and the step, and the levels."""
+    flat = comps.reshape(len(comps), -1)
+    low = flat.min(axis=1).astype(np.float32)
+    step = np.float32(max(float((flat.max(axis=1) - low).max()), 1.0) / LEVELS)
+    shape = (-1,) + (1,) * (comps.ndim - 1)
+    levels = np.round((comps - low.reshape(shape)) / step).clip(0, LEVELS).astype(np.uint16)
+    return low.tobytes() + step.tobytes(), levels
+
+
+def _bands(side: bytes, levels: np.ndarray, c: int) -> np.ndarray:
+    """Bands (float64, (C, ...)) back from the side information (means, basis, offsets, step) and
+    the levels of their components."""
+    side = np.frombuffer(side, np.float32)
+    mean, basis, low, step = side[:c], side[c: c + c * c].reshape(c, c), side[c + c * c: 2 * c + c * c], side[-1]
+    comps = levels.astype(np.float64) * float(step) + low.astype(np.float64).reshape((-1,) + (1,) * (levels.ndim - 1))
+    return inverse_klt(mean, basis, comps)
+
+
+def _to_uint16(bands: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor(bands + 0.5), 0, 65535).astype(np.uint16)
+
+
 def x265_intra_pca_encode(cube: np.ndarray, crf: float) -> bytes:
     """Per date: side information, then its KLT components as one all-intra 12-bit gray video.
 
@@ -119,12 +147,9 @@ def x265_intra_pca_encode(cube: np.ndarray, crf: float) -> bytes:
     parts = []
     for frame in cube:
         mean, basis, comps = klt(frame.astype(np.float64))
-        low = comps.reshape(len(comps), -1).min(axis=1).astype(np.float32)
-        step = np.float32(max(float((comps.max(axis=(1, 2)) - low).max()), 1.0) / LEVELS)
-        levels = np.round((comps - low[:, None, None]) / step).clip(0, LEVELS).astype(np.uint16)
+        side, levels = _levels(comps)
         levels = np.pad(levels, [(0, 0), (0, ph), (0, pw)], mode="edge")
-        parts += [mean.tobytes() + basis.tobytes() + low.tobytes() + step.tobytes(),
-                  _video(levels, crf, "gray12le", ":keyint=1", tune="psnr")]
+        parts += [mean.tobytes() + basis.tobytes() + side, _video(levels, crf, "gray12le", ":keyint=1", tune="psnr")]
     return pack(parts)
 
 
@@ -134,12 +159,37 @@ def x265_intra_pca_decode(blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
     parts = unpack(blob)
     out = np.empty(shape, np.uint16)
     for i in range(t):
-        side = np.frombuffer(parts[2 * i], np.float32)
-        mean, basis, low, step = side[:c], side[c: c + c * c].reshape(c, c), side[c + c * c: 2 * c + c * c], side[-1]
-        levels = _frames(parts[2 * i + 1], "gray12le")[:, :h, :w].astype(np.float64)
-        comps = levels * float(step) + low.astype(np.float64)[:, None, None]
-        out[i] = np.clip(np.floor(inverse_klt(mean, basis, comps) + 0.5), 0, 65535)
+        out[i] = _to_uint16(_bands(parts[2 * i], _frames(parts[2 * i + 1], "gray12le")[:, :h, :w], c))
     return out
+
+
+def x265_video_pca_encode(cube: np.ndarray, crf: float) -> bytes:
+    """One KLT over the bands of the whole cube (every date and pixel), then each component one
+    12-bit gray video over time (x265's default GOP: inter frames): the xarrayvideo PCA layout.
+
+    Examples
+    --------
+    >>> x = (np.arange(3 * 3 * 20 * 24) % 977 + 1000).reshape(3, 3, 20, 24).astype(np.uint16)
+    >>> y = x265_video_pca_decode(x265_video_pca_encode(x, 4), x.shape)
+    >>> int(np.abs(y.astype(int) - x).max()) < 40
+    True
+    """
+    cube = check_uint16(cube)
+    t, c, h, w = cube.shape
+    ph, pw = _padding(h, w)
+    mean, basis, comps = klt(np.moveaxis(cube, 1, 0).reshape(c, t * h, w).astype(np.float64))
+    side, levels = _levels(comps.reshape(c, t, h, w))
+    levels = np.pad(levels, [(0, 0), (0, 0), (0, ph), (0, pw)], mode="edge")
+    return pack([mean.tobytes() + basis.tobytes() + side,
+                 *(_video(np.ascontiguousarray(k), crf, "gray12le", tune="psnr") for k in levels)])
+
+
+def x265_video_pca_decode(blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`x265_video_pca_encode`."""
+    t, c, h, w = shape
+    parts = unpack(blob)
+    levels = np.stack([_frames(p, "gray12le")[:, :h, :w] for p in parts[1:]])
+    return np.moveaxis(_to_uint16(_bands(parts[0], levels, c)), 0, 1)
 
 
 #: CRF values of the intra baseline, from ~0.02 to ~2 bpppb on Sentinel-2 dates.
@@ -148,5 +198,7 @@ INTRA_CRFS = (51.0, 48.0, 45.0, 42.0, 39.0, 36.0, 33.0, 30.0, 27.0, 24.0, 21.0, 
 X265_BASELINES = (
     Baseline("x265-video", x265_encode, x265_decode, X265_CRFS, "CRF (lower is better)", requires="av"),
     Baseline("x265-intra-pca", x265_intra_pca_encode, x265_intra_pca_decode, INTRA_CRFS,
+             "CRF (lower is better)", requires="av"),
+    Baseline("x265-video-pca", x265_video_pca_encode, x265_video_pca_decode, INTRA_CRFS,
              "CRF (lower is better)", requires="av"),
 )
