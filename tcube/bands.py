@@ -2,18 +2,53 @@
 
 from __future__ import annotations
 
+import re
+
 L2A_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
 )
 L1C_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
 )
-#: STAC ``eo:common_name`` values (and Earth Search asset names) of the Sentinel-2 bands.
+#: STAC ``eo:common_name`` values (and Earth Search asset names) of the Sentinel-2 bands. The common
+#: name ``rededge`` is left out: it names B05, B06 and B07 alike.
 COMMON_NAMES: dict[str, str] = {
     "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05", "rededge2": "B06",
     "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09", "cirrus": "B10", "swir16": "B11",
     "swir22": "B12",
 }
+#: Other spellings met in catalogues and tools (compared without case, spaces, ``-`` or ``_``).
+BAND_ALIASES: dict[str, str] = {
+    **COMMON_NAMES, "coastalaerosol": "B01", "aerosol": "B01", "rededge01": "B05", "rededge02": "B06",
+    "rededge03": "B07", "watervapour": "B09", "watervapor": "B09",
+    "swir1": "B11", "swir2": "B12",
+}
+_BAND_RE = re.compile(r"(?:^|[\s_\-.()])B(\d{1,2})(A?)(?=$|[\s_\-.()])", re.IGNORECASE)
+
+
+def band_name(text: str) -> str | None:
+    """The Sentinel-2 band (``"B02"``, ``"B8A"``) a name means, in any spelling: band names (``B2``,
+    ``b02``, ``B8a``, ``B04_10m``, inside file names), STAC common names, the asset names of the
+    Earth Search and Planetary Computer collections (``red``, ``nir08``, ``swir16``, ``blue-jp2``)
+    and a few other aliases. None for anything else (``SCL``, ``rededge``, ``B13``).
+
+    Examples
+    --------
+    >>> [band_name(t) for t in ("S2A_MSIL2A_x_B8A.tif", "B2", "b08a", "SCL", "Red", "nir08", "blue-jp2", "B13")]
+    ['B8A', 'B02', 'B8A', None, 'B04', 'B8A', 'B02', None]
+    """
+    key = re.sub(r"[\s_\-]", "", text).lower()
+    key = key[:-3] if key.endswith("jp2") and key[:-3] in BAND_ALIASES else key
+    if key in BAND_ALIASES:
+        return BAND_ALIASES[key]
+    m = _BAND_RE.search(text.rsplit(".", 1)[0] if re.search(r"\.[A-Za-z]\w*$", text) else text)
+    if not m:
+        return None
+    number, narrow = int(m.group(1)), bool(m.group(2))
+    if narrow:
+        return "B8A" if number == 8 else None
+    return f"B{number:02d}" if 1 <= number <= 12 else None
+
 
 #: Per-band mean and standard deviation (SSL4EO-S12 v1.1, digital numbers), in band order.
 L2A_MEAN: tuple[float, ...] = (

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from tcube.bands import COMMON_NAMES, L1C_BANDS, L2A_BANDS
+from tcube.bands import L1C_BANDS, L2A_BANDS, band_name
 from tcube.errors import InputError
-
-_BAND_RE = re.compile(r"(?:^|[_\-.])B(\d{1,2}A?)(?:$|[_\-.])", re.IGNORECASE)
-
 
 
 def existing(path: str | Path) -> Path:
@@ -24,23 +20,6 @@ def existing(path: str | Path) -> Path:
 
 def _text(path: Path) -> str:
     return path.read_text() if path.is_file() else ""
-
-
-def band_name(text: str) -> str | None:
-    """Canonical band name ("B8A", "B02") found in a file or variable name, or its STAC common name.
-
-    Examples
-    --------
-    >>> band_name("S2A_MSIL2A_x_B8A.tif"), band_name("B2"), band_name("SCL"), band_name("Red")
-    ('B8A', 'B02', None, 'B04')
-    """
-    if text.lower() in COMMON_NAMES:
-        return COMMON_NAMES[text.lower()]
-    m = _BAND_RE.search(Path(text).stem if "." in text else text)
-    if not m:
-        return None
-    num = m.group(1).upper()
-    return "B8A" if num == "8A" else f"B{int(num):02d}"
 
 
 def _to_dn(a: np.ndarray) -> np.ndarray:
