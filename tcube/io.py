@@ -9,6 +9,7 @@ import numpy as np
 
 from tcube.bands import L1C_BANDS, L2A_BANDS, band_name
 from tcube.errors import InputError
+from tcube.geo import open_geotiff, open_geotiff_folder
 
 
 def existing(path: str | Path) -> Path:
@@ -154,96 +155,35 @@ def find_cubes(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def _geotiff(path: Path) -> tuple[np.ndarray, dict, dict]:
-    """Pixels, (y, x) coordinates and CRS attributes of a GeoTIFF (coordinates of pixel centres)."""
-    import tifffile
-
-    with tifffile.TiffFile(str(path)) as tif:
-        a = tif.asarray()
-        geo = tif.geotiff_metadata or {}
-    h, w = (a.shape[-2:] if a.ndim == 3 and a.shape[0] in (12, 13) else a.shape[:2])
-    coords: dict = {}
-    if "ModelPixelScale" in geo and "ModelTiepoint" in geo:
-        sx, sy = geo["ModelPixelScale"][:2]
-        x0, y0 = geo["ModelTiepoint"][3:5]
-        coords = {"x": x0 + (np.arange(w) + 0.5) * sx, "y": y0 - (np.arange(h) + 0.5) * sy}
-    elif "ModelTransformation" in geo:
-        m = np.asarray(geo["ModelTransformation"], np.float64).reshape(4, 4)
-        coords = {"x": m[0, 3] + (np.arange(w) + 0.5) * m[0, 0], "y": m[1, 3] + (np.arange(h) + 0.5) * m[1, 1]}
-    epsg = geo.get("ProjectedCSTypeGeoKey") or geo.get("GeographicTypeGeoKey")
-    crs = {"spatial_ref": f"EPSG:{int(epsg)}", "epsg": int(epsg)} if epsg else {}
-    return a, coords, crs
-
-
-def _band_planes(a: np.ndarray, source: str) -> dict[str, np.ndarray]:
-    """Bands of a multi-band GeoTIFF by name: 12 bands are L2A order, 13 are L1C order."""
-    if a.ndim == 2:
-        raise InputError(f"{source}: one band; name the file after its band (e.g. *_B04.tif) inside a folder")
-    if a.shape[0] not in (12, 13):
-        a = np.moveaxis(a, -1, 0)
-    names = {12: L2A_BANDS, 13: L1C_BANDS}.get(a.shape[0])
-    if names is None:
-        raise InputError(f"{source}: {a.shape[0]} bands; tcube reads 12 (L2A order) or 13 (L1C order)")
-    return dict(zip(names, a))
-
-
-def _dataset(planes: dict[str, np.ndarray], coords: dict, crs: dict, dims: tuple[str, ...], extra: dict):
-    import xarray as xr
-
-    attrs = {"grid_mapping": "spatial_ref"} if crs else {}
-    ds = xr.Dataset({b: (dims, p, dict(attrs)) for b, p in planes.items()},
-                    coords={**{d: coords[d] for d in ("y", "x") if d in coords}, **extra})
-    if crs:
-        ds["spatial_ref"] = xr.DataArray(np.int32(0), attrs=crs)
-    return ds
-
-
-def _per_band_folder(tifs: list[Path], source: str):
-    """One date of per-band GeoTIFFs; each resolution on its own grid (dims y, x / y_2, x_2 / y_6, x_6)."""
-    import xarray as xr
-
-    grids = {band_name(p.name): _geotiff(p) for p in tifs if band_name(p.name)}
-    finest = max(a.shape[-2] for a, _, _ in grids.values())
-    ds = xr.Dataset()
-    for band in sorted(grids, key=lambda b: (L1C_BANDS.index(b) if b in L1C_BANDS else 99, b)):
-        a, coords, crs = grids[band]
-        factor = finest // a.shape[-2]
-        suffix = "" if factor == 1 else f"_{factor}"
-        dims = (f"y{suffix}", f"x{suffix}")
-        renamed = {f"{d}{suffix}": v for d, v in coords.items()}
-        ds[band] = xr.DataArray(a, dims=dims, coords={d: renamed[d] for d in dims if d in renamed},
-                                attrs={"grid_mapping": "spatial_ref"} if crs else {})
-    crs = next((c for _, _, c in grids.values() if c), None)
-    if crs:
-        ds["spatial_ref"] = xr.DataArray(np.int32(0), attrs=crs)
-    return ds
-
-
 def _open_netcdf(path: Path):
     """NetCDF with CF decoding, or without it when xarray cannot apply it to some variable (integer
     variables with a fill value, as in WorldCereal's angle variables): then values stay as stored and
-    CF attributes (scale_factor, _FillValue) stay in ``attrs``, where xarray2tec reads them."""
+    CF attributes (scale_factor, _FillValue) stay in ``attrs``, where xarray2tec reads them. Grid
+    mapping variables (the CRS) are coordinates, as rioxarray expects."""
     import xarray as xr
 
-    ds = xr.open_dataset(str(path))  # lazily indexed: a region reads only itself from disk
+    # lazily indexed (a region reads only itself from disk); grid mappings (the CRS) as coordinates,
+    # the way rioxarray and CF writers keep them
+    ds = xr.open_dataset(str(path), decode_coords="all")
     try:
         for var in ds.data_vars.values():
             np.asarray(var.isel({d: 0 for d in var.dims}))
     except ValueError:
         ds.close()
-        ds = xr.open_dataset(str(path), mask_and_scale=False)
+        ds = xr.open_dataset(str(path), mask_and_scale=False, decode_coords="all")
     return ds
 
 
 def open_dataset(path: str | Path):
     """Open a Sentinel-2 dataset as an xarray Dataset (lazy where the format allows).
 
-    Accepts zarr stores (dask) and NetCDF files (lazily indexed, read region by region), a
-    multi-band GeoTIFF (12 bands in L2A order or 13 in L1C order), a folder of per-band GeoTIFFs
-    (one date; each resolution keeps its own grid) or a folder of multi-band GeoTIFFs (one date
-    each, in name order; dim ``time`` with the file names as a coordinate). GeoTIFF
-    georeferencing becomes x/y coordinates of pixel centres and a ``spatial_ref`` variable
-    (``EPSG:...``) named by each band's ``grid_mapping``.
+    Accepts zarr stores (dask) and NetCDF files (lazily indexed, read region by region), and
+    through rioxarray (:mod:`tcube.geo`, lazy, window by window) GeoTIFFs and COGs: a multi-band
+    file (bands named by their descriptions, or 12 in L2A order, 13 in L1C order), a folder of
+    single-band files named after their bands (one date; each resolution keeps its own grid) or a
+    folder of multi-band files (one date each, in name order; dim ``time`` with the file names as
+    a coordinate). CRS and transform become a ``spatial_ref`` coordinate (``crs_wkt``,
+    ``GeoTransform``) named by each band's ``grid_mapping``, with x/y coordinates of pixel centres.
 
     Examples
     --------
@@ -261,25 +201,13 @@ def open_dataset(path: str | Path):
     if suffix in (".nc", ".nc4", ".netcdf"):
         return _open_netcdf(path)
     if suffix in (".tif", ".tiff"):
-        a, coords, crs = _geotiff(path)
-        return _dataset(_band_planes(a, str(path)), coords, crs, ("y", "x"), {})
+        return open_geotiff(path)
     if suffix in (".npy", ".npz"):  # values as they are, every band (B10 of L1C too)
         cube = _load_array(path)
         names = {len(L2A_BANDS): L2A_BANDS, len(L1C_BANDS): L1C_BANDS}.get(cube.shape[1] if cube.ndim == 4 else 0)
         if names is None:
             raise InputError(f"{path}: expected (T, C, H, W) or (T, H, W, C) with 12 or 13 bands, got {cube.shape}")
-        return _dataset(dict(zip(names, np.moveaxis(cube, 1, 0))), {}, {}, ("time", "y", "x"), {})
+        return xr.Dataset({b: (("time", "y", "x"), plane) for b, plane in zip(names, np.moveaxis(cube, 1, 0))})
     if path.is_dir():
-        tifs = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
-        if not tifs:
-            raise InputError(f"{path}: no GeoTIFF files")
-        if all(band_name(p.name) for p in tifs):
-            return _per_band_folder(tifs, str(path))
-        dates = [_geotiff(p) for p in tifs]
-        planes = [_band_planes(a, str(p)) for (a, _, _), p in zip(dates, tifs)]
-        if any(set(p) != set(planes[0]) or p[next(iter(p))].shape != planes[0][next(iter(p))].shape for p in planes):
-            raise InputError(f"{path}: the GeoTIFFs differ in bands or size; one folder must hold one place")
-        stacked = {b: np.stack([p[b] for p in planes]) for b in planes[0]}
-        return _dataset(stacked, dates[0][1], dates[0][2], ("time", "y", "x"),
-                        {"time": np.arange(len(tifs)), "file": ("time", [p.name for p in tifs])})
+        return open_geotiff_folder(path)
     raise InputError(f"{path}: unsupported file type {suffix!r}")

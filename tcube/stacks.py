@@ -53,7 +53,7 @@ RULE_KEYS = frozenset({"model", "quality", "max_error", "psnr", "metric", "chunk
 DEFAULT_CHUNKS = {"time": 1, "y": 256, "x": 256}
 _Y_NAMES = ("y", "lat", "latitude", "row", "rows", "northing")
 _X_NAMES = ("x", "lon", "longitude", "col", "cols", "easting")
-_KEPT_ENCODING = ("dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar")
+_KEPT_ENCODING = ("dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar", "grid_mapping")
 
 
 @dataclass

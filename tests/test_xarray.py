@@ -68,7 +68,10 @@ def test_bigearthnet_mixed_resolutions(s2_dir, tmp_path):
     assert meta["B05"]["grid"] == ["y_2", "x_2", 2] and meta["B01"]["grid"] == ["y_6", "x_6", 6]
     back = tec2xarray(_store(tmp_path))
     assert_same(ds, back, min_psnr=30)
-    assert back["spatial_ref"].attrs["spatial_ref"] == "EPSG:32633"
+    assert back.rio.crs.to_epsg() == 32633 == ds.rio.crs.to_epsg()
+    for band in ("B02", "B05", "B01"):  # each resolution keeps its own grid mapping and transform
+        assert back[band].encoding["grid_mapping"] == ds[band].encoding["grid_mapping"]
+        assert back[band].rio.transform() == ds[band].rio.transform()
     native = tmp_path / "native.zarr"
     xarray2tec(ds, str(native), rules={"*": {"native_grid": True}})
     assert sorted(k for k in zarr.open_group(str(native), mode="r").array_keys() if k.startswith("tcube_")) == [

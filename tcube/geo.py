@@ -1,0 +1,171 @@
+"""GeoTIFF and Cloud-Optimized GeoTIFF in and out, through rioxarray (``pip install 'tcube[io]'``).
+
+Reading gives xarray Datasets the way rioxarray and CF write them: one variable per band, lazy
+(dask chunks of :data:`READ_CHUNK` pixels, read window by window), a ``spatial_ref`` coordinate
+with ``crs_wkt``, ``spatial_ref`` and ``GeoTransform``, named by each band's ``grid_mapping``;
+nodata, scale, offset and band descriptions as the file has them (``_FillValue``,
+``scale_factor``, ``add_offset``, ``long_name``). Bands are named from their descriptions
+(``B04``, ``red``...; see :func:`tcube.bands.band_name`), from the file name for single-band
+files, or by position for 12 (L2A order) or 13 (L1C order) unnamed bands.
+
+Writing makes COGs of a Dataset's bands on one grid, with its CRS, transform and nodata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from tcube.bands import L1C_BANDS, L2A_BANDS, band_name
+from tcube.errors import InputError
+
+#: Pixels per side of the dask chunks GeoTIFFs are read in (a region reads only the windows it needs).
+READ_CHUNK = 1024
+#: Attributes rioxarray gives per band (one value each in a multi-band file), kept per variable.
+_PER_BAND = ("scale_factor", "add_offset", "long_name", "units")
+
+
+def _rioxarray():
+    try:
+        import rioxarray
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("GeoTIFF input and output need rioxarray: pip install 'tcube[io]'") from exc
+    return rioxarray
+
+
+def _per_band(value: object, count: int) -> list:
+    """A rioxarray attribute as one value per band (a tuple for several bands, else a scalar)."""
+    if isinstance(value, tuple | list) and len(value) == count:
+        return list(value)
+    return [value] * count
+
+
+def _names(descriptions: list, path: Path) -> list[str]:
+    """The Sentinel-2 band of each band of a file: its description, the file name of a single band,
+    or the position among 12 (L2A) or 13 (L1C) bands."""
+    count = len(descriptions)
+    named = [band_name(str(d)) if d else None for d in descriptions]
+    if count == 1 and named[0] is None:
+        named = [band_name(path.name)]
+    if all(named) and len(set(named)) == count:
+        return named
+    if count in (len(L2A_BANDS), len(L1C_BANDS)) and not any(named):
+        return list(L2A_BANDS if count == len(L2A_BANDS) else L1C_BANDS)
+    raise InputError(f"{path}: cannot tell which Sentinel-2 band each of its {count} bands is (descriptions "
+                     f"{descriptions}): set band descriptions (B02, red, nir08...), name a single-band file after "
+                     "its band (e.g. *_B04.tif), or give 12 bands in L2A order or 13 in L1C order")
+
+
+def open_geotiff(path: str | Path, grid_mapping: str = "spatial_ref") -> xr.Dataset:
+    """One GeoTIFF (COG or not) as a lazy Dataset: a (y, x) variable per band, named by its band.
+
+    ``grid_mapping`` names the CRS coordinate (one per grid when several grids share a Dataset).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, rioxarray, xarray as xr
+    >>> path = Path(tempfile.mkdtemp()) / "T33UUB_B04.tif"
+    >>> da = xr.DataArray(np.full((1, 8, 8), 900, np.uint16), dims=("band", "y", "x"),
+    ...                   coords={"y": 5e6 - 5 - 10 * np.arange(8), "x": 4e5 + 5 + 10 * np.arange(8)})
+    >>> da.rio.write_crs("EPSG:32633").rio.write_nodata(0).rio.to_raster(path)
+    >>> ds = open_geotiff(path)
+    >>> list(ds.data_vars), ds.rio.crs.to_epsg(), ds["B04"].attrs["_FillValue"]
+    (['B04'], 32633, np.uint16(0))
+    """
+    path = Path(path)
+    try:
+        da = _rioxarray().open_rasterio(path, chunks={"band": 1, "y": READ_CHUNK, "x": READ_CHUNK},
+                                        mask_and_scale=False)
+    except Exception as exc:  # rasterio's errors are many; each means the file cannot be read as a GeoTIFF
+        raise InputError(f"{path}: not a readable GeoTIFF ({exc})") from exc
+    count = da.sizes["band"]
+    descriptions = _per_band(da.attrs.get("long_name"), count)
+    names = _names(descriptions, path)
+    shared = {k: v for k, v in da.attrs.items() if k not in _PER_BAND}
+    per_band = {k: _per_band(da.attrs[k], count) for k in _PER_BAND if k in da.attrs}
+    if grid_mapping != "spatial_ref":
+        da = da.rename({"spatial_ref": grid_mapping})
+    variables = {}
+    for i, name in enumerate(names):
+        band = da.isel(band=i, drop=True)
+        own = {k: v[i] for k, v in per_band.items() if v[i] is not None}
+        if own.get("scale_factor") == 1.0 and own.get("add_offset", 0.0) == 0.0:  # rioxarray's default: no scaling
+            own.pop("scale_factor")
+            own.pop("add_offset", None)
+        band.attrs = {**shared, **own}
+        band.encoding = {"grid_mapping": grid_mapping, "source": str(path)}
+        variables[name] = band
+    return xr.Dataset(variables)
+
+
+def _grid_key(ds: xr.Dataset) -> tuple[int, int]:
+    return ds.sizes["y"], ds.sizes["x"]
+
+
+def _per_band_files(tifs: list[Path]) -> xr.Dataset:
+    """One date of single-band GeoTIFFs; each resolution keeps its own grid (dims y, x / y_2, x_2 /
+    y_6, x_6 and CRS coordinates spatial_ref / spatial_ref_2 / spatial_ref_6)."""
+    opened = [open_geotiff(p) for p in tifs]
+    finest = max(_grid_key(d)[0] for d in opened)
+    parts = []
+    for ds in opened:
+        factor = finest // _grid_key(ds)[0]
+        if factor > 1:
+            suffix = f"_{factor}"
+            ds = ds.rename({"y": f"y{suffix}", "x": f"x{suffix}", "spatial_ref": f"spatial_ref{suffix}"})
+            for var in ds.data_vars.values():
+                var.encoding["grid_mapping"] = f"spatial_ref{suffix}"
+        parts.append(ds)
+    names = [n for d in parts for n in d.data_vars]
+    if len(set(names)) < len(names):
+        raise InputError(f"{tifs[0].parent}: two files hold the same band ({', '.join(sorted(names))})")
+    merged = xr.merge(parts, combine_attrs="drop_conflicts", join="exact", compat="equals")
+    order = sorted(merged.data_vars, key=lambda b: L1C_BANDS.index(b) if b in L1C_BANDS else 99)
+    return merged[order]
+
+
+def _per_date_files(tifs: list[Path]) -> xr.Dataset:
+    """Multi-band GeoTIFFs of one place, one date each (in name order): dim ``time`` with the file
+    names as a coordinate ``file``."""
+    dates = [open_geotiff(p) for p in tifs]
+    first = dates[0]
+    for p, ds in zip(tifs[1:], dates[1:]):
+        if list(ds.data_vars) != list(first.data_vars) or _grid_key(ds) != _grid_key(first):
+            raise InputError(f"{p}: its bands or size differ from {tifs[0].name}'s; one folder must hold one place")
+        if ds.rio.crs != first.rio.crs or ds.rio.transform() != first.rio.transform():
+            raise InputError(f"{p}: its CRS or transform differ from {tifs[0].name}'s; one folder must hold one place")
+    ds = xr.concat([d.drop_vars("spatial_ref") for d in dates], dim="time", coords="minimal", compat="override",
+                   join="override", combine_attrs="override")
+    ds = ds.assign_coords(time=np.arange(len(tifs)), file=("time", [p.name for p in tifs]),
+                          spatial_ref=first["spatial_ref"])
+    for name, var in ds.data_vars.items():
+        var.encoding = {**first[name].encoding, "source": str(tifs[0].parent)}
+    return ds
+
+
+def open_geotiff_folder(path: str | Path) -> xr.Dataset:
+    """A folder of GeoTIFFs as a lazy Dataset: single-band files named after their bands (one date,
+    each resolution on its own grid) or multi-band files (one date each, in name order).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, rioxarray, xarray as xr
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for band, side in (("B04", 8), ("B05", 4)):
+    ...     da = xr.DataArray(np.full((1, side, side), 900, np.uint16), dims=("band", "y", "x"),
+    ...                       coords={"y": 5e6 - (40 / side) * (np.arange(side) + 0.5),
+    ...                               "x": 4e5 + (40 / side) * (np.arange(side) + 0.5)})
+    ...     da.rio.write_crs("EPSG:32633").rio.to_raster(folder / f"T33UUB_{band}.tif")
+    >>> ds = open_geotiff_folder(folder)
+    >>> ds["B05"].dims, ds["B05"].rio.transform().a
+    (('y_2', 'x_2'), 10.0)
+    """
+    path = Path(path)
+    tifs = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+    if not tifs:
+        raise InputError(f"{path}: no GeoTIFF files")
+    if len(tifs) > 1 and all(band_name(p.name) for p in tifs):
+        return _per_band_files(tifs)
+    return _per_date_files(tifs)
