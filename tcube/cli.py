@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -182,16 +183,16 @@ def _summary_text(d: dict) -> str:
 
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
-    import contextlib
-
     from dask.diagnostics import ProgressBar
 
     from tcube.outputs import NETCDF, check_file_output, writing_file
     from tcube.stacks import open_store
 
     out = Path(args.output)
-    if out.suffix.lower() not in (".nc", ".nc4", ".zarr"):
-        raise InputError(f"{out}: write .nc (NetCDF) or .zarr (plain zarr)")
+    geotiff = out.suffix.lower() in (".tif", ".tiff") or (out.is_dir() and out.suffix.lower() != ".zarr")
+    if out.suffix.lower() not in (".nc", ".nc4", ".zarr") and not geotiff:
+        raise InputError(f"{out}: write .nc (NetCDF), .zarr (plain zarr), .tif (a Cloud-Optimized GeoTIFF) or into "
+                         "an existing folder (one Cloud-Optimized GeoTIFF per date)")
     if _parallel_requested(args):
         if out.suffix.lower() != ".zarr":
             raise InputError(f"{out}: --workers, --gpus and --scheduler write plain zarr (.zarr) only")
@@ -199,6 +200,8 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
 
         return _run_parallel(parallel.decompress, args)
     ds = open_store(args.input)
+    if geotiff:
+        return _decompress_geotiff(ds, args, out)
     if out.suffix.lower() == ".zarr":
         summary, text = _run_serial(ds, ("store", args.input), args, {"*": {"lossless": True}}, DEFAULT_MODEL, 8)
         _emit(summary, args.json, text)
@@ -209,6 +212,23 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
             ds.to_netcdf(partial)
     _emit({"input": args.input, "output": str(out), "variables": list(map(str, ds.data_vars))}, args.json,
           f"{args.input} -> {out}: {len(ds.data_vars)} variables")
+    return EXIT_OK
+
+
+def _decompress_geotiff(ds: xarray.Dataset, args: argparse.Namespace, out: Path) -> int:
+    """The store's bands as Cloud-Optimized GeoTIFFs: all written under temporary names, then renamed."""
+    from tcube.geo import cog_paths, write_cogs
+    from tcube.outputs import GEOTIFF, check_file_output, writing_file
+
+    paths = [check_file_output(p, GEOTIFF, [args.input], overwrite=args.overwrite)
+             for p in cog_paths(ds, out, Path(args.input).stem)]
+    with contextlib.ExitStack() as stack:
+        partials = [stack.enter_context(writing_file(p)) for p in paths]
+        left = write_cogs(ds, partials)
+    note = f" (not bands on this grid, left out: {', '.join(left)})" if left else ""
+    _emit({"input": args.input, "output": [str(p) for p in paths], "left_out": left}, args.json,
+          f"{args.input} -> {len(paths)} Cloud-Optimized GeoTIFF{'s' if len(paths) > 1 else ''} in "
+          f"{out if out.is_dir() else out.parent}{note}")
     return EXIT_OK
 
 
@@ -381,14 +401,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_flags(r)
     r.set_defaults(func=_cmd_recompress)
 
-    x = _subcommand(sub, "decompress", "decode a tcube store into NetCDF (.nc) or plain zarr (.zarr)",
-                    description="Every variable comes back as it went in; the output opens without tcube.\n\n"
-                                + RESUME_NOTE + " A NetCDF file is written under a temporary name and renamed "
-                                "when complete; an existing one is replaced only with --overwrite.")
+    x = _subcommand(sub, "decompress", "decode a tcube store into NetCDF (.nc), plain zarr (.zarr) or "
+                    "Cloud-Optimized GeoTIFFs (.tif, or a folder: one per date)",
+                    description="Every variable comes back as it went in; the output opens without tcube. "
+                                "GeoTIFFs hold the Sentinel-2 bands of the finest grid (CRS, transform, no-data, "
+                                "scale and offset; band descriptions are the band names); the command says which "
+                                "variables they leave out.\n\nexamples:\n"
+                                "  tcube decompress cube.zarr back.nc\n"
+                                "  tcube decompress one_date.zarr out.tif\n"
+                                "  tcube decompress series.zarr cogs/     # cogs/ exists: one COG per date\n\n"
+                                + RESUME_NOTE + " Files are written under temporary names and renamed when "
+                                "complete (every date's, for a folder); an existing one is replaced only with "
+                                "--overwrite, and only when it is a file of the same kind.")
     x.add_argument("input", help="zarr store written by tcube compress / xarray2tec")
-    x.add_argument("output", help="file.nc or store.zarr")
+    x.add_argument("output", help="file.nc, store.zarr, file.tif or an existing folder")
     _add_batch_flag(x, "chunks per task")
-    _add_overwrite_flag(x, "an existing NetCDF file, or a zarr store that holds something else")
+    _add_overwrite_flag(x, "an existing NetCDF or GeoTIFF file, or a zarr store that holds something else")
     _add_parallel_flags(x)
     _add_output_flags(x)
     x.set_defaults(func=_cmd_decompress)

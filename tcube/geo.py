@@ -13,6 +13,7 @@ Writing makes COGs of a Dataset's bands on one grid, with its CRS, transform and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,108 @@ def open_geotiff_folder(path: str | Path) -> xr.Dataset:
     if len(tifs) > 1 and all(band_name(p.name) for p in tifs):
         return _per_band_files(tifs)
     return _per_date_files(tifs)
+
+
+def _bands_of(ds: xr.Dataset) -> tuple[list[xr.DataArray], list[str]]:
+    """The Sentinel-2 bands of ``ds`` on its finest grid as (time?, y, x) arrays in dataset order
+    (a variable with a band dimension gives one per label), and the names of the variables left out
+    (other grids, no band)."""
+    from tcube.stacks import band_dim
+
+    found, left = [], []
+    for name, da in ds.data_vars.items():
+        bdim = band_dim(da, L1C_BANDS)
+        if bdim is not None:
+            found += [da.sel({bdim: label}, drop=True).rename(str(label)) for label in da[bdim].values]
+        elif band_name(str(name)) and {"y", "x"} <= set(da.dims):
+            found.append(da)
+        else:
+            left.append(str(name))
+    grid = [da for da in found if {"y", "x"} <= set(da.dims)]
+    left += [str(da.name) for da in found if not {"y", "x"} <= set(da.dims)]
+    if not grid:
+        raise InputError("no Sentinel-2 band on a (y, x) grid to write as a GeoTIFF")
+    return grid, left
+
+
+def _one_date(bands: list[xr.DataArray], tdim: str | None, date: int) -> xr.DataArray:
+    """(band, y, x) of one date, with the first band's CRS, transform and no-data."""
+    first = bands[0]
+    planes = [b.isel({tdim: date}) if tdim in b.dims else b for b in bands]
+    dtype = np.result_type(*[b.dtype for b in bands])
+    out = xr.concat([p.astype(dtype).drop_vars([c for c in p.coords if c not in ("y", "x")]) for p in planes],
+                    dim="band", coords="minimal", compat="override", join="override")
+    out = out.assign_coords(band=np.arange(1, len(bands) + 1)).transpose("band", "y", "x")
+    out.attrs = {"long_name": tuple(str(b.name) for b in bands)}
+    if "AREA_OR_POINT" in first.attrs:
+        out.attrs["AREA_OR_POINT"] = first.attrs["AREA_OR_POINT"]
+    for key, per_band, identity in (("scale_factor", "scales", 1.0), ("add_offset", "offsets", 0.0)):
+        if any(key in b.attrs for b in bands):  # rioxarray writes per-band values from these
+            out.attrs[per_band] = tuple(float(b.attrs.get(key, identity)) for b in bands)
+    out = out.rio.write_crs(first.rio.crs).rio.write_transform(first.rio.transform())
+    nodata = first.attrs.get("_FillValue", first.encoding.get("_FillValue"))
+    if nodata is None and dtype.kind == "f":
+        nodata = np.nan
+    return out.rio.write_nodata(nodata) if nodata is not None else out
+
+
+def date_labels(ds: xr.Dataset, tdim: str | None) -> list[str]:
+    """A file name stem per date: the source file's (coordinate ``file``), the day of a datetime
+    coordinate, or the index."""
+    if tdim is None:
+        return [""]
+    if "file" in ds.coords and ds["file"].dims == (tdim,):
+        return [Path(str(f)).stem for f in ds["file"].values]
+    values = ds[tdim].values if tdim in ds.coords else np.arange(ds.sizes[tdim])
+    if np.issubdtype(values.dtype, np.datetime64):
+        return [str(np.datetime_as_string(v, unit="s")).replace(":", "") for v in values]
+    width = len(str(len(values) - 1))
+    return [f"{i:0{width}d}" for i in range(len(values))]
+
+
+def _time_dim(bands: list[xr.DataArray]) -> str | None:
+    return next((d for b in bands for d in b.dims if d not in ("y", "x")), None)
+
+
+def cog_paths(ds: xr.Dataset, target: Path, stem: str) -> list[Path]:
+    """Where :func:`write_cogs` puts each date of ``ds``: ``target`` itself for a single date, or one
+    file per date (named by :func:`date_labels`, ``stem`` for a dataset without dates) in the
+    folder ``target``."""
+    bands, _ = _bands_of(ds)
+    tdim = _time_dim(bands)
+    if target.is_dir():
+        return [target / f"{label or stem}.tif" for label in date_labels(ds, tdim)]
+    dates = ds.sizes[tdim] if tdim else 1
+    if dates != 1:
+        raise InputError(f"{target}: {dates} dates do not fit one GeoTIFF; give a folder (it must exist) for one "
+                         "Cloud-Optimized GeoTIFF per date")
+    return [target]
+
+
+def write_cogs(ds: xr.Dataset, paths: Sequence[Path]) -> list[str]:
+    """Write the Sentinel-2 bands of ``ds`` on its finest grid as Cloud-Optimized GeoTIFFs, one per
+    date (``paths``, one per date), with the dataset's CRS, transform, no-data, scale and offset;
+    band descriptions are the band names. Returns the variables left out (other grids, no band).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, rioxarray, xarray as xr
+    >>> ds = xr.Dataset({b: (("y", "x"), np.full((8, 8), v, np.uint16)) for b, v in (("B04", 900), ("B08", 2500))},
+    ...                 coords={"y": 5e6 - 5 - 10 * np.arange(8), "x": 4e5 + 5 + 10 * np.arange(8)})
+    >>> path = Path(tempfile.mkdtemp()) / "out.tif"
+    >>> write_cogs(ds.rio.write_crs("EPSG:32633"), [path])
+    []
+    >>> back = open_geotiff(path)
+    >>> list(back.data_vars), back.rio.crs.to_epsg(), int(back["B08"].max())
+    (['B04', 'B08'], 32633, 2500)
+    """
+    _rioxarray()
+    bands, left = _bands_of(ds)
+    tdim = _time_dim(bands)
+    dates = ds.sizes[tdim] if tdim else 1
+    if len(paths) != dates:
+        raise InputError(f"{dates} dates need {dates} GeoTIFF paths, got {len(paths)}")
+    for date, path in enumerate(paths):
+        image = _one_date(bands, tdim, date)
+        image.rio.to_raster(path, driver="COG", compress="DEFLATE", predictor=3 if image.dtype.kind == "f" else 2)
+    return left

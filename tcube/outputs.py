@@ -9,7 +9,7 @@ xarray2tec, tcube.parallel; ``tcube train --export`` for weights):
 - a store is written into only when it is empty, new, or a tcube store of the same job (which is
   then resumed); ``overwrite`` replaces a zarr store, never a folder or file of anything else;
 - an output file is replaced only with ``overwrite`` and only when it is a file of the kind the
-  command writes (NetCDF, PNG); it is written under a temporary name and renamed when complete.
+  command writes (NetCDF, PNG, GeoTIFF); it is written under a temporary name and renamed when complete.
 
 Stores are marked unfinished while a job writes them: the root group metadata is kept aside
 under :data:`UNFINISHED_KEY` (so xarray and zarr find no group there) and the job record says
@@ -57,6 +57,7 @@ class FileKind:
 
 NETCDF = FileKind("NetCDF", (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n"))
 PNG = FileKind("PNG", (b"\x89PNG\r\n\x1a\n",))
+GEOTIFF = FileKind("GeoTIFF", (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"))  # TIFF and BigTIFF
 SAFETENSORS = FileKind("safetensors", (b"{",), offset=8)  # an 8-byte header length, then its JSON
 
 

@@ -32,7 +32,11 @@ from tcube.stacks import (
 __all__ = ["band_planes", "describe_store", "format_stats", "stand_in", "store_stats", "tec2xarray", "xarray2tec"]
 
 
-def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None = None, *,
+#: The variable a DataArray without a name is stored as.
+DATAARRAY_NAME = "reflectance"
+
+
+def xarray2tec(ds: xr.Dataset | xr.DataArray, store: Any, rules: Mapping[str, Mapping] | None = None, *,
                model: str | None = None, quality: int | None = None, max_error: int | None = None,
                psnr: float | None = None, metric: str = "10k", compute_stats: bool = False, batch_chunks: int = 8,
                progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> list[dict] | None:
@@ -40,10 +44,13 @@ def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None =
 
     Parameters
     ----------
-    ds : xarray.Dataset
-        Band variables (``B02``, ``B8A``, ``B2``, ``red``...) or variables with a band dimension,
-        plus anything else; numpy-, lazily- or dask-backed (processed region by region, never
-        loaded whole).
+    ds : xarray.Dataset or xarray.DataArray
+        Band variables (``B02``, ``B8A``, ``B2``, ``red``, ``nir08``...: any spelling of
+        :func:`tcube.bands.band_name`) or variables with a band dimension whose labels are such
+        names (what odc-stac and stackstac give), plus anything else; numpy-, lazily- or
+        dask-backed (processed region by region, never loaded whole). A DataArray is stored as the
+        one variable of a Dataset, under its name (or ``"reflectance"``):
+        ``tec2xarray(store)[name]`` gives it back with its coordinates and attributes.
     store : path, URL or zarr store
         Where to write: new or empty, never a file ``ds`` was read from, in a folder that exists.
         A store holding the same job (same data, rules and settings) is completed: valid chunks
@@ -79,6 +86,8 @@ def xarray2tec(ds: xr.Dataset, store: Any, rules: Mapping[str, Mapping] | None =
     >>> list(back.data_vars) == list(ds.data_vars), back["B04"].dtype, bool((back["SCL"] == 4).all())
     (True, dtype('int16'), True)
     """
+    if isinstance(ds, xr.DataArray):  # e.g. stackstac's (time, band, y, x)
+        ds = ds.to_dataset(name=ds.name if ds.name is not None else DATAARRAY_NAME)
     rules = with_modes(rules, max_error, psnr, metric)
     job = jobs.prepare(ds, (None, None), store, rules, model, quality, batch=batch_chunks, overwrite=overwrite)
     jobs.run(job, ds, progress)
