@@ -13,6 +13,7 @@ Writing makes COGs of a Dataset's bands on one grid, with its CRS, transform and
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,11 +29,19 @@ READ_CHUNK = 1024
 _PER_BAND = ("scale_factor", "add_offset", "long_name", "units")
 
 
+#: GDAL's block cache (MB) when the environment does not set ``GDAL_CACHEMAX``: GDAL's own default
+#: (5 % of the host's memory) would keep every block of a full tile read once, 230 MB of one band.
+BLOCK_CACHE_MB = 128
+
+
 def _rioxarray():
     try:
+        import rasterio.env
         import rioxarray
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("GeoTIFF input and output need rioxarray: pip install 'tcube[io]'") from exc
+    if "GDAL_CACHEMAX" not in os.environ:
+        rasterio.env.set_gdal_config("GDAL_CACHEMAX", BLOCK_CACHE_MB)  # MB; before GDAL sizes its cache
     return rioxarray
 
 
@@ -76,10 +85,12 @@ def open_geotiff(path: str | Path, grid_mapping: str = "spatial_ref") -> xr.Data
     (['B04'], 32633, np.uint16(0))
     """
     path = Path(path)
+    rioxarray = _rioxarray()
+    from rasterio.errors import RasterioError
+
     try:
-        da = _rioxarray().open_rasterio(path, chunks={"band": 1, "y": READ_CHUNK, "x": READ_CHUNK},
-                                        mask_and_scale=False)
-    except Exception as exc:  # rasterio's errors are many; each means the file cannot be read as a GeoTIFF
+        da = rioxarray.open_rasterio(path, chunks={"band": 1, "y": READ_CHUNK, "x": READ_CHUNK}, mask_and_scale=False)
+    except (RasterioError, OSError) as exc:
         raise InputError(f"{path}: not a readable GeoTIFF ({exc})") from exc
     count = da.sizes["band"]
     descriptions = _per_band(da.attrs.get("long_name"), count)

@@ -197,7 +197,7 @@ def open_dataset(path: str | Path):
     suffix = path.suffix.lower()
     if suffix == ".zarr" or (path.is_dir() and any((path / m).exists() for m in ("zarr.json", ".zgroup"))):
         consolidated = (path / ".zmetadata").exists() or '"consolidated_metadata": {' in _text(path / "zarr.json")
-        return xr.open_zarr(str(path), consolidated=consolidated)
+        return xr.open_zarr(str(path), consolidated=consolidated, decode_coords="all")
     if suffix in (".nc", ".nc4", ".netcdf"):
         return _open_netcdf(path)
     if suffix in (".tif", ".tiff"):

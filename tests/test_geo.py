@@ -1,6 +1,8 @@
 """GeoTIFF / COG in and out through rioxarray, and STAC-shaped cubes through the stores: CRS (WKT),
 transform (exact), no-data and band order survive every round trip."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,6 +61,7 @@ def test_geotiff_round_trips_through_store_and_cog(sample, tmp_path, kind):
     _write(src, cube, crs, transform, area_or_point)
     ds = open_dataset(src)
     assert list(ds.data_vars) == list(BANDS) and ds["B04"].attrs["_FillValue"] == 0
+    assert ds["B04"].chunks is not None  # lazy: compress reads it window by window
     store = tmp_path / "c.zarr"
     xarray2tec(ds, str(store), model="tec-pc", quality=12)
     back = tec2xarray(str(store))
@@ -78,7 +81,7 @@ def test_geotiff_round_trips_through_store_and_cog(sample, tmp_path, kind):
     np.testing.assert_array_equal(again["B08"].values, back["B08"].values)
 
 
-def test_folder_of_per_band_files_keeps_each_grid(sample, tmp_path):
+def test_folder_of_per_band_files_keeps_each_grid(sample, tmp_path, capsys):
     folder = tmp_path / "tile"
     folder.mkdir()
     cube = _bands(sample)[0]
@@ -95,6 +98,10 @@ def test_folder_of_per_band_files_keeps_each_grid(sample, tmp_path):
     for band in ds.data_vars:
         assert back[band].rio.transform() == ds[band].rio.transform()
         assert back[band].rio.crs.to_wkt() == ds[band].rio.crs.to_wkt()
+    cog = tmp_path / "10m.tif"
+    assert main(["decompress", str(store), str(cog), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["left_out"] == ["B8A"]  # another grid: said, not dropped silently
+    assert list(open_geotiff(cog).data_vars) == ["B02", "B04"]
 
 
 def test_folder_of_dates_to_folder_of_cogs(sample, tmp_path):
@@ -171,3 +178,21 @@ def test_odc_stac_shaped_dataset_round_trips(sample):
     _assert_georeferenced_like(back, ds)
     for name in ds.coords:
         np.testing.assert_array_equal(back[name].values, ds[name].values)
+
+
+@pytest.mark.parametrize("suffix", [".nc", ".zarr"])
+def test_crs_of_netcdf_and_zarr_sources_survives(sample, tmp_path, suffix):
+    """A rioxarray-georeferenced dataset saved as NetCDF or zarr: tec2xarray gives back its CRS
+    and transform (the spatial_ref grid mapping with crs_wkt and GeoTransform)."""
+    src = tmp_path / "utm.tif"
+    _write(src, _bands(sample)[0], *KINDS["utm"][:2])
+    ds = open_dataset(src).load()
+    path = tmp_path / f"source{suffix}"
+    ds.to_netcdf(path) if suffix == ".nc" else ds.to_zarr(path, zarr_format=3, consolidated=False)
+    source = open_dataset(path)
+    _assert_georeferenced_like(source, ds)
+    store = tmp_path / "c.zarr"
+    xarray2tec(source, str(store), model="tec-pc")
+    back = tec2xarray(str(store))
+    _assert_georeferenced_like(back, ds)
+    assert back["spatial_ref"].attrs["GeoTransform"] == ds["spatial_ref"].attrs["GeoTransform"]
