@@ -9,7 +9,6 @@ import numpy as np
 
 from tcube.bands import L1C_BANDS, L2A_BANDS, band_name
 from tcube.errors import InputError
-from tcube.geo import open_geotiff, open_geotiff_folder
 
 
 def existing(path: str | Path) -> Path:
@@ -201,6 +200,8 @@ def open_dataset(path: str | Path):
     if suffix in (".nc", ".nc4", ".netcdf"):
         return _open_netcdf(path)
     if suffix in (".tif", ".tiff"):
+        from tcube.geo import open_geotiff
+
         return open_geotiff(path)
     if suffix in (".npy", ".npz"):  # values as they are, every band (B10 of L1C too)
         cube = _load_array(path)
@@ -209,5 +210,7 @@ def open_dataset(path: str | Path):
             raise InputError(f"{path}: expected (T, C, H, W) or (T, H, W, C) with 12 or 13 bands, got {cube.shape}")
         return xr.Dataset({b: (("time", "y", "x"), plane) for b, plane in zip(names, np.moveaxis(cube, 1, 0))})
     if path.is_dir():
+        from tcube.geo import open_geotiff_folder
+
         return open_geotiff_folder(path)
     raise InputError(f"{path}: unsupported file type {suffix!r}")

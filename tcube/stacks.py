@@ -36,10 +36,10 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN
+from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN, band_name
 from tcube.codecs import TecZarrCodec, resolve_model
 from tcube.errors import InputError
-from tcube.io import band_name, existing
+from tcube.io import existing
 from tcube.masks import CODED_RANGE
 from tcube.models.registry import codes_any_bands
 from tcube.outputs import JOB_ATTR, check_finished, local_path
