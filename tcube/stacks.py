@@ -27,8 +27,9 @@ its own grid (rule ``native_grid``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ STACK_PREFIX = "tcube_"
 ORDER_ATTR = "tcube:variables"
 ENCODINGS_ATTR = "tcube:encodings"
 FILL_ATTR = "tcube:fill_value_attrs"  # variables whose own attributes had a _FillValue
+JSON_VALUES_ATTR = "tcube:json_values"  # object arrays stored as JSON text: what their items were
 RULE_KEYS = frozenset({"model", "quality", "max_error", "psnr", "metric", "chunks", "lossless", "skip", "band",
                        "scale", "offset", "nodata", "native_grid"})
 DEFAULT_CHUNKS = {"time": 1, "y": 256, "x": 256}
@@ -141,7 +143,8 @@ def vocabulary(model: str) -> tuple[str, ...]:
 
 
 def json_safe(value: Any) -> Any:
-    """Attributes and encodings as JSON (numpy scalars and arrays become numbers and lists)."""
+    """Attributes and encodings as JSON: numpy scalars and arrays become numbers and lists, dataclasses
+    dicts, other iterables (an Affine) lists, anything else its text."""
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -154,7 +157,34 @@ def json_safe(value: Any) -> Any:
         return value.name
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)
-    return value
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # stackstac's RasterSpec
+        return json_safe(dataclasses.asdict(value))
+    if isinstance(value, Iterable):  # an Affine transform: its 9 numbers
+        return [json_safe(v) for v in value]
+    return str(value)  # anything else JSON cannot hold (datetimes, CRS objects): its text
+
+
+def _as_json_text(var: xr.Variable) -> tuple[xr.Variable, str] | None:
+    """An object array whose items are not all text (stackstac's ``proj:transform`` tuples), as one
+    JSON text per item, and what its items were (``"tuple"`` or ``"json"``); None for any other array."""
+    if var.dtype != object:
+        return None
+    items = var.values.ravel().tolist()
+    if all(isinstance(v, str) for v in items):
+        return None
+    kind = "tuple" if all(isinstance(v, tuple) for v in items) else "json"
+    text = np.array([json.dumps(json_safe(v)) for v in items], dtype=str).reshape(var.shape)
+    return xr.Variable(var.dims, text, var.attrs), kind
+
+
+def _from_json_text(var: xr.Variable, kind: str) -> xr.Variable:
+    """Inverse of :func:`_as_json_text`."""
+    texts = np.asarray(var.values).ravel()
+    items = np.empty(len(texts), dtype=object)
+    items[:] = [tuple(v) if kind == "tuple" else v for v in (json.loads(str(t)) for t in texts)]
+    return xr.Variable(var.dims, items.reshape(var.shape), var.attrs)
 
 
 def rules_for(rules: Mapping[str, Mapping], name: str) -> dict:
@@ -420,6 +450,14 @@ def rest_of(ds: xr.Dataset, stacks: list[Stack], skipped: list[str], rules: Mapp
     coded = [m.name for s in stacks for m in s.members]
     kept = ds.drop_vars(list(dict.fromkeys(coded + skipped)))
     rest = _clean_encodings(kept, rules)
+    as_text = {}
+    for name, var in list(rest.variables.items()):
+        converted = _as_json_text(var)
+        if converted is not None:
+            rest[name] = converted[0]
+            as_text[str(name)] = converted[1]
+        var.attrs = json_safe(var.attrs)
+    rest.attrs[JSON_VALUES_ATTR] = as_text
     rest.attrs[ORDER_ATTR] = [str(n) for n in ds.data_vars if n not in skipped]
     rest.attrs[ENCODINGS_ATTR] = json_safe({str(n): _kept_encoding(v) for n, v in kept.variables.items()})
     rest.attrs[FILL_ATTR] = [str(n) for n, v in kept.variables.items() if "_FillValue" in v.attrs]
@@ -523,6 +561,11 @@ def open_store(store: Any, chunks: Mapping | None = None, *, plain_ok: bool = Fa
     out.attrs.pop(JOB_ATTR, None)
     order = out.attrs.pop(ORDER_ATTR, list(out.data_vars) + list(restored))
     own_fill = set(out.attrs.pop(FILL_ATTR, []))
+    for name, kind in out.attrs.pop(JSON_VALUES_ATTR, {}).items():
+        if name in out.coords:
+            out = out.assign_coords({name: _from_json_text(out[name].variable, kind)})
+        elif name in out.variables:
+            out[name] = _from_json_text(out[name].variable, kind)
     for name, enc in out.attrs.pop(ENCODINGS_ATTR, {}).items():
         if name in out.variables:
             out[name].encoding.update(enc)

@@ -40,12 +40,11 @@ def _bands(sample, dates: int = 1, side: int = 48) -> np.ndarray:
 
 def _write(path, cube: np.ndarray, crs: str, transform: Affine, area_or_point: str = "Area",
            descriptions=BANDS) -> None:
-    with rasterio.open(path, "w", driver="GTiff", width=cube.shape[-1], height=cube.shape[-2], count=len(cube),
-                       dtype=cube.dtype, crs=CRS.from_user_input(crs), transform=transform, nodata=0) as dst:
-        dst.write(cube)
-        if descriptions:
-            dst.descriptions = tuple(descriptions)
-        dst.update_tags(AREA_OR_POINT=area_or_point)
+    """A GeoTIFF written by rioxarray: CRS, transform, no-data 0, AREA_OR_POINT, band descriptions."""
+    attrs = {"AREA_OR_POINT": area_or_point, **({"long_name": tuple(descriptions)} if descriptions else {})}
+    da = xr.DataArray(cube, dims=("band", "y", "x"), attrs=attrs)
+    da = da.rio.write_crs(CRS.from_user_input(crs)).rio.write_transform(transform).rio.write_nodata(0)
+    da.rio.to_raster(path)
 
 
 def _assert_georeferenced_like(back, source) -> None:
@@ -196,3 +195,48 @@ def test_crs_of_netcdf_and_zarr_sources_survives(sample, tmp_path, suffix):
     back = tec2xarray(str(store))
     _assert_georeferenced_like(back, ds)
     assert back["spatial_ref"].attrs["GeoTransform"] == ds["spatial_ref"].attrs["GeoTransform"]
+
+
+def test_stackstac_object_coordinates_and_attributes_survive(sample):
+    """stackstac also gives object coordinates (``proj:transform`` tuples per band) and attributes
+    JSON cannot hold (an Affine, a RasterSpec): the coordinates come back equal, the attributes as
+    their JSON form."""
+    import dataclasses
+
+    from affine import Affine
+
+    @dataclasses.dataclass
+    class RasterSpec:
+        epsg: int
+        bounds: tuple
+
+    cube = _bands(sample, dates=2, side=64).astype(np.float64)
+    coords = _stac_coords(["blue", "green", "red", "nir"], 2, 64)
+    transforms = np.empty(4, dtype=object)
+    transforms[:] = [(10.0, 0.0, 399960.0, 0.0, -10.0, 5000040.0)] * 4
+    coords["proj:transform"] = ("band", transforms)
+    da = xr.DataArray(cube, dims=("time", "band", "y", "x"), coords=coords, name="stackstac-5f1e",
+                      attrs={"transform": Affine(10, 0, 399960, 0, -10, 5000040), "resolution": 10,
+                             "spec": RasterSpec(32633, (399960.0, 4999400.0, 400600.0, 5000040.0))})
+    store = MemoryStore()
+    xarray2tec(da, store, model="tec-pc")
+    back = tec2xarray(store)["stackstac-5f1e"]
+    assert list(back["proj:transform"].values) == list(transforms) and back["proj:transform"].dtype == object
+    for name in coords:
+        assert list(np.ravel(back[name].values)) == list(np.ravel(da[name].values)), name
+    assert back.attrs == {"transform": [10.0, 0.0, 399960.0, 0.0, -10.0, 5000040.0, 0.0, 0.0, 1.0], "resolution": 10,
+                          "spec": {"epsg": 32633, "bounds": [399960.0, 4999400.0, 400600.0, 5000040.0]}}
+
+
+def test_odc_stac_to_array_round_trips(sample):
+    """odc-stac's Dataset as one (band, time, y, x) DataArray (``to_array``): band first."""
+    cube = _bands(sample, dates=2, side=64)
+    coords = {k: v for k, v in _stac_coords(["red", "nir08"], 2, 64).items() if k in ("time", "y", "x")}
+    ds = xr.Dataset({n: (("time", "y", "x"), cube[:, i]) for i, n in enumerate(("red", "nir08"))}, coords=coords)
+    da = ds.rio.write_crs("EPSG:32633").to_array("band", name="odc")
+    store = MemoryStore()
+    xarray2tec(da, store, model="tec-pc")
+    assert next(iter(stacks_in(store).values()))["bands"] == ["B04", "B8A"]
+    back = tec2xarray(store)["odc"]
+    assert back.dims == da.dims and list(back["band"].values) == ["red", "nir08"]
+    assert back.rio.crs.to_epsg() == 32633 and back.rio.transform() == da.rio.transform()
