@@ -71,9 +71,10 @@ def test_geotiff_round_trips_through_store_and_cog(sample, tmp_path, kind):
     back.rio.to_raster(tmp_path / "rio.tif")  # rioxarray writes what comes back
     cog = tmp_path / "out.tif"
     assert main(["decompress", str(store), str(cog), "--quiet"]) == 0
-    with rasterio.open(cog) as f:
+    with rasterio.open(cog) as f, rasterio.open(src) as original:
         assert f.profile["tiled"] and f.nodata == 0 and f.descriptions == BANDS
         assert f.tags().get("AREA_OR_POINT") == area_or_point
+        assert f.transform == original.transform and f.crs.to_wkt() == original.crs.to_wkt()  # as GDAL reads them
     again = open_geotiff(cog)
     _assert_georeferenced_like(again, ds)
     assert list(again.data_vars) == list(BANDS)
@@ -97,6 +98,7 @@ def test_folder_of_per_band_files_keeps_each_grid(sample, tmp_path, capsys):
     for band in ds.data_vars:
         assert back[band].rio.transform() == ds[band].rio.transform()
         assert back[band].rio.crs.to_wkt() == ds[band].rio.crs.to_wkt()
+        assert back[band].attrs["_FillValue"] == 0 and back[band].rio.nodata == 0
     cog = tmp_path / "10m.tif"
     assert main(["decompress", str(store), str(cog), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["left_out"] == ["B8A"]  # another grid: said, not dropped silently
@@ -119,7 +121,8 @@ def test_folder_of_dates_to_folder_of_cogs(sample, tmp_path):
     for t in range(3):
         date = open_geotiff(out / f"S2_2020010{t + 1}.tif")
         _assert_georeferenced_like(date, ds)
-        assert list(date.data_vars) == list(BANDS)
+        assert list(date.data_vars) == list(BANDS) and all(date[b].attrs["_FillValue"] == 0 for b in BANDS)
+        np.testing.assert_array_equal(date["B02"].values == 0, cube[t, 0] == 0)
     assert main(["decompress", str(store), str(tmp_path / "one.tif")]) == 3  # 3 dates do not fit one file
     assert main(["decompress", str(store), str(out), "--quiet"]) == 3  # the COGs exist: only with --overwrite
     (tmp_path / "notes.tif").write_text("my notes")
