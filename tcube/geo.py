@@ -219,7 +219,9 @@ def _one_date(bands: list[xr.DataArray], tdim: str | None, date: int) -> xr.Data
     for key, per_band, identity in (("scale_factor", "scales", 1.0), ("add_offset", "offsets", 0.0)):
         if any(key in b.attrs for b in bands):  # rioxarray writes per-band values from these
             out.attrs[per_band] = tuple(float(b.attrs.get(key, identity)) for b in bands)
-    out = out.rio.write_crs(first.rio.crs).rio.write_transform(first.rio.transform())
+    if first.rio.crs is not None:  # a dataset without one gives a TIFF without one
+        out = out.rio.write_crs(first.rio.crs)
+    out = out.rio.write_transform(first.rio.transform())
     nodata = first.attrs.get("_FillValue", first.encoding.get("_FillValue"))
     if nodata is None and dtype.kind == "f":
         nodata = np.nan

@@ -243,3 +243,13 @@ def test_odc_stac_to_array_round_trips(sample):
     back = tec2xarray(store)["odc"]
     assert back.dims == da.dims and list(back["band"].values) == ["red", "nir08"]
     assert back.rio.crs.to_epsg() == 32633 and back.rio.transform() == da.rio.transform()
+
+
+def test_cog_of_a_dataset_without_crs(sample, tmp_path):
+    """No CRS in the store: the GeoTIFF has none either (and is written, not refused)."""
+    ds = xr.Dataset({b: (("y", "x"), _bands(sample)[0, i]) for i, b in enumerate(BANDS)})
+    store = tmp_path / "c.zarr"
+    xarray2tec(ds, str(store), model="tec-pc")
+    assert main(["decompress", str(store), str(tmp_path / "plain.tif"), "--quiet"]) == 0
+    back = open_geotiff(tmp_path / "plain.tif")
+    assert back.rio.crs is None and list(back.data_vars) == list(BANDS)
