@@ -68,10 +68,9 @@ def _names(descriptions: list, path: Path) -> list[str]:
                      "its band (e.g. *_B04.tif), or give 12 bands in L2A order or 13 in L1C order")
 
 
-def open_geotiff(path: str | Path, grid_mapping: str = "spatial_ref") -> xr.Dataset:
-    """One GeoTIFF (COG or not) as a lazy Dataset: a (y, x) variable per band, named by its band.
-
-    ``grid_mapping`` names the CRS coordinate (one per grid when several grids share a Dataset).
+def open_geotiff(path: str | Path) -> xr.Dataset:
+    """One GeoTIFF (COG or not) as a lazy Dataset: a (y, x) variable per band, named by its band,
+    and its CRS coordinate ``spatial_ref``.
 
     Examples
     --------
@@ -97,8 +96,6 @@ def open_geotiff(path: str | Path, grid_mapping: str = "spatial_ref") -> xr.Data
     names = _names(descriptions, path)
     shared = {k: v for k, v in da.attrs.items() if k not in _PER_BAND}
     per_band = {k: _per_band(da.attrs[k], count) for k in _PER_BAND if k in da.attrs}
-    if grid_mapping != "spatial_ref":
-        da = da.rename({"spatial_ref": grid_mapping})
     variables = {}
     for i, name in enumerate(names):
         band = da.isel(band=i, drop=True)
@@ -107,7 +104,7 @@ def open_geotiff(path: str | Path, grid_mapping: str = "spatial_ref") -> xr.Data
             own.pop("scale_factor")
             own.pop("add_offset", None)
         band.attrs = {**shared, **own}
-        band.encoding = {"grid_mapping": grid_mapping, "source": str(path)}
+        band.encoding = {"grid_mapping": "spatial_ref", "source": str(path)}
         variables[name] = band
     return xr.Dataset(variables)
 

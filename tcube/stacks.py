@@ -456,7 +456,7 @@ def rest_of(ds: xr.Dataset, stacks: list[Stack], skipped: list[str], rules: Mapp
         if converted is not None:
             rest[name] = converted[0]
             as_text[str(name)] = converted[1]
-        var.attrs = json_safe(var.attrs)
+        rest[name].attrs = json_safe(var.attrs)  # on what is written (this copy's attributes, not ds's)
     rest.attrs[JSON_VALUES_ATTR] = as_text
     rest.attrs[ORDER_ATTR] = [str(n) for n in ds.data_vars if n not in skipped]
     rest.attrs[ENCODINGS_ATTR] = json_safe({str(n): _kept_encoding(v) for n, v in kept.variables.items()})
