@@ -181,9 +181,9 @@ def open_geotiff_folder(path: str | Path) -> xr.Dataset:
 
 
 def _bands_of(ds: xr.Dataset) -> tuple[list[xr.DataArray], list[str]]:
-    """The Sentinel-2 bands of ``ds`` on its finest grid as (time?, y, x) arrays in dataset order
-    (a variable with a band dimension gives one per label), and the names of the variables left out
-    (other grids, no band)."""
+    """The Sentinel-2 bands of ``ds`` on its (y, x) grid (the finest, in the datasets tcube reads) as
+    (time?, y, x) arrays in dataset order (a variable with a band dimension gives one per label),
+    and the names of the variables left out (other grids, no band)."""
     from tcube.stacks import band_dim
 
     found, left = [], []
@@ -202,8 +202,17 @@ def _bands_of(ds: xr.Dataset) -> tuple[list[xr.DataArray], list[str]]:
     return grid, left
 
 
-def _one_date(bands: list[xr.DataArray], tdim: str | None, date: int) -> xr.DataArray:
-    """(band, y, x) of one date, with the first band's CRS, transform and no-data."""
+def _georeference(bands: list[xr.DataArray]) -> tuple:
+    """(CRS or None, transform, no-data or None) of the first band, as the GeoTIFF of all takes them."""
+    first = bands[0]
+    nodata = first.attrs.get("_FillValue", first.encoding.get("_FillValue"))
+    if nodata is None and np.result_type(*[b.dtype for b in bands]).kind == "f":
+        nodata = np.nan
+    return first.rio.crs, first.rio.transform(), nodata
+
+
+def _one_date(bands: list[xr.DataArray], tdim: str | None, date: int, georeference: tuple) -> xr.DataArray:
+    """(band, y, x) of one date, with the CRS, transform and no-data of :func:`_georeference`."""
     first = bands[0]
     planes = [b.isel({tdim: date}) if tdim in b.dims else b for b in bands]
     dtype = np.result_type(*[b.dtype for b in bands])
@@ -216,27 +225,36 @@ def _one_date(bands: list[xr.DataArray], tdim: str | None, date: int) -> xr.Data
     for key, per_band, identity in (("scale_factor", "scales", 1.0), ("add_offset", "offsets", 0.0)):
         if any(key in b.attrs for b in bands):  # rioxarray writes per-band values from these
             out.attrs[per_band] = tuple(float(b.attrs.get(key, identity)) for b in bands)
-    if first.rio.crs is not None:  # a dataset without one gives a TIFF without one
-        out = out.rio.write_crs(first.rio.crs)
-    out = out.rio.write_transform(first.rio.transform())
-    nodata = first.attrs.get("_FillValue", first.encoding.get("_FillValue"))
-    if nodata is None and dtype.kind == "f":
-        nodata = np.nan
+    crs, transform, nodata = georeference
+    if crs is not None:  # a dataset without one gives a TIFF without one
+        out = out.rio.write_crs(crs)
+    out = out.rio.write_transform(transform)
     return out.rio.write_nodata(nodata) if nodata is not None else out
 
 
 def date_labels(ds: xr.Dataset, tdim: str | None) -> list[str]:
-    """A file name stem per date: the source file's (coordinate ``file``), the day of a datetime
-    coordinate, or the index."""
+    """A distinct file name stem per date: the source file's (coordinate ``file``), the time of a
+    datetime coordinate, or the index; labels that repeat (two acquisitions at one time, files
+    ``a.tif`` and ``a.tiff``) get the date's index appended, so no date takes another's file.
+
+    Examples
+    --------
+    >>> ds = xr.Dataset(coords={"time": np.array(["2021-05-01", "2021-05-01", "2021-05-06"], "datetime64[s]")})
+    >>> date_labels(ds, "time")
+    ['2021-05-01T000000_0', '2021-05-01T000000_1', '2021-05-06T000000']
+    """
     if tdim is None:
         return [""]
+    width = len(str(ds.sizes[tdim] - 1))
+    values = ds[tdim].values if tdim in ds.coords else None
     if "file" in ds.coords and ds["file"].dims == (tdim,):
-        return [Path(str(f)).stem for f in ds["file"].values]
-    values = ds[tdim].values if tdim in ds.coords else np.arange(ds.sizes[tdim])
-    if np.issubdtype(values.dtype, np.datetime64):
-        return [str(np.datetime_as_string(v, unit="s")).replace(":", "") for v in values]
-    width = len(str(len(values) - 1))
-    return [f"{i:0{width}d}" for i in range(len(values))]
+        labels = [Path(str(f)).stem for f in ds["file"].values]
+    elif values is not None and np.issubdtype(values.dtype, np.datetime64):
+        labels = [str(np.datetime_as_string(v, unit="s")).replace(":", "") for v in values]
+    else:
+        return [f"{i:0{width}d}" for i in range(ds.sizes[tdim])]
+    repeated = {label for label in labels if labels.count(label) > 1}
+    return [f"{label}_{i:0{width}d}" if label in repeated else label for i, label in enumerate(labels)]
 
 
 def _time_dim(bands: list[xr.DataArray]) -> str | None:
@@ -281,7 +299,8 @@ def write_cogs(ds: xr.Dataset, paths: Sequence[Path]) -> list[str]:
     dates = ds.sizes[tdim] if tdim else 1
     if len(paths) != dates:
         raise InputError(f"{dates} dates need {dates} GeoTIFF paths, got {len(paths)}")
+    georeference = _georeference(bands)
     for date, path in enumerate(paths):
-        image = _one_date(bands, tdim, date)
+        image = _one_date(bands, tdim, date, georeference)
         image.rio.to_raster(path, driver="COG", compress="DEFLATE", predictor=3 if image.dtype.kind == "f" else 2)
     return left

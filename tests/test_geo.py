@@ -253,3 +253,17 @@ def test_cog_of_a_dataset_without_crs(sample, tmp_path):
     assert main(["decompress", str(store), str(tmp_path / "plain.tif"), "--quiet"]) == 0
     back = open_geotiff(tmp_path / "plain.tif")
     assert back.rio.crs is None and list(back.data_vars) == list(BANDS)
+
+
+def test_dates_at_one_time_get_files_of_their_own(sample, tmp_path):
+    """Two acquisitions with the same timestamp (overlapping tiles in a STAC search): one COG each."""
+    cube = _bands(sample, dates=3, side=64)
+    times = np.array(["2021-05-01T10:00:00", "2021-05-01T10:00:00", "2021-05-06T10:00:00"], "datetime64[ns]")
+    ds = xr.Dataset({b: (("time", "y", "x"), cube[:, i]) for i, b in enumerate(BANDS)},
+                    coords={"time": times, "y": 5000035.0 - 10 * np.arange(64), "x": 399965.0 + 10 * np.arange(64)})
+    store, out = tmp_path / "c.zarr", tmp_path / "cogs"
+    xarray2tec(ds.rio.write_crs("EPSG:32633"), str(store), model="tec-pc")
+    out.mkdir()
+    assert main(["decompress", str(store), str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["2021-05-01T100000_0.tif", "2021-05-01T100000_1.tif",
+                                                      "2021-05-06T100000.tif"]
