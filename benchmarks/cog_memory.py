@@ -84,16 +84,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=10980)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--work", default=None, help="folder for the tile and the store (default: a temporary one)")
+    parser.add_argument("--work", default=None, help="folder for the tiles (made once, reused) and a new folder of "
+                        "stores per run (default: a temporary one)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp())
+    stores = Path(tempfile.mkdtemp(dir=work))  # new stores every run: nothing of the folder is replaced
     rows = []
-    for side in (REFERENCE_SIDE, args.side):  # the small tile: what the process, torch and the model take
+    for side in dict.fromkeys((REFERENCE_SIDE, args.side)):  # the small tile: what the process, torch, the model take
         tile = work / f"T33UUB_B04_{side}.tif"
         if not tile.exists():
             make_tile(tile, side)
-        peak, seconds = peak_of([sys.executable, "-c", COMPRESS, "compress", str(tile), str(work / f"tile_{side}.zarr"),
-                                 "--model", "tec-pc", "--quality", "8", "--quiet", "--overwrite"])
+        store = stores / f"tile_{side}.zarr"
+        peak, seconds = peak_of([sys.executable, "-c", COMPRESS, "compress", str(tile), str(store), "--model", "tec-pc",
+                                 "--quality", "8", "--quiet"])
         rows.append(_row(f"tcube compress, {side} x {side} (tec-pc q8, 256 px chunks, batch 8)", side, peak, seconds))
     peak, seconds = peak_of([sys.executable, "-c", READ_WHOLE, str(tile)])
     rows.append(_row(f"rioxarray reading the whole {args.side} x {args.side} band (baseline)", args.side, peak,
