@@ -12,12 +12,12 @@ from tcube.errors import TcubeError
 from tcube.models import list_models
 
 __all__ = ["TcubeError", "data", "decode", "encode", "errors", "info", "inpaint", "list_models", "metrics", "models",
-           "tec2xarray", "xarray2tec"]
+           "repair_store", "tec2xarray", "xarray2tec"]
 
 
 def __getattr__(name: str):
     """``xarray2tec`` / ``tec2xarray`` import xarray, ``inpaint`` its module, only when first used."""
-    if name in ("xarray2tec", "tec2xarray"):
+    if name in ("xarray2tec", "tec2xarray", "repair_store"):
         from tcube import xarray as _xarray
 
         return getattr(_xarray, name)

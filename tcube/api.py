@@ -18,6 +18,7 @@ from tcube.bitstream import DIGEST_BYTES, FLAG_MASKED_ARRAY, FORMAT_VERSION, Con
 from tcube.defaults import BOUNDED_MODEL, BOUNDED_QUALITIES
 from tcube.errors import (
     BitstreamError,
+    CorruptBlobError,
     InputError,
     SymbolChecksumError,
     TcubeError,
@@ -502,14 +503,18 @@ def _named(exc: TcubeError, name: str | None) -> TcubeError:
     return exc if name is None else type(exc)(f"{name}: {exc}")
 
 
-def check_blob(blob: bytes) -> Container:
+def check_blob(blob: bytes, position: Sequence[int] | None = None) -> Container:
     """Unpack ``blob`` and check that this installation can decode it (model, weights, coder,
-    shape and limits, frames and their streams).
+    shape and limits, frames and their streams) and, given the grid ``position`` of the zarr chunk
+    it is read as, that it was written for that chunk (blobs of format version 8 record it).
 
     Raises the :class:`~tcube.errors.BitstreamError` subclass that names the problem.
     """
     container = unpack(blob)
     h = container.header
+    if position is not None and h.get("position") is not None and list(h["position"]) != list(position):
+        raise CorruptBlobError(f"blob was written for the chunk at grid position {tuple(h['position'])}, not "
+                               f"{tuple(position)}: chunk files were moved or swapped")
     codec = _check_header(h)
     t = h["shape"][0] if len(h["shape"]) == 4 else 1
     if len(container.frames) != t:
@@ -581,10 +586,12 @@ class _Output:
 
 
 def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_size: int = 8,
-                 names: Sequence[str] | None = None) -> list[np.ndarray]:
+                 names: Sequence[str] | None = None,
+                 positions: Sequence[Sequence[int] | None] | None = None) -> list[np.ndarray]:
     """:func:`decode` several blobs, sharing forward passes between blobs of one model, quality and size.
 
-    ``names`` (one per blob) prefix the message of any error, to say which blob failed.
+    ``names`` (one per blob) prefix the message of any error, to say which blob failed;
+    ``positions`` (one per blob, or None) are the zarr chunk positions the blobs are read as.
 
     Examples
     --------
@@ -598,7 +605,7 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
     containers = []
     for i, blob in enumerate(blobs):
         try:
-            containers.append(check_blob(blob))
+            containers.append(check_blob(blob, positions[i] if positions is not None else None))
         except TcubeError as exc:
             raise _named(exc, label(i)) from exc
     outputs = [_Output(c) for c in containers]

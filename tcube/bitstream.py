@@ -16,7 +16,11 @@ Layout (little endian)::
     payload              the streams, frame after frame, in header order
     crc        u32       CRC32 of everything before it
 
-Version 7 (written now) has the header of version 5; its ``"residual"`` streams also give each
+Version 8 (written now) adds to the header of version 7 the blob's position (the grid
+coordinates of the zarr chunk it was written for, none for a blob on its own: a chunk moved or
+swapped to another key fails instead of decoding as that chunk) and zero padding (see the
+size bound below); its streams are those of version 7.
+Version 7 has the header of version 5; its ``"residual"`` streams also give each
 band's value lattice (data stored at a coarser precision is coded in lattice units). Version 6
 streams say which bands predict their finest pixels from wide neighbourhoods (bands resampled
 from a coarser grid).
@@ -34,6 +38,9 @@ normalisation where version 2 has the no-data value. Versions 1 to 5 still decod
 
 Sizes are bounded (:data:`MAX_SIDE`, :data:`MAX_FRAME_PIXELS`, :data:`MAX_VALUES`): encoders
 refuse bigger cubes and decoders refuse headers that announce them, before any allocation.
+The values a blob announces are also bounded by its own length (:func:`values_limit`), so the
+cost of decoding any blob, valid or forged, is proportional to its size: version 8 blobs pad
+their header when a cube (of over :data:`FREE_VALUES` values) codes below 1/1024 byte per value.
 
 The header is binary and small (about 110 bytes plus 8 per frame): blobs are often zarr chunks
 of a few kilobytes. Every way a blob can be damaged raises a
@@ -43,6 +50,7 @@ unknown version, truncation, a checksum mismatch, a header that does not add up.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -50,10 +58,16 @@ from dataclasses import dataclass, field
 from tcube.errors import CorruptBlobError, NotATcubeBlobError, TruncatedBlobError, UnsupportedVersionError
 
 MAGIC = b"\x89TCUBE\r\n"
-FORMAT_VERSION = 7
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+FORMAT_VERSION = 8
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 #: Format versions :func:`pack` writes (older ones for tests of compatibility).
-WRITABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
+WRITABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8)
+#: Values any blob may announce whatever its length (a 12 x 512 x 512 chunk has 3.1 M).
+FREE_VALUES = 1 << 22
+#: Values a blob may announce per byte of its length beyond :data:`FREE_VALUES`: version 8
+#: writers pad to stay within it; earlier versions were never seen above 17 k (tec-pc, constant cubes).
+VALUES_PER_BYTE = 1 << 10
+VALUES_PER_BYTE_BEFORE_8 = 1 << 15
 DIGEST_BYTES = 16
 DTYPE_CODES = ("uint16", "int16", "float32")
 #: Largest height or width of a frame.
@@ -64,6 +78,8 @@ MAX_SIDE = 1 << 15
 MAX_FRAME_PIXELS = 1 << 24
 #: Largest number of values (dates x bands x height x width) in one blob: 2**30.
 MAX_VALUES = 1 << 30
+#: Most padding a blob carries: what a cube of MAX_VALUES needs.
+MAX_PAD = -(-MAX_VALUES // VALUES_PER_BYTE)
 #: Flag bits of the header (version 3).
 FLAG_MASKED_ARRAY = 1
 _PREFIX = struct.Struct("<8sHI")
@@ -156,6 +172,11 @@ def _encode_header(h: dict, frames: list[dict[str, bytes]], version: int) -> byt
         if target is not None:
             w.fmt("d", target)
             w.text(h.get("metric") or "10k")
+    if version >= 8:
+        position = h.get("position") or []
+        w.fmt("B" + "I" * len(position), len(position), *position)
+        w.varint(h.get("pad", 0))
+        w.buf += bytes(h.get("pad", 0))
     names = sorted(frames[0]) if frames else []
     w.fmt("B", len(names))
     for name in names:
@@ -196,6 +217,12 @@ def _decode_header(data: bytes, version: int) -> dict:
         h["max_error"] = r.fmt("d") if modes & 1 else None
         if modes & 2:
             h["psnr"], h["metric"] = r.fmt("d"), r.text()
+    h["position"] = None
+    if version >= 8:
+        n = r.fmt("B")
+        h["position"] = list(struct.unpack_from(f"<{n}I", r.raw(4 * n))) if n else None
+        if any(r.raw(r.varint())):
+            raise ValueError("padding is not zero")
     names = [r.text() for _ in range(r.fmt("B"))]
     n_frames = r.fmt("I")
     if n_frames > len(data):
@@ -225,11 +252,53 @@ def pack(header: dict, frames: list[dict[str, bytes]], version: int = FORMAT_VER
     """
     if version not in WRITABLE_VERSIONS:
         raise ValueError(f"cannot write format version {version}")
-    hbytes = _encode_header(header, frames, version)
-    body = _PREFIX.pack(MAGIC, version, len(hbytes)) + hbytes + b"".join(
-        streams[name] for streams in frames for name in sorted(streams)
-    )
+    payload = b"".join(streams[name] for streams in frames for name in sorted(streams))
+    header = {**header, "pad": 0}
+    while True:  # pad until the blob may announce its values (a few rounds at most: the varint grows)
+        hbytes = _encode_header(header, frames, version)
+        size = _PREFIX.size + len(hbytes) + len(payload) + _CRC.size
+        short = _min_length(header["shape"], version) - size
+        if short <= 0 or version < 8 or header["pad"] + short > MAX_PAD:
+            break  # (a cube too large for any blob pads nothing: decoders refuse it on its size)
+        header["pad"] += short
+    body = _PREFIX.pack(MAGIC, version, len(hbytes)) + hbytes + payload
     return body + _CRC.pack(zlib.crc32(body))
+
+
+def values_limit(length: int, version: int = FORMAT_VERSION) -> int:
+    """The most values (dates x bands x height x width) a blob of ``length`` bytes may announce.
+
+    Examples
+    --------
+    >>> values_limit(9000) < 32 * 4096 * 4096
+    True
+    """
+    per_byte = VALUES_PER_BYTE if version >= 8 else VALUES_PER_BYTE_BEFORE_8
+    return FREE_VALUES + per_byte * length
+
+
+def _min_length(shape: list[int], version: int) -> int:
+    """The shortest blob that may announce a cube of ``shape``."""
+    values = math.prod(shape)
+    per_byte = VALUES_PER_BYTE if version >= 8 else VALUES_PER_BYTE_BEFORE_8
+    return -(-max(0, values - FREE_VALUES) // per_byte)
+
+
+def with_position(blob: bytes, position: tuple[int, ...] | list[int]) -> bytes:
+    """``blob`` bound to the grid position of the zarr chunk it is stored as (format version 8).
+
+    Examples
+    --------
+    >>> h = {"model": "m", "weights": "ab" * 16, "quality": 3, "dtype": "int16", "shape": [1, 2, 4, 4],
+    ...      "coder": "c", "tcube": "0", "frames": [{"crc": 7}]}
+    >>> unpack(with_position(pack(h, [{"y": b"abcd"}]), (0, 3, 1))).header["position"]
+    [0, 3, 1]
+    """
+    c = unpack(blob)
+    if c.header["version"] != FORMAT_VERSION:
+        raise ValueError(f"only blobs of format version {FORMAT_VERSION} take a position")
+    header = {k: v for k, v in c.header.items() if k != "version"}
+    return pack({**header, "position": [int(i) for i in position]}, c.frames)
 
 
 def _crc_ok(blob: bytes) -> bool:
@@ -262,6 +331,10 @@ def unpack(blob: bytes) -> Container:
     except (struct.error, UnicodeDecodeError, IndexError, ValueError) as exc:
         what = "checksum mismatch" if not _crc_ok(blob) else "checksum passes"
         raise CorruptBlobError(f"blob corrupt: header unreadable ({exc}; {what})") from exc
+    values = math.prod(header["shape"])
+    if values > values_limit(len(blob), version):
+        raise CorruptBlobError(f"blob corrupt: its header announces {values} values in {len(blob)} bytes (at most "
+                               f"{values_limit(len(blob), version)} for a blob of this length): refusing to decode it")
     expected = start + sum(n for f in header["frames"] for n in f["streams"].values()) + _CRC.size
     if len(blob) < expected:
         raise TruncatedBlobError(f"blob truncated: {len(blob)} bytes, header announces {expected}")

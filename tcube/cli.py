@@ -141,6 +141,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from tcube.io import open_dataset
     from tcube.xarray import format_stats, store_stats
 
+    if args.append is not None:
+        return _cmd_append(args)
     if _parallel_requested(args):
         from tcube import parallel
 
@@ -154,6 +156,38 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         summary["variables"] = store_stats(ds, args.output)
         text += "\n" + format_stats(summary["variables"])
     _emit(summary, args.json, text)
+    return EXIT_OK
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from tcube import jobs
+
+    report = jobs.repair(args.input, Progress(args.command, not (args.json or args.quiet)))
+    text = f"{args.input}: nothing to repair" if report is None else f"{args.input}: repaired; {report}"
+    _emit({"input": args.input, "repaired": report is not None}, args.json, text)
+    return EXIT_OK
+
+
+def _cmd_append(args: argparse.Namespace) -> int:
+    """``tcube compress new.nc store.zarr --append``: the new dates, coded with the store's settings."""
+    from tcube import jobs
+    from tcube.io import open_dataset
+    from tcube.xarray import describe_store
+
+    coding = [f for f in ("model", "quality", "max_error", "psnr", "rules", "chunks", "scale")
+              if getattr(args, f, None) is not None]
+    coding += [f for f in ("lossless", "overwrite", "stats") if getattr(args, f, False)]
+    if coding or _parallel_requested(args):
+        raise InputError("--append codes the new dates with the store's own settings, in this process: not with "
+                         f"{', '.join('--' + f.replace('_', '-') for f in coding) or 'the dask flags'}")
+    start = time.perf_counter()
+    ds = open_dataset(args.input)
+    job = jobs.prepare_append(ds, ("dataset", args.input), args.output, args.append, batch=args.batch)
+    report = jobs.run(job, ds, Progress(args.command, not (args.json or args.quiet)))
+    summary = {"input": args.input, "output": args.output, "seconds": time.perf_counter() - start,
+               "chunks": report.chunks, "written": report.written, "appended": int(ds.sizes[args.append]),
+               **describe_store(args.output)}
+    _emit(summary, args.json, _summary_text(summary) + f"\n(appended {summary['appended']} along {args.append!r})")
     return EXIT_OK
 
 
@@ -374,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "  tcube compress scene.nc scene.zarr --quality 10 --stats\n"
                     "  tcube compress dates_folder/ cube.zarr --model tec-fp --chunks 1 512 512\n"
                     "  tcube compress in.zarr out.zarr --rules rules.json   "
-                    "# {\"red\": {\"band\": \"B04\"}, \"QA\": {\"skip\": true}}\n\n" + RESUME_NOTE)
+                    "# {\"red\": {\"band\": \"B04\"}, \"QA\": {\"skip\": true}}\n"
+                    "  tcube compress new_dates.nc cube.zarr --append   # this week's acquisitions\n\n" + RESUME_NOTE)
     c.add_argument("input", help="zarr store, NetCDF file, GeoTIFF, or a folder of per-date or per-band GeoTIFFs")
     c.add_argument("output", help="zarr store to write, or to complete after an interruption")
     _add_coding_flags(c)
@@ -382,9 +417,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--stats", action="store_true",
                    help="decode again and report bytes, bpppb, ratio, PSNR, SSIM (not with the dask flags)")
     _add_overwrite_flag(c, "an output zarr store that holds something else")
+    c.add_argument("--append", metavar="DIM", nargs="?", const="time", default=None,
+                   help="append the input's dates along DIM (default: time) to an existing tcube store, coded with "
+                        "the store's own settings (no coding flags)")
     _add_parallel_flags(c)
     _add_output_flags(c)
     c.set_defaults(func=_cmd_compress)
+
+    rp = _subcommand(
+        sub, "repair", "repair a tcube store that plain xarray appended to",
+        description="xarray's to_zarr(append_dim=...) on a tcube store replaces its attributes and writes the new "
+                    "dates beside the coded stacks; this codes those dates into the stacks (with the store's "
+                    "settings), puts the attributes back and removes the plain copies. Resumable.\n\nexample:\n"
+                    "  tcube repair cube.zarr")
+    rp.add_argument("input", help="the tcube zarr store")
+    _add_output_flags(rp)
+    rp.set_defaults(func=_cmd_repair)
 
     r = _subcommand(
         sub, "recompress", "re-code a zarr store (zstd or any codec, or tcube at other settings) on a dask cluster",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,13 +30,14 @@ import numpy as np
 import zarr
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, ndarray_copy
-from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin
+from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodecPartialEncodeMixin
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.common import concurrent_map, parse_named_configuration
 from zarr.core.config import config as zarr_config
 from zarr.core.sync import sync
 
 from tcube.api import check_blob, decode_batch, encode_batch
+from tcube.bitstream import with_position
 from tcube.defaults import BOUNDED_MODEL
 from tcube.errors import InputError, TcubeError
 from tcube.models import DEFAULT_MODEL, exact_models, load_model
@@ -129,9 +131,24 @@ def _code(chunks: list[np.ndarray], codec: TecCodec | TecZarrCodec, nodata: floa
                             device=device, batch_size=batch_frames)
 
 
-def _uncode(blobs: list[bytes], names: list[str], device: str | None, batch_frames: int) -> list[np.ndarray]:
+def _uncode(blobs: list[bytes], names: list[str], device: str | None, batch_frames: int,
+            positions: list | None = None) -> list[np.ndarray]:
     with _MODEL_LOCK:
-        return decode_batch(blobs, device=device, batch_size=batch_frames, names=names)
+        return decode_batch(blobs, device=device, batch_size=batch_frames, names=names, positions=positions)
+
+
+def chunk_position(key: str, ndim: int) -> tuple[int, ...] | None:
+    """The grid position of the chunk a store key names (any chunk key encoding), or None.
+
+    Examples
+    --------
+    >>> chunk_position("site/tcube_y_x/c/0/3/1/2", 4), chunk_position("B04/0.3.1", 3), chunk_position("zarr.json", 3)
+    ((0, 3, 1, 2), (0, 3, 1), None)
+    """
+    parts = re.split(r"[/.]", str(key))[-ndim:]
+    if len(parts) != ndim or not all(p.isdigit() for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
 
 
 def _check_chunk(chunk: np.ndarray) -> np.ndarray:
@@ -201,6 +218,7 @@ class TecCodec(Codec):
         self.max_error = None if max_error is None else int(max_error)
         self.psnr, self.metric = (None if psnr is None else float(psnr)), metric
         self._device, self._batch_frames = device, batch_frames
+        self._order = "C"  # the memory order of the zarr format 2 array it codes (set when zarr opens it)
 
     def encode(self, buf: Any) -> bytes:
         chunk = _check_chunk(ensure_ndarray_like(buf))
@@ -209,6 +227,8 @@ class TecCodec(Codec):
     def decode(self, buf: Any, out: Any = None) -> np.ndarray:
         chunk = _uncode([bytes(ensure_contiguous_ndarray(buf))], ["zarr format 2 chunk"], self._device,
                         self._batch_frames)[0]
+        if self._order == "F":  # zarr reads the chunk's memory in the array's order
+            chunk = np.asfortranarray(chunk)
         return ndarray_copy(chunk, out) if out is not None else chunk
 
     def validate(self, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...]) -> None:
@@ -243,6 +263,9 @@ def _check_v2_arrays_at_creation() -> None:
                 raise InputError("tcube needs each chunk's shape: use it as the only codec of a zarr format 2 "
                                  f"array, without filters (got {self.filters})")
             self.compressor.validate(self.shape, self.dtype.to_native_dtype(), self.chunks)
+            # zarr hands the codec chunks in the array's memory order and reads decoded chunks in it:
+            # blobs hold the chunk's values (any order), decoded in the order of the array at hand
+            self.compressor._order = self.order
 
     checked.tcube_checked = True  # type: ignore[attr-defined]
     ArrayV2Metadata.__init__ = checked
@@ -271,7 +294,7 @@ def chunk_name(byte_getter: Any) -> str:
 
 
 @dataclass(frozen=True)
-class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
+class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodecPartialEncodeMixin, ArrayBytesCodec):
     """zarr format 3 array-to-bytes codec ``"tcube"`` (use it as ``serializer=``).
 
     Parameters
@@ -344,9 +367,11 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             return self.nodata
         return None if fill is None or np.isnan(float(fill)) else float(fill)
 
-    def encode_chunks(self, chunks: list[np.ndarray], fill_values: list[Any]) -> list[bytes]:
+    def encode_chunks(self, chunks: list[np.ndarray], fill_values: list[Any],
+                      positions: list[tuple[int, ...] | None] | None = None) -> list[bytes]:
         """The blobs zarr stores for full-size ``chunks`` of arrays with these fill values, in shared
-        forward passes (one batch per distinct no-data value, normally one).
+        forward passes (one batch per distinct no-data value, normally one); each bound to its
+        chunk's grid position when ``positions`` gives it.
 
         Examples
         --------
@@ -363,11 +388,13 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         for nodata, members in by_nodata.items():
             blobs = _code([_check_chunk(chunks[i]) for i in members], self, nodata, self.device, self.batch_frames)
             for i, blob in zip(members, blobs):
-                out[i] = blob
+                position = positions[i] if positions is not None else None
+                out[i] = blob if position is None else with_position(blob, position)
         return out
 
-    def _decode_arrays(self, blobs: list[bytes], names: list[str], specs: list[Any]) -> list[np.ndarray]:
-        arrays = _uncode(blobs, names, self.device, self.batch_frames)
+    def _decode_arrays(self, blobs: list[bytes], names: list[str], specs: list[Any],
+                       positions: list | None = None) -> list[np.ndarray]:
+        arrays = _uncode(blobs, names, self.device, self.batch_frames, positions)
         for name, array, spec in zip(names, arrays, specs):
             native = spec.dtype.to_native_dtype()
             if array.shape != tuple(spec.shape) or array.dtype != native:
@@ -385,11 +412,13 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             out[i] = spec.prototype.buffer.from_bytes(blob)
         return out
 
-    async def _decode_present(self, items: list[tuple[Any, Any, str]]) -> list[Any]:
-        """Decode (buffer or None, spec, name) items in one batch; None stays None."""
+    async def _decode_present(self, items: list[tuple[Any, Any, str]], keys: list[str] | None = None) -> list[Any]:
+        """Decode (buffer or None, spec, name) items in one batch; None stays None. ``keys``: the
+        store keys they were read from, whose chunk positions the blobs must have been written for."""
         present = [(i, buf, spec, name) for i, (buf, spec, name) in enumerate(items) if buf is not None]
+        positions = None if keys is None else [chunk_position(keys[i], len(spec.shape)) for i, _, spec, _ in present]
         arrays = await asyncio.to_thread(self._decode_arrays, [b.to_bytes() for _, b, _, _ in present],
-                                         [n for *_, n in present], [s for _, _, s, _ in present])
+                                         [n for *_, n in present], [s for _, _, s, _ in present], positions)
         out: list[Any] = [None] * len(items)
         for (i, *_), array in zip(present, arrays):
             out[i] = array
@@ -407,9 +436,54 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
                                     lambda getter, prototype: getter.get(prototype),
                                     zarr_config.get("async.concurrency"))
         arrays = await self._decode_present([(buf, spec, chunk_name(getter))
-                                             for buf, (getter, _, spec) in zip(bufs, batch)])
+                                             for buf, (getter, _, spec) in zip(bufs, batch)],
+                                            [str(getattr(getter, "path", "")) for getter, _, _ in batch])
         return [None if a is None else spec.prototype.nd_buffer.from_numpy_array(a[selection])
                 for a, (_, selection, spec) in zip(arrays, batch)]
+
+    async def encode_partial(self, batch_info: Iterable[tuple[Any, Any, Any, Any]]) -> None:
+        """Write (part of) chunks, each blob bound to the position of the key it is stored under.
+
+        zarr calls this for every write to an array whose only codec is tcube: chunks written in
+        part are read and merged first; a chunk left all fill value is deleted unless the array
+        writes empty chunks."""
+        batch = list(batch_info)
+        shapes = [tuple(spec.shape) for _, _, _, spec in batch]
+        partial = [i for i, ((_, _, selection, _), shape) in enumerate(zip(batch, shapes))
+                   if not _whole(selection, shape)]
+        old = await self.decode_partial([(batch[i][0], tuple(slice(None) for _ in shapes[i]), batch[i][3])
+                                         for i in partial])
+        chunks: list[np.ndarray] = []
+        for i, (_, value, selection, spec) in enumerate(batch):
+            native = spec.dtype.to_native_dtype()
+            if i in partial and old[partial.index(i)] is not None:
+                chunk = old[partial.index(i)].as_numpy_array().astype(native, copy=True)
+            else:
+                chunk = np.full(shapes[i], spec.fill_value, native)
+            chunk[selection] = value.as_numpy_array() if hasattr(value, "as_numpy_array") else value
+            chunks.append(chunk)
+        keep = [i for i, (chunk, (_, _, _, spec)) in enumerate(zip(chunks, batch))
+                if spec.config.write_empty_chunks or not _all_fill(chunk, spec.fill_value)]
+        blobs = await asyncio.to_thread(
+            self.encode_chunks, [chunks[i] for i in keep], [batch[i][3].fill_value for i in keep],
+            [chunk_position(str(getattr(batch[i][0], "path", "")), len(shapes[i])) for i in keep])
+        for i, (setter, _, _, spec) in enumerate(batch):
+            if i in keep:
+                await setter.set(spec.prototype.buffer.from_bytes(blobs[keep.index(i)]))
+            else:
+                await setter.delete()
+
+
+def _whole(selection: tuple, shape: tuple[int, ...]) -> bool:
+    """Whether a chunk selection covers the whole chunk."""
+    return all(isinstance(s, slice) and s.indices(n)[:2] == (0, n) and s.indices(n)[2] == 1
+               for s, n in zip(selection, shape)) and len(selection) == len(shape)
+
+
+def _all_fill(chunk: np.ndarray, fill: Any) -> bool:
+    fill = np.asarray(fill, chunk.dtype)
+    return bool(np.all(np.isnan(chunk)) if np.isnan(fill).all() and chunk.dtype.kind == "f"
+                else np.all(chunk == fill))
 
 
 def _sole_tcube_codec(array: zarr.Array) -> TecCodec | TecZarrCodec:
@@ -472,7 +546,7 @@ def stored_chunk_problem(array: zarr.Array, coords: tuple[int, ...]) -> str | No
     if blob is None:
         return "missing"
     try:
-        header = check_blob(blob).header
+        header = check_blob(blob, coords).header
     except TcubeError as exc:
         return str(exc)
     scale, offset = check_units(codec.scale, codec.offset)
@@ -514,7 +588,7 @@ def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, st
             continue
         name = f"zarr format {array.metadata.zarr_format} chunk {key}"
         try:
-            chunk = _uncode([blob], [name], device or getattr(codec, "device", None), 1)[0]
+            chunk = _uncode([blob], [name], device or getattr(codec, "device", None), 1, [coords])[0]
             if (chunk.shape, chunk.dtype) != expected:
                 raise TcubeError(f"{name}: holds {chunk.dtype} {chunk.shape}, the array has {expected[1]} chunks "
                                  f"{expected[0]}")

@@ -24,7 +24,7 @@ import hashlib
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,11 +35,25 @@ import xarray as xr
 import zarr
 
 from tcube.codecs import TecZarrCodec, check_settings, read_stored_chunk, stored_chunk_problem, write_stored_chunk
+from tcube.errors import InputError
 from tcube.io import open_dataset
 from tcube.models.registry import default_device
-from tcube.outputs import JOB_ATTR, check_store_output, local_path, mark_finished, mark_unfinished
+from tcube.outputs import (
+    JOB_ATTR,
+    OutputLock,
+    check_not_source,
+    check_store_output,
+    clear_store,
+    local_path,
+    locate,
+    open_array,
+    publish,
+    store_target,
+    write_hidden,
+)
 from tcube.stacks import (
     STACK_PREFIX,
+    Member,
     Stack,
     check_rules,
     create_stacks,
@@ -51,7 +65,7 @@ from tcube.stacks import (
     rules_for,
     variable_meta,
 )
-from tcube.validate import check_count, check_reflectance
+from tcube.validate import check_coded_range, check_count, check_reflectance
 
 #: Variables (not coded by a model) up to this size are written with the skeleton.
 SMALL_BYTES = 1 << 20
@@ -71,6 +85,11 @@ class Target:
     block: tuple[int, ...]  # chunks per task along each axis: a rectangle, read from the source at once
     stack: Stack | None = None
     meta: dict | None = None
+    start: tuple[int, ...] | None = None  # where chunk (0, ...) of the source lies in the array (appends)
+
+    def stored(self, coords: tuple[int, ...]) -> tuple[int, ...]:
+        """The array's chunk position of the source chunk at ``coords``."""
+        return coords if self.start is None else tuple(c + s for c, s in zip(coords, self.start))
 
     def tasks(self) -> Iterator[list[tuple[int, ...]]]:
         """The chunk coordinates of each task: rectangles of ``block`` chunks (smaller at the edges)."""
@@ -179,17 +198,19 @@ def _cut(target: Target, union: dict, coords: tuple) -> tuple:
 
 
 def _fill_stack(ds: xr.Dataset, dst: Any, target: Target, coords: list[tuple]) -> tuple[list, int]:
-    arr = zarr.open_array(dst, path=target.arrays[0], mode="r+")
-    todo = [c for c in coords if stored_chunk_problem(arr, c) is not None]
+    arr = open_array(dst, target.arrays[0])
+    todo = [c for c in coords if stored_chunk_problem(arr, target.stored(c)) is not None]
     if not todo:
         return [], 0
     union = target.region(tuple(map(min, zip(*todo))), tuple(map(max, zip(*todo))))
     read = read_block(ds, target.stack, target.meta, union)  # one read: each source chunk decoded once
     blocks = [_padded(read[_cut(target, union, c)], arr.chunks) for c in todo]
-    codec: TecZarrCodec = dataclasses.replace(arr.serializer, batch_frames=sum(len(b) for b in blocks))
-    blobs = codec.encode_chunks(blocks, [arr.fill_value] * len(blocks))
+    # the job decided the units (digital numbers) once for the whole source: no chunk decides again
+    codec: TecZarrCodec = dataclasses.replace(arr.serializer, batch_frames=sum(len(b) for b in blocks), scale=1.0,
+                                              offset=0.0)
+    blobs = codec.encode_chunks(blocks, [arr.fill_value] * len(blocks), positions=[target.stored(c) for c in todo])
     for c, blob in zip(todo, blobs):
-        write_stored_chunk(arr, c, blob)
+        write_stored_chunk(arr, target.stored(c), blob)
     return todo, sum(map(len, blobs))
 
 
@@ -204,7 +225,7 @@ def _plain_chunk_ok(arr: zarr.Array, coords: tuple) -> bool:
 
 
 def _fill_plain(ds: xr.Dataset, dst: Any, target: Target, coords: list[tuple]) -> tuple[list, int]:
-    arrays = [zarr.open_array(dst, path=name, mode="r+") for name in target.arrays]
+    arrays = [open_array(dst, name) for name in target.arrays]
     todo = [c for c in coords if not all(_plain_chunk_ok(a, c) for a in arrays)]
     if not todo:
         return [], 0
@@ -337,28 +358,86 @@ def _remove_partial_files(dst: Any) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def sources_of(ds: xr.Dataset, path: str | None = None) -> list[str]:
-    """Paths a job reads: ``path`` and the files ``ds`` (or any of its variables) was opened from."""
-    found = [path] if path else []
+def _backing_arrays(obj: Any, depth: int = 0, seen: set | None = None) -> Iterator[zarr.Array]:
+    """The zarr arrays a lazily loaded (or dask) variable reads from, however xarray wrapped them."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 16 or isinstance(obj, str | bytes | np.ndarray | int | float):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, zarr.Array):
+        yield obj
+    elif isinstance(obj, dask.array.Array):
+        for layer in obj.dask.layers.values():
+            for value in dict(layer).values():
+                yield from _backing_arrays(value, depth + 1, seen)
+    elif isinstance(obj, tuple | list):
+        for item in obj:
+            yield from _backing_arrays(item, depth + 1, seen)
+    else:
+        for attr in ("array", "_array", "value", "args"):
+            inner = getattr(obj, attr, None)
+            if inner is not None:
+                yield from _backing_arrays(inner, depth + 1, seen)
+
+
+def sources_of(ds: xr.Dataset, path: str | None = None) -> list[Any]:
+    """What a job reads: ``path``, the files ``ds`` (or any of its variables) was opened from, and the
+    zarr stores its lazy variables read, however they were opened (paths, URLs, mappers, store objects)."""
+    found: list[Any] = [path] if path else []
     found += [obj.encoding["source"] for obj in (ds, *ds.variables.values()) if "source" in obj.encoding]
-    return list(dict.fromkeys(map(str, found)))
+    for var in ds.variables.values():
+        found += [arr.store for arr in _backing_arrays(var._data)]
+    unique: dict = {}
+    for item in found:
+        try:
+            unique.setdefault(locate(item), item)
+        except InputError:
+            unique.setdefault(id(item), item)
+    return list(unique.values())
+
+
+#: Dates each stack's units are checked on before anything is written: spread over the whole series.
+UNIT_SAMPLES = 8
+
+
+def _sample_dates(target: Target) -> list[int]:
+    """Time chunks spread evenly over a stack's series, first and last included."""
+    n = -(-target.shape[0] // target.chunks[0])
+    return sorted({round(i * (n - 1) / max(UNIT_SAMPLES - 1, 1)) for i in range(min(n, UNIT_SAMPLES))})
 
 
 def _preflight(ds: xr.Dataset, targets: list[Target]) -> None:
-    """Refuse, before the store is touched, band values no chunk could be coded from: the first
-    chunk of each stack is read and checked as the model's input (reflectance instead of digital
-    numbers, say)."""
+    """Decide the units of each stack once for the whole job, before the store is touched.
+
+    The first spatial chunk of time chunks spread over the series is read and checked as the
+    model's input: float reflectance given as digital numbers (name ``scale``), or units that put
+    most values outside what the models code (a ``scale`` given to digital numbers), are refused.
+    Every chunk is then coded in digital numbers: a dark date later in the series is data."""
     for target in targets:
-        if target.stack is not None:
-            block = read_block(ds, target.stack, target.meta, target.region((0,) * len(target.shape)))
-            present = sorted({i for info in target.meta.values() for i in info["bands"].values()})
-            block = block[:, present]  # not the stand-ins
-            check_reflectance(block, np.isfinite(block))
+        if target.stack is None:
+            continue
+        present = sorted({i for info in target.meta.values() for i in info["bands"].values()})
+        blocks = [read_block(ds, target.stack, target.meta, target.region((t, 0, 0, 0)))[:, present]
+                  for t in _sample_dates(target)]  # not the stand-ins
+        sample = np.concatenate([b.reshape(-1) for b in blocks])
+        valid = np.isfinite(sample)
+        check_reflectance(sample, valid)
+        check_coded_range(sample, valid, target.stack.name)
+
+
+_LOCKS: dict[tuple, OutputLock] = {}
+
+
+def _lock_id(job: Job) -> tuple:
+    return job.fingerprint, locate(job.dst)
 
 
 def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rules: Mapping | None,
             model: str | None, quality: int | None, *, batch: int = 8, overwrite: bool = False) -> Job:
-    """Plan a job, check its target and write the skeleton of its store (or find the same job there).
+    """Plan a job, lock and check its target and write the skeleton of its store (or find the same job there).
+
+    The job holds the store's :class:`~tcube.outputs.OutputLock` until :func:`finish` or
+    :func:`release`; the skeleton's metadata stays hidden until :func:`finish` publishes it.
 
     Parameters
     ----------
@@ -367,7 +446,7 @@ def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rul
     source : (kind, path)
         How tasks open ``ds`` again (``"dataset"`` or ``"store"`` and its path), or ``(None, None)``:
         tasks are given ``ds`` (in this process, or scattered to dask workers).
-    dst : path, URL or zarr store
+    dst : path, URL, fsspec mapper or zarr store
     rules, model, quality
         As in :func:`tcube.xarray2tec`.
     batch : int
@@ -381,22 +460,44 @@ def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rul
     stacks, skipped = plan(ds, rules, model, quality)
     for s in stacks:  # unknown model, quality or mode: fail before any work
         check_settings(s.model, s.quality, None, max_error=s.max_error, psnr=s.psnr, metric=s.metric)
+    sources = sources_of(ds, source[1])
+    check_not_source(dst, sources)
     rest = rest_of(ds, stacks, skipped, rules)
     metas = {s.name: variable_meta(ds, s, rules) for s in stacks}
     targets = _targets(ds, stacks, metas, rest, rules, batch)
     fingerprint = _fingerprint(ds, source, rules, targets)
     _preflight(ds, targets)
-    record = {"fingerprint": fingerprint, "source": source[1] or "dataset", "finished": False}
-    resume = check_store_output(dst, sources_of(ds, source[1]), fingerprint=fingerprint, overwrite=overwrite)
-    if resume and _has_arrays(dst, targets):
-        _remove_partial_files(dst)
-    else:  # a new store (or this job's own, killed while its skeleton was written)
-        template = _template(rest, targets)
-        template.attrs[JOB_ATTR] = record  # unfinished from its first byte on
-        template.to_zarr(dst, mode="w", zarr_format=3, consolidated=False, compute=False)
-        create_stacks(ds, stacks, metas, dst)
-        mark_unfinished(dst, record)
-    return Job(dst, tuple(targets), fingerprint, *source)
+    check_store_output(dst, sources, fingerprint=fingerprint, overwrite=overwrite)  # before a lock file is made
+    job = Job(store_target(dst), tuple(targets), fingerprint, *source)
+    lock = OutputLock(job.dst).acquire()
+    try:
+        action = check_store_output(job.dst, sources, fingerprint=fingerprint, overwrite=overwrite)  # under the lock
+        if action == "resume" and _has_arrays(job.dst, targets):
+            _remove_partial_files(job.dst)
+        else:  # a new store (or this job's own, killed while its skeleton was written)
+            if action == "replace":
+                clear_store(job.dst)
+            record = {"fingerprint": fingerprint, "source": source[1] or "dataset", "finished": False}
+            template = _template(rest, targets)
+            template.attrs[JOB_ATTR] = record  # unfinished from its first byte on
+
+            def skeleton(staging: Any) -> None:
+                template.to_zarr(staging, mode="w", zarr_format=3, consolidated=False, compute=False)
+                create_stacks(ds, stacks, metas, staging, template.attrs)
+
+            write_hidden(job.dst, skeleton)
+    except BaseException:
+        lock.release()
+        raise
+    _LOCKS[_lock_id(job)] = lock
+    return job
+
+
+def release(job: Job) -> None:
+    """Give up the job's lock on its store (the store stays unfinished unless :func:`finish` ran)."""
+    lock = _LOCKS.pop(_lock_id(job), None)
+    if lock is not None:
+        lock.release()
 
 
 def _has_arrays(dst: Any, targets: list[Target]) -> bool:
@@ -404,7 +505,7 @@ def _has_arrays(dst: Any, targets: list[Target]) -> bool:
     try:
         for target in targets:
             for name in target.arrays:
-                zarr.open_array(dst, path=name, mode="r")
+                open_array(dst, name, mode="r")
     except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError, zarr.errors.ArrayNotFoundError):
         return False
     return True
@@ -425,20 +526,31 @@ def report(dst: Any, rows: list[dict], seconds: float, setup: float) -> Report:
 
 
 def finish(job: Job) -> None:
-    """Publish the store of a job whose tasks all completed."""
-    mark_finished(job.dst)
+    """Publish the store of a job whose tasks all completed, and release its lock."""
+    try:
+        publish(job.dst)
+    finally:
+        release(job)
 
 
-def run(job: Job, ds: xr.Dataset, progress: Callable[[int, int], None] | None = None, setup: float = 0.0) -> Report:
-    """Run every task of ``job`` in this process, then publish the store; an interrupted run leaves it unfinished."""
+def run(job: Job, ds: xr.Dataset, progress: Callable[[int, int], None] | None = None, setup: float = 0.0,
+        before_publish: Callable[[], None] | None = None) -> Report:
+    """Run every task of ``job`` in this process (then ``before_publish``), then publish the store; an
+    interrupted run leaves it unfinished."""
     start = time.perf_counter()
     batches = job.batches()
     total, done, rows = sum(len(c) for _, c in batches), 0, []
-    for index, coords in batches:
-        rows.append(fill(job, index, coords, ds))
-        done += len(coords)
-        if progress:
-            progress(done, total)
+    try:
+        for index, coords in batches:
+            rows.append(fill(job, index, coords, ds))
+            done += len(coords)
+            if progress:
+                progress(done, total)
+        if before_publish is not None:
+            before_publish()
+    except BaseException:
+        release(job)
+        raise
     finish(job)
     return report(job.dst, rows, time.perf_counter() - start, setup)
 
@@ -455,3 +567,190 @@ def source_models(path: str | None) -> list[str]:
     return [group[k].serializer.model for k in group.array_keys()
             if k.startswith(STACK_PREFIX) and isinstance(group[k].serializer, TecZarrCodec)]
 
+
+
+def _store_stack(arr: zarr.Array, name: str) -> tuple[Stack, dict]:
+    """The :class:`~tcube.stacks.Stack` and variables' metadata of a stack array of a store."""
+    info = dict(arr.attrs["tcube"])
+    names = {index: var for var, v in info["variables"].items() for index in v["bands"].values()}
+    tdim, _, ydim, xdim = arr.metadata.dimension_names
+    codec = arr.serializer
+    stack = Stack(name, info["time_dim"], ydim, xdim, codec.model, codec.quality, codec.max_error, codec.psnr,
+                  codec.metric, (arr.chunks[0], *arr.chunks[2:]),
+                  [Member(names.get(i, ""), band) for i, band in enumerate(info["bands"])])
+    if not stack.native:  # a stack of the 12 L2A bands lists only the members it holds
+        stack.members = [m for m in stack.members if m.name]
+    return stack, info["variables"]
+
+
+def _append_fingerprint(base: str, ds: xr.Dataset, source: tuple[str | None, str | None], dim: str) -> str:
+    kind, path = source
+    desc = {"base": base, "dim": dim, "source": path or "dataset",
+            "signature": _file_signature(path) if kind else dask.base.tokenize(*ds.variables.values())}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _encoded_values(values: xr.Variable, arr: zarr.Array) -> np.ndarray:
+    """Values of a new date as the store keeps them (dates in the store's CF units and calendar)."""
+    if values.dtype.kind in "mM":
+        var = values.copy()
+        var.encoding = {k: arr.attrs[k] for k in ("units", "calendar") if k in arr.attrs}
+        var.encoding["dtype"] = arr.dtype
+        values = xr.conventions.encode_cf_variable(var)
+    out = np.asarray(values.values)
+    if out.dtype != arr.dtype and not np.can_cast(out.dtype, arr.dtype, casting="same_kind"):
+        raise InputError(f"{arr.path}: new values of dtype {out.dtype} do not fit the store's {arr.dtype}")
+    return out.astype(arr.dtype)
+
+
+def _group_arrays(dst: Any) -> dict[str, zarr.Array]:
+    """The arrays of a store (with the metadata an unfinished append keeps hidden)."""
+    from tcube.outputs import survey
+
+    names = sorted({k.rpartition("/")[0] for k in survey(dst).entries if k.rpartition("/")[2].startswith("zarr.json")
+                    and k.count("/") == 1})
+    return {n: open_array(dst, n) for n in names}
+
+
+def prepare_append(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, dim: str = "time", *,
+                   batch: int = 8, written: Collection[str] = (), restore: Mapping | None = None) -> Job:
+    """Plan appending the dates of ``ds`` along ``dim`` to a finished tcube store, coded with its settings.
+
+    The store is locked and taken out of sight of plain readers (:func:`~tcube.outputs.hide_root`);
+    its arrays keep their old, complete metadata until :func:`finish` publishes the longer ones.
+    Variables along ``dim`` without a model (masks, the time coordinate) are written here; the
+    stacks' new chunks are the job's tasks. An interrupted append is completed by running it again.
+    ``written`` names plain arrays that already hold the new dates; ``restore``, root attributes to
+    put back (:func:`repair`).
+    """
+    from tcube.outputs import hide_root, is_unfinished, job_record, set_hidden_array
+
+    batch = check_count(batch, "batch")
+    dst = store_target(dst)
+    sources = sources_of(ds, source[1])
+    check_not_source(dst, sources)
+    if dim not in ds.dims:
+        raise InputError(f"append_dim {dim!r} is not a dimension of the new data (dims: {list(map(str, ds.dims))})")
+    lock = OutputLock(dst).acquire()
+    try:
+        record = job_record(dst) or {}
+        appending = record.get("appending")
+        if restore and not record:
+            record = dict(restore.get(JOB_ATTR) or {})
+        if is_unfinished(dst) and not appending:
+            raise InputError(f"{dst} is unfinished: complete the job that writes it before appending to it")
+        base = appending["base"] if appending else record.get("fingerprint")
+        if base is None:
+            raise InputError(f"{dst} is not a store a tcube job wrote: tcube appends to its own stores only")
+        fingerprint = _append_fingerprint(base, ds, source, dim)
+        if appending and record.get("fingerprint") != fingerprint:
+            raise InputError(f"{dst}: another append to it was interrupted; rerun that one to complete it first")
+        arrays = _group_arrays(dst)
+        lengths = appending["lengths"] if appending else {}
+        grown: dict[str, tuple[zarr.Array, int]] = {}
+        for name, arr in arrays.items():
+            dims = list(arr.metadata.dimension_names or ())
+            if dim in dims and name not in written:
+                axis = dims.index(dim)
+                old = lengths.get(name, arr.shape[axis])
+                grown[name] = (arr, axis)
+                lengths[name] = old
+        targets, plain = _append_plan(ds, arrays, grown, lengths, dim, batch)
+        _preflight(ds, targets)
+        if not appending:
+            hide_root(dst, {"fingerprint": fingerprint, "source": source[1] or "dataset",
+                            "appending": {"base": base, "lengths": lengths}}, dict(restore or {}))
+            for name, (arr, axis) in grown.items():
+                meta = arr.metadata.to_dict()
+                meta["shape"] = [n + (ds.sizes[dim] if i == axis else 0) for i, n in enumerate(arr.shape)]
+                set_hidden_array(dst, name, meta)
+        for name, axis in plain:
+            arr = open_array(dst, name)
+            region = tuple(slice(lengths[name], lengths[name] + ds.sizes[dim]) if i == axis else slice(None)
+                           for i in range(arr.ndim))
+            values = ds[name].variable.transpose(*arr.metadata.dimension_names)
+            arr[region] = _encoded_values(values, arr)
+    except BaseException:
+        lock.release()
+        raise
+    job = Job(dst, tuple(targets), fingerprint, *source)
+    _LOCKS[_lock_id(job)] = lock
+    return job
+
+
+def _append_plan(ds: xr.Dataset, arrays: dict, grown: dict, lengths: dict, dim: str,
+                 batch: int) -> tuple[list[Target], list[tuple[str, int]]]:
+    """The stack targets of an append and the plain arrays it writes along ``dim``; refuses what does not fit."""
+    targets, plain, covered = [], [], set()
+    for name, (arr, axis) in grown.items():
+        if not name.startswith(STACK_PREFIX) or "tcube" not in arr.attrs:
+            if name not in ds.variables:
+                raise InputError(f"the store keeps {name!r} along {dim!r}; the new data lacks it")
+            plain.append((name, axis))
+            covered.add(name)
+            continue
+        stack, meta = _store_stack(arr, name)
+        if stack.tdim != dim:
+            raise InputError(f"{name} runs along {stack.tdim!r}, not {dim!r}")
+        tchunk = arr.chunks[0]
+        if lengths[name] % tchunk:
+            raise InputError(f"{name}: its last time chunk holds {lengths[name] % tchunk} of {tchunk} dates; appending "
+                             "would code them again: append in a store chunked with one date per chunk, or rewrite it")
+        for var, info in meta.items():
+            if var not in ds.data_vars:
+                raise InputError(f"the store codes {var!r}; the new data lacks it")
+            ydim, xdim, f = info["grid"]
+            if ds.sizes.get(ydim, -1) * f != arr.shape[2] or ds.sizes.get(xdim, -1) * f != arr.shape[3]:
+                raise InputError(f"{var}: the new data's grid ({ydim}, {xdim}) differs from the store's")
+            if list(ds[var].dims) != info["dims"]:
+                raise InputError(f"{var}: dims {list(ds[var].dims)} differ from the store's {info['dims']}")
+            covered.add(var)
+        shape = (ds.sizes[dim], arr.shape[1], arr.shape[2], arr.shape[3])
+        per_value = sum(len(i["bands"]) * np.dtype(i["dtype"]).itemsize / i["grid"][2] ** 2 for i in meta.values())
+        block = (max(1, batch // max(1, -(-shape[2] // arr.chunks[2]) * -(-shape[3] // arr.chunks[3]))), 1, 1, 1)
+        targets.append(Target((name,), (dim, None, stack.ydim, stack.xdim), shape, tuple(arr.chunks), per_value,
+                              block, stack, meta, (lengths[name] // tchunk, 0, 0, 0)))
+    extra = [str(n) for n in ds.data_vars if n not in covered and dim in ds[n].dims]
+    if extra:
+        raise InputError(f"the store has no {', '.join(extra)} along {dim!r}: appending adds dates, not variables")
+    return targets, plain
+
+
+def repair(dst: Any, progress: Callable[[int, int], None] | None = None) -> Report | None:
+    """Repair a tcube store that a plain ``to_zarr(append_dim=...)`` changed: code the dates it wrote
+    beside the stacks into them, put the store's attributes back, remove the plain copies.
+
+    Returns None when the store needs no repair. Resumable: an interrupted repair completes when
+    run again (the plain copies go only after the stacks hold their dates).
+    """
+    from tcube.outputs import delete_array, job_record
+    from tcube.stacks import JOB_ATTR as _JOB
+    from tcube.stacks import STORE_ATTRS
+
+    dst = store_target(dst)
+    record = job_record(dst) or {}
+    arrays = _group_arrays(dst)
+    stacks = {n: a for n, a in arrays.items() if n.startswith(STACK_PREFIX) and "store" in a.attrs.get("tcube", {})}
+    if not stacks:
+        raise InputError(f"{dst}: no tcube stack with a copy of the store's attributes (written by tcube >= 0.2): "
+                         "nothing tcube can repair")
+    first = next(iter(stacks.values()))
+    group_attrs = zarr.open_group(dst, mode="r").attrs if not record.get("appending") else {}
+    if not record.get("appending") and STORE_ATTRS[0] in group_attrs:
+        return None
+    plain = sorted({v for a in stacks.values() for v in a.attrs["tcube"]["variables"]} & set(arrays))
+    if not plain:
+        raise InputError(f"{dst}: its tcube attributes are gone but nothing was written beside its stacks: restore "
+                         "them with tcube repair after appending, or recompress the store")
+    dim = next(iter(stacks.values())).attrs["tcube"]["time_dim"]
+    ds = xr.Dataset({n: (list(arrays[n].metadata.dimension_names), arrays[n][...]) for n in plain})
+    restore = {**dict(first.attrs["tcube"]["store"]),
+               _JOB: {k: v for k, v in record.items() if k != "appending"} or {"fingerprint": "repaired"}}
+    others = [n for n, a in arrays.items() if n not in stacks and n not in plain]
+    job = prepare_append(ds, (None, None), dst, dim, written=others, restore=restore)
+
+    def drop_plain_copies() -> None:
+        for name in plain:
+            delete_array(dst, name)
+
+    return run(job, ds, progress, before_publish=drop_plain_copies)

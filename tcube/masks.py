@@ -1,4 +1,4 @@
-"""Pixels the model does not code: NaN, infinities, a no-data value, values outside the range
+"""Pixels the model does not code: NaN, infinities, negative zeros, a no-data value, values outside the range
 the model codes (:data:`CODED_RANGE`: saturated 65535, negative fill values, foreign scales) and
 the masked pixels of numpy masked arrays.
 
@@ -43,6 +43,8 @@ def invalid_mask(cube: np.ndarray, nodata: float | None, coded: tuple[float, flo
            [1, 1]])
     """
     bad = ~np.isfinite(cube) if cube.dtype.kind == "f" else np.zeros(cube.shape, bool)
+    if cube.dtype.kind == "f":
+        bad |= np.signbit(cube) & (cube == 0)  # -0.0: kept bit for bit (the model would give +0.0)
     if nodata is not None and not np.isnan(nodata):
         bad |= cube == nodata
     if coded is not None:

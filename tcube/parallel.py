@@ -180,9 +180,13 @@ def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | o
     job = jobs.prepare(ds, source, str(dst), rules, model, quality, batch=batch, overwrite=overwrite)
     models = sorted({t.stack.model for t in job.targets if t.stack} |
                     set(jobs.source_models(source[1] if source[0] == "store" else None)))
-    with _client(client, workers, gpus, models) as c:
-        setup = time.perf_counter() - start
-        rows = _run(c, job, ds if source[0] is None else None, progress)
+    try:
+        with _client(client, workers, gpus, models) as c:
+            setup = time.perf_counter() - start
+            rows = _run(c, job, ds if source[0] is None else None, progress)
+    except BaseException:
+        jobs.release(job)
+        raise
     jobs.finish(job)
     return jobs.report(job.dst, rows, time.perf_counter() - start - setup, setup)
 

@@ -464,8 +464,16 @@ def rest_of(ds: xr.Dataset, stacks: list[Stack], skipped: list[str], rules: Mapp
     return rest
 
 
-def create_stacks(ds: xr.Dataset, stacks: list[Stack], metas: Mapping[str, dict], store: Any) -> None:
-    """Create the (empty) stack arrays in the group at ``store``, each with its variables' metadata."""
+#: Root attributes a stack array keeps a copy of, so a store whose root a plain writer replaced
+#: (``to_zarr(append_dim=...)`` does) can be repaired (:func:`tcube.repair_store`).
+STORE_ATTRS = (ORDER_ATTR, ENCODINGS_ATTR, FILL_ATTR, JSON_VALUES_ATTR)
+
+
+def create_stacks(ds: xr.Dataset, stacks: list[Stack], metas: Mapping[str, dict], store: Any,
+                  store_attrs: Mapping | None = None) -> None:
+    """Create the (empty) stack arrays in the group at ``store``, each with its variables' metadata
+    and a copy of the store's own attributes (``store_attrs``: those of :data:`STORE_ATTRS`)."""
+    kept = {k: v for k, v in (store_attrs or {}).items() if k in STORE_ATTRS}
     group = zarr.open_group(store, mode="a")
     for stack in stacks:
         t = ds.sizes[stack.tdim] if stack.tdim else 1
@@ -476,7 +484,7 @@ def create_stacks(ds: xr.Dataset, stacks: list[Stack], metas: Mapping[str, dict]
             serializer=TecZarrCodec(**stack.settings), compressors=None,
             dimension_names=(stack.tdim or f"{stack.name}_time", f"{stack.name}_band", stack.ydim, stack.xdim),
             attributes={"tcube": {"version": 1, "time_dim": stack.tdim, "bands": list(stack.band_names),
-                                  "variables": metas[stack.name]}})
+                                  "variables": metas[stack.name], **({"store": kept} if kept else {})}})
 
 
 def _packable(da: xr.DataArray, encoding: dict) -> xr.DataArray:
@@ -533,6 +541,7 @@ def open_store(store: Any, chunks: Mapping | None = None, *, plain_ok: bool = Fa
     if local_path(store) is not None:
         existing(store)
     check_finished(store)
+    check_untouched(store)
     try:
         ds = xr.open_zarr(store, consolidated=False, chunks=chunks if chunks is not None else {},
                           mask_and_scale=False)
@@ -576,6 +585,28 @@ def open_store(store: Any, chunks: Mapping | None = None, *, plain_ok: bool = Fa
     for dim in [d for d in result.dims if str(d).startswith(STACK_PREFIX)]:
         result = result.drop_dims(dim)
     return result
+
+
+def check_untouched(store: Any) -> None:
+    """Refuse a tcube store whose root attributes another writer replaced (a plain
+    ``to_zarr(append_dim=...)``): :func:`tcube.repair_store` codes what it appended into the store."""
+    try:
+        group = zarr.open_group(store, mode="r")
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError,
+            zarr.errors.NodeTypeValidationError, zarr.errors.ContainsArrayError):
+        return
+    if ORDER_ATTR in group.attrs:
+        return
+    for name in group.array_keys():
+        info = group[name].attrs.get("tcube") if name.startswith(STACK_PREFIX) else None
+        if isinstance(info, Mapping) and "store" in info:
+            plain = sorted(set(info["variables"]) & set(group.array_keys()))
+            raise InputError(
+                f"{store}: a writer other than tcube changed this store (its tcube attributes are gone"
+                + (f"; {', '.join(plain)} were written beside the coded stack, as xarray's to_zarr(append_dim=...) "
+                   "does" if plain else "") + "). Repair it with `tcube repair STORE` (tcube.repair_store), which "
+                "codes appended dates into the store; append with tcube.xarray2tec(..., append_dim='time') or "
+                "`tcube compress new.nc STORE --append`")
 
 
 def stacks_in(store: Any) -> dict[str, dict]:

@@ -253,6 +253,30 @@ def check_cube(cube: object, bands: int | range) -> Cube:
     return Cube(c4, masked, cube.ndim)
 
 
+def check_coded_range(values: np.ndarray, valid: np.ndarray | None, what: str = "cube") -> None:
+    """Refuse digital numbers mostly outside what the models code: units that are off (a ``scale``
+    given to values that already are digital numbers, say), which would store every value exactly.
+
+    Examples
+    --------
+    >>> check_coded_range(np.array([1.2e7, 9.1e6], np.float32), None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: cube: most values (100 %) lie outside the digital numbers tcube codes ...
+    """
+    from tcube.masks import CODED_RANGE
+
+    v = values if valid is None else values[valid]
+    if not v.size:
+        return
+    outside = float(np.mean((v < CODED_RANGE[0]) | (v > CODED_RANGE[1])))
+    if outside > 0.5:
+        raise InputError(
+            f"{what}: most values ({100 * outside:.0f} %) lie outside the digital numbers tcube codes "
+            f"({CODED_RANGE[0]:g} to {CODED_RANGE[1]:g}; median {float(np.median(v)):.4g} in these units): check "
+            "scale and offset (value = digital number x scale + offset); digital numbers need none")
+
+
 def check_reflectance(values: np.ndarray, valid: np.ndarray | None) -> None:
     """Refuse float reflectance (0..1) given as digital numbers: name ``scale``.
 

@@ -29,7 +29,8 @@ from tcube.stacks import (
     with_modes,
 )
 
-__all__ = ["band_planes", "describe_store", "format_stats", "stand_in", "store_stats", "tec2xarray", "xarray2tec"]
+__all__ = ["band_planes", "describe_store", "format_stats", "repair_store", "stand_in", "store_stats", "tec2xarray",
+           "xarray2tec"]
 
 
 #: The variable a DataArray without a name is stored as.
@@ -39,7 +40,8 @@ DATAARRAY_NAME = "reflectance"
 def xarray2tec(ds: xr.Dataset | xr.DataArray, store: Any, rules: Mapping[str, Mapping] | None = None, *,
                model: str | None = None, quality: int | None = None, max_error: int | None = None,
                psnr: float | None = None, metric: str = "10k", compute_stats: bool = False, batch_chunks: int = 8,
-               progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> list[dict] | None:
+               progress: Callable[[int, int], None] | None = None, overwrite: bool = False,
+               append_dim: str | None = None) -> list[dict] | None:
     """Write ``ds`` to a zarr store: reflectance learned-coded, everything else lossless.
 
     Parameters
@@ -73,6 +75,11 @@ def xarray2tec(ds: xr.Dataset | xr.DataArray, store: Any, rules: Mapping[str, Ma
         Called as ``progress(done, total)`` (chunks) after each batch.
     overwrite : bool
         Replace a zarr store that holds something else.
+    append_dim : str, optional
+        Append the dates of ``ds`` along this dimension to a finished tcube store instead, coded
+        with the store's own settings (so give no rules, model or quality): the same variables and
+        grid, new dates. The store is unfinished (invisible to plain readers) until the append
+        completes; an interrupted append completes when run again.
 
     Examples
     --------
@@ -88,8 +95,15 @@ def xarray2tec(ds: xr.Dataset | xr.DataArray, store: Any, rules: Mapping[str, Ma
     """
     if isinstance(ds, xr.DataArray):  # e.g. stackstac's (time, band, y, x)
         ds = ds.to_dataset(name=ds.name if ds.name is not None else DATAARRAY_NAME)
-    rules = with_modes(rules, max_error, psnr, metric)
-    job = jobs.prepare(ds, (None, None), store, rules, model, quality, batch=batch_chunks, overwrite=overwrite)
+    if append_dim is not None:
+        given = [k for k, v in {"rules": rules, "model": model, "quality": quality, "max_error": max_error,
+                                "psnr": psnr, "overwrite": overwrite or None}.items() if v is not None]
+        if given:
+            raise InputError(f"append_dim codes new dates with the store's own settings: give no {', '.join(given)}")
+        job = jobs.prepare_append(ds, (None, None), store, append_dim, batch=batch_chunks)
+    else:
+        rules = with_modes(rules, max_error, psnr, metric)
+        job = jobs.prepare(ds, (None, None), store, rules, model, quality, batch=batch_chunks, overwrite=overwrite)
     jobs.run(job, ds, progress)
     if not compute_stats:
         return None
@@ -111,6 +125,32 @@ def tec2xarray(store: Any, chunks: Mapping | None = None) -> xr.Dataset:
     See :func:`xarray2tec`.
     """
     return open_store(store, chunks)
+
+
+def repair_store(store: Any, progress: Callable[[int, int], None] | None = None) -> bool:
+    """Repair a store that plain ``xarray.Dataset.to_zarr(store, append_dim="time")`` changed.
+
+    Such an append replaces the store's attributes and writes the new dates as plain arrays
+    beside the coded stacks (so :func:`tec2xarray` refuses the store). This codes those dates into
+    the stacks with the store's settings, puts the attributes back and removes the plain copies.
+    Returns whether anything needed repair. To append, use ``xarray2tec(new, store, append_dim="time")``.
+
+    Examples
+    --------
+    >>> import pandas as pd, tcube
+    >>> cube = tcube.data.load_sample_cube()[:, :, :32, :32]
+    >>> ds = xr.Dataset({b: (("time", "y", "x"), cube[:, i]) for i, b in enumerate(tcube.bands.L2A_BANDS)},
+    ...                 coords={"time": pd.date_range("2024-01-01", periods=4)})
+    >>> store = zarr.storage.MemoryStore()
+    >>> xarray2tec(ds.isel(time=slice(0, 2)), store, model="tec-fp")
+    >>> ds.isel(time=slice(2, 4)).to_zarr(store, append_dim="time")  # doctest: +ELLIPSIS
+    <xarray.backends.zarr.ZarrStore object at ...>
+    >>> repair_store(store), tec2xarray(store)["B04"].shape
+    (True, (4, 32, 32))
+    """
+    from tcube.jobs import repair
+
+    return repair(store, progress) is not None
 
 
 def _psnr_valid(a: np.ndarray, b: np.ndarray, valid: np.ndarray, psnr, floor: float) -> float:

@@ -17,7 +17,7 @@ from tcube.bands import L2A_BANDS
 from tcube.cli import main
 from tcube.codecs import damaged_chunks
 from tcube.errors import InputError, UnfinishedStoreError
-from tcube.outputs import is_unfinished, job_record
+from tcube.outputs import is_unfinished, job_record, open_array
 
 
 def _dataset(sample: np.ndarray, shift: int = 0) -> xr.Dataset:
@@ -63,7 +63,9 @@ def test_an_interrupted_job_is_unfinished_everywhere_until_its_rerun(sample, tmp
         tcube.tec2xarray(store)
     with pytest.raises(FileNotFoundError):  # plain xarray finds no group either
         xr.open_zarr(store, consolidated=False)
-    missing = damaged_chunks(zarr.open_array(store, path="tcube_y_x"))
+    with pytest.raises(FileNotFoundError):  # nor plain zarr an array, whose chunks would read as NaN
+        zarr.open_array(store, path="tcube_y_x", mode="r")
+    missing = damaged_chunks(open_array(store, "tcube_y_x", mode="r"))
     assert len(missing) == 2 and all("did not finish" in v for v in missing.values())
     report = tcube.xarray2tec(ds, store, model="tec-fp", quality=4, batch_chunks=1)
     assert report is None and not is_unfinished(store)
@@ -103,19 +105,31 @@ def test_ctrl_c_during_compress(series, tmp_path):
     assert main(["info", str(store)]) == 0
 
 
-def test_a_job_killed_while_writing_its_skeleton_is_unfinished_and_resumes(sample, tmp_path, monkeypatch):
+@pytest.mark.parametrize("writes", [0, 1, 2, 4, 6])
+def test_a_job_killed_while_writing_its_skeleton_is_invisible_and_resumes(sample, tmp_path, monkeypatch, writes):
+    """Killed after any number of the skeleton's writes: no reader sees a group or an array, and
+    the same command completes the store without --overwrite."""
     ds = _dataset(sample)
     store = tmp_path / "s.zarr"
+    real_set, count = zarr.storage.LocalStore.set, []
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
+    async def killed(self, key, value):
+        if len(count) == writes:
+            raise OSError("disk gone")  # (inside zarr's event loop: an exception it passes on)
+        count.append(key)
+        return await real_set(self, key, value)
 
-    monkeypatch.setattr(jobs, "create_stacks", killed)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", killed)
+    with pytest.raises(OSError, match="disk gone"):
         tcube.xarray2tec(ds, store, model="tec-fp")
     monkeypatch.undo()
-    assert is_unfinished(store)
-    with pytest.raises(UnfinishedStoreError):
-        tcube.tec2xarray(store)
+    with pytest.raises(FileNotFoundError):
+        xr.open_zarr(store, consolidated=False)
+    for path in ("", "tcube_y_x", "time"):
+        with pytest.raises((FileNotFoundError, zarr.errors.NodeNotFoundError)):
+            zarr.open(store, path=path, mode="r")
+    if writes:
+        with pytest.raises(UnfinishedStoreError if any(k.startswith("zarr.json") for k in count) else InputError):
+            tcube.tec2xarray(store)
     tcube.xarray2tec(ds, store, model="tec-fp")  # the same job: its own store, completed without --overwrite
     assert not is_unfinished(store) and tcube.tec2xarray(store)["B04"].shape == (4, 64, 80)

@@ -4,7 +4,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import xarray as xr
 import zarr
@@ -113,7 +112,7 @@ def test_a_file_written_until_an_error_never_takes_the_name(tmp_path):
 
 def test_check_helpers_on_stores_of_any_kind(tmp_path):
     memory = zarr.storage.MemoryStore()
-    assert check_store_output(memory) is False  # empty: a new store
+    assert check_store_output(memory) == "new"  # empty: a new store
     zarr.create_array(memory, name="x", shape=(2,), dtype="uint8")
     with pytest.raises(InputError, match="no tcube job wrote"):
         check_store_output(memory)
@@ -122,7 +121,7 @@ def test_check_helpers_on_stores_of_any_kind(tmp_path):
         check_not_source("s3://bucket/a.zarr/", ["s3://bucket/a.zarr"])
     with pytest.raises(InputError, match="holds the source"):
         check_not_source(tmp_path, [tmp_path / "a" / "b.nc"])
-    np.testing.assert_equal(check_store_output(tmp_path / "new.zarr"), False)
+    assert check_store_output(tmp_path / "new.zarr") == "new"
 
 
 def test_reading_a_missing_store_creates_nothing(tmp_path):
