@@ -746,8 +746,7 @@ def repair(dst: Any, progress: Callable[[int, int], None] | None = None) -> Repo
     ds = xr.Dataset({n: (list(arrays[n].metadata.dimension_names), arrays[n][...]) for n in plain})
     restore = {**dict(first.attrs["tcube"]["store"]),
                _JOB: {k: v for k, v in record.items() if k != "appending"} or {"fingerprint": "repaired"}}
-    others = [n for n, a in arrays.items() if n not in stacks and n not in plain]
-    job = prepare_append(ds, (None, None), dst, dim, written=others, restore=restore)
+    job = prepare_append(ds, (None, None), dst, dim, written=[n for n in arrays if n not in stacks], restore=restore)
 
     def drop_plain_copies() -> None:
         for name in plain:

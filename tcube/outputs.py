@@ -632,6 +632,7 @@ def hide_root(target: Any, record: dict, attributes: dict | None = None) -> None
     key, meta = _root(store)
     meta.setdefault("attributes", {}).update(attributes or {})
     meta["attributes"][JOB_ATTR] = {**record, "finished": False}
+    meta.pop("consolidated_metadata", None)  # (a plain writer's listing of the arrays: stale once they change)
     _set_json(store, UNFINISHED_KEY, meta)
     if key == ROOT_KEY and store.supports_deletes:
         sync(store.delete(ROOT_KEY))
