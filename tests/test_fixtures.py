@@ -17,9 +17,9 @@ STORES = sorted(FIXTURES.glob("zarr*.zip"))
 
 def test_fixtures_exist():
     versions = {p.stem: unpack(p.read_bytes()).header["version"] for p in BLOBS}
-    assert sorted(versions.values()) == [1, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4, 5, 5, 5, 6, 6, 7, 7]
+    assert sorted(versions.values()) == [1, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4, 5, 5, 5, 6, 6, 7, 7, 8]
     assert all(name.startswith(f"v{v}_") for name, v in versions.items())
-    assert [p.stem for p in STORES] == ["zarr2_tec-hp_q9", "zarr3_tec-fp_q6"]
+    assert [p.stem for p in STORES] == ["zarr2_tec-hp_q9", "zarr3_tec-fp_q6", "zarr3_v8_tec-pc_q4"]
 
 
 def _same(decoded: np.ndarray, path: Path, scale: float = 1.0) -> None:
@@ -75,5 +75,22 @@ def test_zarr_fixture_decodes(path):
     store = ZipStore(path, mode="r")
     try:
         _same(zarr.open_array(store, path="cube", mode="r")[:], path)
+    finally:
+        store.close()
+
+
+def test_format_8_fixtures_keep_negative_zero_and_chunk_positions():
+    path = FIXTURES / "v8_tec-pc_q0_float32_negzero_lossless.tcube"
+    with np.load(path.with_suffix(".npz"), allow_pickle=False) as ref:
+        original = ref["original"]
+    decoded = tcube.decode(path.read_bytes())
+    assert np.signbit(original).any() and decoded.view(np.uint32).tobytes() == original.view(np.uint32).tobytes()
+    store = ZipStore(FIXTURES / "zarr3_v8_tec-pc_q4.zip", mode="r")
+    try:
+        arr = zarr.open_array(store, path="cube", mode="r")
+        for key in ("c/0/0/0/0", "c/1/0/1/1"):
+            blob = zarr.core.sync.sync(store.get(f"cube/{key}", zarr.core.buffer.default_buffer_prototype()))
+            assert unpack(blob.to_bytes()).header["position"] == [int(i) for i in key.split("/")[1:]]
+        assert arr.shape == (2, 12, 40, 40)
     finally:
         store.close()
