@@ -1,12 +1,14 @@
 """Writing a store as a job: chunk by chunk, resumable, in this process or on a dask cluster.
 
 A job turns a Dataset into a store with the layout of :mod:`tcube.stacks`. :func:`prepare` plans
-it, checks the target (:mod:`tcube.outputs`: never a source, never a folder of something else,
-another job's store only with ``overwrite``), writes the skeleton (metadata, coordinates,
-variables under :data:`SMALL_BYTES`) and marks the store unfinished. Each task (:func:`fill`)
+it, checks and locks the target (:mod:`tcube.outputs`: never a source, never a folder of something
+else, another job's store only with ``overwrite``, one job at a time), decides the units of the
+source once and writes the skeleton (metadata, hidden until the end; coordinates, variables under
+:data:`SMALL_BYTES`). :func:`prepare_append` plans new dates for a finished store, and
+:func:`repair` codes the dates a plain xarray append left beside the stacks. Each task (:func:`fill`)
 makes a rectangle of chunks valid: it reads their region from the source once, codes the stack
-chunks in shared forward passes and stores every chunk whole. :func:`finish` publishes the
-store when every task is done. :func:`run` does it all in this process (``xarray2tec``,
+chunks in shared forward passes and stores every chunk whole, bound to its position. :func:`finish`
+publishes the store and releases the lock when every task is done. :func:`run` does it all in this process (``xarray2tec``,
 ``tcube compress``); :mod:`tcube.parallel` submits the same tasks to dask workers.
 
 Resumable and idempotent: the store records the job's fingerprint (source, its values or file
@@ -403,7 +405,8 @@ UNIT_SAMPLES = 8
 def _sample_dates(target: Target) -> list[int]:
     """Time chunks spread evenly over a stack's series, first and last included."""
     n = -(-target.shape[0] // target.chunks[0])
-    return sorted({round(i * (n - 1) / max(UNIT_SAMPLES - 1, 1)) for i in range(min(n, UNIT_SAMPLES))})
+    k = min(n, UNIT_SAMPLES)
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
 
 
 def _preflight(ds: xr.Dataset, targets: list[Target]) -> None:
