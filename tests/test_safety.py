@@ -165,10 +165,30 @@ def test_4_two_jobs_on_one_output_one_waits_its_turn(victim, tmp_path):
     codes = sorted(code for code, _ in results)
     assert codes == [0, 3], results
     loser = next(err for code, err in results if code == 3)
-    assert "another tcube job is writing it" in loser and "Traceback" not in loser
+    # refused by the lock, or (when the first job finished before the second looked) as another job's store
+    assert ("another tcube job is writing it" in loser or "holds another job" in loser) and "Traceback" not in loser
     winner = "4" if results[0][0] == 0 else "12"
     assert zarr.open_array(store, path="tcube_y_x").serializer.quality == int(winner)
     assert not (store / ".tcube-lock").exists()
+
+
+def test_4_a_store_locked_by_another_process_is_refused_at_once(victim, tmp_path, capsys):
+    store = tmp_path / "held.zarr"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom tcube.outputs import OutputLock\n"
+                               f"OutputLock({str(store)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for extra in ([], ["--overwrite"]):
+            assert main(["compress", str(victim), str(store), "--quiet", "--model", "tec-fp", *extra]) == 3
+            err = capsys.readouterr().err
+            assert f"another tcube job is writing it (process {holder.pid} on" in err
+        with pytest.raises(InputError, match="another tcube job"):
+            tcube.xarray2tec(xr.open_zarr(victim, consolidated=False), store, append_dim=None, model="tec-fp")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["compress", str(victim), str(store), "--quiet", "--model", "tec-fp"]) == 0  # the lock died with it
 
 
 def test_4_a_lock_left_by_a_killed_job_is_taken_over(victim, tmp_path):
