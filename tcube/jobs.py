@@ -7,9 +7,10 @@ source once and writes the skeleton (metadata, hidden until the end; coordinates
 :data:`SMALL_BYTES`). :func:`prepare_append` plans new dates for a finished store, and
 :func:`repair` codes the dates a plain xarray append left beside the stacks. Each task (:func:`fill`)
 makes a rectangle of chunks valid: it reads their region from the source once, codes the stack
-chunks in shared forward passes and stores every chunk whole, bound to its position. :func:`finish`
-publishes the store and releases the lock when every task is done. :func:`run` does it all in this process (``xarray2tec``,
-``tcube compress``); :mod:`tcube.parallel` submits the same tasks to dask workers.
+chunks in shared forward passes and stores every chunk whole, bound to its position.
+:func:`finish` publishes the store and releases the lock when every task is done. :func:`run`
+does it all in this process (``xarray2tec``, ``tcube compress``); :mod:`tcube.parallel` submits
+the same tasks to dask workers.
 
 Resumable and idempotent: the store records the job's fingerprint (source, its values or file
 signature, variables, rules, layout and codecs). Rerunning the same job keeps every stored chunk
