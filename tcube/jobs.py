@@ -728,7 +728,6 @@ def repair(dst: Any, progress: Callable[[int, int], None] | None = None) -> Repo
     run again (the plain copies go only after the stacks hold their dates).
     """
     from tcube.outputs import delete_array, job_record
-    from tcube.stacks import JOB_ATTR as _JOB
     from tcube.stacks import STORE_ATTRS
 
     dst = store_target(dst)
@@ -749,7 +748,7 @@ def repair(dst: Any, progress: Callable[[int, int], None] | None = None) -> Repo
     dim = next(iter(stacks.values())).attrs["tcube"]["time_dim"]
     ds = xr.Dataset({n: (list(arrays[n].metadata.dimension_names), arrays[n][...]) for n in plain})
     restore = {**dict(first.attrs["tcube"]["store"]),
-               _JOB: {k: v for k, v in record.items() if k != "appending"} or {"fingerprint": "repaired"}}
+               JOB_ATTR: {k: v for k, v in record.items() if k != "appending"} or {"fingerprint": "repaired"}}
     job = prepare_append(ds, (None, None), dst, dim, written=[n for n in arrays if n not in stacks], restore=restore)
 
     def drop_plain_copies() -> None:
