@@ -80,3 +80,26 @@ def test_integer_conv_exact_matches_simulation():
     exact = layer.forward_exact(x.double()) / 2**4
     torch.testing.assert_close(sim.double(), exact, atol=1 / 16 + 1e-6, rtol=0)
     assert torch.equal(exact, torch.floor(exact * 16) / 16)
+
+
+def test_exp_golomb_round_trips_and_refuses_damage():
+    from tcube.entropy.golomb import BitReader, BitWriter
+    from tcube.errors import CorruptBlobError
+
+    values = [0, 1, -1, 7, -300, 1 << 20, -(1 << 33)]
+    w = BitWriter()
+    w.signed(values, 3)
+    w.unsigned([0, 5, 4095])
+    w.bits(9, 4)
+    data = w.getvalue()
+    r = BitReader(data)
+    assert r.signed(len(values), 3) == values and r.unsigned(3) == [0, 5, 4095] and r.bits(4) == 9
+    r.check_end()
+    with pytest.raises(CorruptBlobError, match="ends"):
+        BitReader(data[:3]).signed(len(values), 3)
+    with pytest.raises(CorruptBlobError, match="long code"):
+        BitReader(bytes(8)).unsigned(1)
+    longer = BitReader(data + b"\x80")
+    longer.signed(len(values), 3), longer.unsigned(3), longer.bits(4)
+    with pytest.raises(CorruptBlobError, match="left over"):
+        longer.check_end()

@@ -17,9 +17,10 @@ STORES = sorted(FIXTURES.glob("zarr*.zip"))
 
 def test_fixtures_exist():
     versions = {p.stem: unpack(p.read_bytes()).header["version"] for p in BLOBS}
-    assert sorted(versions.values()) == [1, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4, 5, 5, 5, 6, 6, 7, 7, 8]
+    assert sorted(versions.values()) == [1, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4, 5, 5, 5, 6, 6, 7, 7, 8, 8, 8, 8]
     assert all(name.startswith(f"v{v}_") for name, v in versions.items())
-    assert [p.stem for p in STORES] == ["zarr2_tec-hp_q9", "zarr3_tec-fp_q6", "zarr3_v8_tec-pc_q4"]
+    assert [p.stem for p in STORES] == ["zarr2_tec-hp_q9", "zarr3_tec-fp_q6", "zarr3_v8_tec-hx_q8",
+                                        "zarr3_v8_tec-pc_q4"]
 
 
 def _same(decoded: np.ndarray, path: Path, scale: float = 1.0) -> None:
@@ -49,9 +50,9 @@ def test_blob_fixture_decodes(path):
     _same(tcube.decode(blob), path, unpack(blob).header["scale"])
 
 
-@pytest.mark.parametrize("path", [p for p in BLOBS if "tec-pc" in p.stem], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in BLOBS if "tec-pc" in p.stem or "tec-hx" in p.stem], ids=lambda p: p.stem)
 def test_exact_model_fixture_decodes_to_the_committed_bytes(path):
-    """tec-pc's decoder is exact: the same bytes on any machine, thread count and batch split."""
+    """tec-pc's and tec-hx's decoders are exact: the same bytes on any machine, thread count and batch split."""
     decoded = np.ma.getdata(tcube.decode(path.read_bytes(), batch_size=1))
     with np.load(path.with_suffix(".npz"), allow_pickle=False) as ref:
         assert decoded.tobytes() == ref["decoded"].tobytes()

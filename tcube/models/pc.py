@@ -86,9 +86,9 @@ def _strips(n: int) -> list[slice]:
     return [slice(i, min(i + SPECTRAL_STRIP, n)) for i in range(0, n, SPECTRAL_STRIP)]
 
 
-def spectral_fit(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def spectral_fit(x: Tensor, frac: int = BASIS_FRAC) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per frame of ``x`` (B, C, H, W), any real dtype: integer band means (B, C), the integer basis
-    (B, C, C) (rows: components by decreasing variance, scaled by 2**BASIS_FRAC), the components
+    (B, C, C) (rows: components by decreasing variance, scaled by 2**frac), the components
     (B, C, H, W, float32) under that exact basis, and their quantised log-amplitudes (B, C).
     Computed in float64 over strips of :data:`SPECTRAL_STRIP` pixels (the same for any batch)."""
     b, c = x.shape[:2]
@@ -103,9 +103,9 @@ def spectral_fit(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _, vecs = torch.linalg.eigh(cov / n)
     basis = vecs.flip(-1).transpose(1, 2)  # rows, by decreasing eigenvalue
     sign = torch.sign(basis.gather(2, basis.abs().argmax(2, keepdim=True)))
-    basis_int = torch.floor(basis * sign * 2**BASIS_FRAC + 0.5).clamp(-32767, 32767)
-    # the inverse of what the decoder does: x = mean + basis_int^T c / 2**BASIS_FRAC
-    inverse = torch.linalg.inv(basis_int.transpose(1, 2) / 2**BASIS_FRAC)
+    basis_int = torch.floor(basis * sign * 2**frac + 0.5).clamp(-32767, 32767)
+    # the inverse of what the decoder does: x = mean + basis_int^T c / 2**frac
+    inverse = torch.linalg.inv(basis_int.transpose(1, 2) / 2**frac)
     comps = torch.empty((b, c, n), dtype=torch.float32, device=x.device)
     power = torch.zeros((b, c), dtype=torch.float64, device=x.device)
     for s in _strips(n):
@@ -117,11 +117,12 @@ def spectral_fit(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return mean, basis_int, comps.reshape(x.shape), amp
 
 
-def spectral_inverse(c: Tensor, mean: Tensor, basis_int: Tensor) -> Tensor:
-    """Bands (B, C, H, W) float64 from integer components ``c`` (B, C, H, W), exactly."""
+def spectral_inverse(c: Tensor, mean: Tensor, basis_int: Tensor, frac: int = BASIS_FRAC) -> Tensor:
+    """Bands (B, C, H, W) float64 from integer components ``c`` (B, C, H, W) and a basis with
+    ``frac`` fractional bits, exactly."""
     b, n = c.shape[:2]
     acc = basis_int.transpose(1, 2).to(c.dtype) @ c.reshape(b, n, -1)  # integers below 2**53
-    return (acc / 2**BASIS_FRAC + mean[..., None].to(c.dtype)).reshape(c.shape)
+    return (acc / 2**frac + mean[..., None].to(c.dtype)).reshape(c.shape)
 
 
 def pack_side(mean: Tensor, basis_int: Tensor, amp: Tensor, coded: Tensor,

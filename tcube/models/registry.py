@@ -24,14 +24,16 @@ from tcube.errors import TcubeError, UnknownModelError
 from tcube.models.base import CodecConfig, LearnedCodec
 from tcube.models.fp import FactorizedPriorCodec
 from tcube.models.hp import HyperpriorCodec
+from tcube.models.hx import HybridCodec
 from tcube.models.pc import PrincipalComponentCodec
 from tcube.models.tt import TemporalCodec
 from tcube.validate import band_counts_text
 
 ARCHITECTURES: dict[str, type[LearnedCodec]] = {"fp": FactorizedPriorCodec, "hp": HyperpriorCodec,
-                                               "tt": TemporalCodec, "pc": PrincipalComponentCodec}
+                                               "tt": TemporalCodec, "pc": PrincipalComponentCodec,
+                                               "hx": HybridCodec}
 #: Registered model name -> architecture of its shipped weights.
-MODELS: dict[str, str] = {"tec-fp": "fp", "tec-hp": "hp", "tec-tt": "tt", "tec-pc": "pc"}
+MODELS: dict[str, str] = {"tec-fp": "fp", "tec-hp": "hp", "tec-tt": "tt", "tec-pc": "pc", "tec-hx": "hx"}
 
 
 def list_models() -> list[str]:
@@ -40,7 +42,7 @@ def list_models() -> list[str]:
     Examples
     --------
     >>> list_models()
-    ['tec-fp', 'tec-hp', 'tec-pc', 'tec-tt']
+    ['tec-fp', 'tec-hp', 'tec-hx', 'tec-pc', 'tec-tt']
     """
     return sorted(MODELS)
 
@@ -68,7 +70,7 @@ def exact_models() -> list[str]:
     Examples
     --------
     >>> exact_models()
-    ['tec-pc']
+    ['tec-hx', 'tec-pc']
     """
     return [m for m in list_models() if ARCHITECTURES[MODELS[m]].exact]
 

@@ -1,0 +1,497 @@
+"""``tec-hx``: a per-date KLT, HEVC on the components, and a learned cross-component detail transfer.
+
+Each frame's bands are decorrelated by their own exact integer KLT (tec-pc's spectral transform).
+Its components are divided by one dyadic plane step into 12-bit planes and coded as the frames of
+one HEVC stream (:mod:`tcube.models.hevc`, x265 at a constant QP): the quality sets the step of
+digital numbers the engine quantises with, the plane step the range that fits in 12 bits.
+Components far below that step are not coded.
+
+HEVC codes every component blind to the others. The decoder adds to each decoded component a
+linear combination of two fixed high-pass bands (3 x 3 and 7 x 7 box differences) of itself and
+of the three leading decoded components: the detail they share. The coefficients depend on the
+scene, so the encoder fits them per frame by least squares and sends them (Exp-Golomb codes on a
+grid the encoder picks per component, or nothing where it does not pay). A regression trained on
+the corpus predicts the coefficients of a component's own bands (a correction of HEVC's
+smoothing, which carries over between scenes) from the decoded component, so that only the
+correction of that prediction travels. Everything the decoder computes is integer arithmetic (the prediction is a
+fixed sequence of IEEE double operations on exact integers), so a blob decodes to the same bits
+on every machine, thread count and batch split.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tcube.entropy.golomb import BitReader, BitWriter
+from tcube.errors import CorruptBlobError, InputError
+from tcube.models import hevc
+from tcube.models.base import N_QUALITIES, CodecConfig, FramePayload, LearnedCodec, Sink, check_crc
+from tcube.models.pc import MAX_BANDS, spectral_fit
+
+#: Fractional bits of the transmitted KLT basis: the encoder inverts the basis it sends, so rounding
+#: it only leaks a little of the leading component into the others; the leak stays below the
+#: quantiser step with 2**-(BASIS_MARGIN + 1) times the step's ratio to the leading amplitude.
+BASIS_FRAC = (4, 12)
+BASIS_MARGIN = 2
+#: Largest condition number of a rounded basis (a rotation has 1): coarser ones get more bits.
+MAX_BASIS_COND = 1.25
+#: Side information layout version (first 4 bits).
+SIDE_VERSION = 0
+#: Planes larger than this on a side are cut into tiles, one HEVC stream each.
+TILE = 2048
+#: Leading components whose detail every component borrows.
+LEAD = 4
+#: Box radii of the two high-pass bands: band b of plane L is (2r+1)**2 * L - (box sum of L)
+#: (:func:`detail_bands` computes exactly these two).
+RADII = (1, 3)
+#: Fractional bits of the integer detail coefficients, and of the corrected components.
+COEF_FRAC, OUT_FRAC = 14, 4
+#: Coefficient grids the encoder may pick: multiples of 2**shift, shift < 2**SHIFT_BITS.
+SHIFT_BITS = 3
+#: Components whose amplitude is below 2**DROP_LOG2 quantiser steps are not coded.
+DROP_LOG2 = 0.0
+#: The level a component's zero goes to where its range allows (mid-grey of 12 bits).
+MID_LEVEL = 2048
+#: Plane steps are 2**n digital numbers, n in this range.
+PLANE_EXP = (-8, 12)
+#: Features of the coefficient predictor per band and quality.
+FEATURES = 3
+#: Exp-Golomb orders of the side information's integers.
+MEAN_ORDER, BASIS_ORDER, LOW_ORDER = 10, 4, 6
+#: x265 preset of the encoder (its speed and size are measured in benchmarks/hybrid.py).
+PRESET = "ultrafast"
+#: Quantiser step per unit of QP, as in HEVC: the step doubles every 6.
+QP_PER_OCTAVE = 6
+
+
+def default_steps() -> list[int]:
+    """Per quality 1..16, the QP at which the engine would code a plane step of one digital number
+    (the quantiser step of digital numbers: 2 ** ((value - 4) / 6))."""
+    return [62 - 3 * q for q in range(1, N_QUALITIES + 1)]
+
+
+def _rows(a: np.ndarray, n: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of 3 and of 7 neighbours along ``axis`` of ``a`` padded by 3 on that axis (``n``
+    positions): ``(s3, s7)``, s7 reusing s3 (two additions each)."""
+    if axis == a.ndim - 1:
+        s3 = a[..., 1: n + 5] + a[..., 2: n + 6] + a[..., 0: n + 4]  # s3[i]: centred on padded i + 1
+        return s3[..., 2: n + 2], s3[..., 0:n] + a[..., 3: n + 3] + s3[..., 4: n + 4]
+    s3 = a[..., 1: n + 5, :] + a[..., 2: n + 6, :] + a[..., 0: n + 4, :]
+    return s3[..., 2: n + 2, :], s3[..., 0:n, :] + a[..., 3: n + 3, :] + s3[..., 4: n + 4, :]
+
+
+def detail_bands(planes: np.ndarray) -> np.ndarray:
+    """The high-pass bands of planes of 12-bit levels (K, H, W): (K, 2, H, W) float32 holding
+    9 L - (3 x 3 box sum) and 49 L - (7 x 7 box sum), edges replicated (integers below 2**18 in
+    magnitude: exact in float32).
+
+    Examples
+    --------
+    >>> detail_bands(np.full((1, 5, 6), 7)).reshape(2, -1).sum(1).tolist()
+    [0.0, 0.0]
+    """
+    planes = np.asarray(planes)
+    h, w = planes.shape[-2:]
+    p = np.pad(planes.astype(np.float32), [(0, 0), (3, 3), (3, 3)], mode="edge")
+    rows3, rows7 = _rows(p, h, 1)
+    box3 = _rows(rows3, w, 2)[0]
+    box7 = _rows(rows7, w, 2)[1]
+    centre = p[:, 3: h + 3, 3: w + 3]
+    return np.stack([9 * centre - box3, 49 * centre - box7], axis=1)
+
+
+#: Pixels per partial inner product: products of detail bands are below 2**36, so partial sums
+#: of this many stay below 2**52 and are exact in float64 whatever order BLAS adds them in.
+GRAM_CHUNK = 1 << 16
+
+
+class Grams:
+    """Exact inner products of decoded detail bands (Python integers), computed when first asked."""
+
+    def __init__(self, bands: np.ndarray):
+        self.flat = bands.reshape(*bands.shape[:2], -1)
+        self.cache: dict[tuple[int, int, int], int] = {}
+
+    def __getitem__(self, key: tuple[int, int, int]) -> int:
+        b, i, j = key
+        key = (b, min(i, j), max(i, j))
+        if key not in self.cache:
+            u, v = self.flat[key[1]][b], self.flat[key[2]][b]
+            self.cache[key] = sum(int(np.einsum("i,i->", u[s: s + GRAM_CHUNK], v[s: s + GRAM_CHUNK], dtype=np.float64))
+                                  for s in range(0, len(u), GRAM_CHUNK))
+        return self.cache[key]
+
+
+#: Largest magnitude of a detail coefficient: products with detail bands stay below 2**38.
+COEF_MAX = 1 << 20
+
+
+def coefficients(predicted: list[int], shift: int, residuals: list[int]) -> list[int]:
+    """The coefficients the decoder applies: prediction plus residuals on the grid, clamped."""
+    return [max(-COEF_MAX, min(COEF_MAX, p + (r << shift))) for p, r in zip(predicted, residuals)]
+
+
+def sources(k: int, coded: int) -> list[int]:
+    """Components whose detail component ``k`` borrows: the leading ones and itself."""
+    return sorted(set(range(min(LEAD, coded))) | {k})
+
+
+@dataclass
+class Side:
+    """One frame's side information."""
+
+    plane_exp: int
+    qp: int
+    frac: int  # fractional bits of the basis
+    mean: np.ndarray  # (C,) int
+    basis: np.ndarray  # (K, C) int rows of the coded components
+    low: np.ndarray  # (K,) level offsets
+    detail: list[tuple[int, list[int]] | None]  # per component: (shift, residuals) or None
+
+    def pack(self) -> bytes:
+        w = BitWriter()
+        w.bits(SIDE_VERSION, 4)
+        w.signed([self.plane_exp])
+        w.bits(self.qp, 6)
+        w.bits(self.frac, 4)
+        w.unsigned([len(self.basis)])
+        w.signed(self.mean.tolist(), MEAN_ORDER)
+        w.signed(self.basis.ravel().tolist(), max(0, self.frac - BASIS_ORDER))
+        w.signed(self.low.tolist(), LOW_ORDER)
+        for d in self.detail:
+            w.bits(d is not None, 1)
+            if d is not None:
+                w.bits(d[0], SHIFT_BITS)
+                w.signed(d[1])
+        return w.getvalue()
+
+    @classmethod
+    def unpack(cls, data: bytes, bands: int) -> Side:
+        r = BitReader(data)
+        if (version := r.bits(4)) != SIDE_VERSION:
+            raise CorruptBlobError(f"tec-hx side information has layout {version}; this tcube reads {SIDE_VERSION}")
+        (plane_exp,) = r.signed(1)
+        qp, frac = r.bits(6), r.bits(4)
+        (k,) = r.unsigned(1)
+        if not PLANE_EXP[0] <= plane_exp <= PLANE_EXP[1] or not hevc.QP_RANGE[0] <= qp <= hevc.QP_RANGE[1] \
+                or not 1 <= k <= bands or not BASIS_FRAC[0] <= frac <= BASIS_FRAC[1]:
+            raise CorruptBlobError(f"tec-hx side information is inconsistent: plane step 2**{plane_exp}, QP {qp}, "
+                                   f"basis with {frac} fractional bits, {k} of {bands} components")
+        mean = np.array(r.signed(bands, MEAN_ORDER), np.int64)
+        basis = np.array(r.signed(k * bands, max(0, frac - BASIS_ORDER)), np.int64).reshape(k, bands)
+        low = np.array(r.signed(k, LOW_ORDER), np.int64)
+        detail: list[tuple[int, list[int]] | None] = []
+        for j in range(k):
+            if r.bits(1):
+                shift = r.bits(SHIFT_BITS)
+                detail.append((shift, r.signed(2 * len(sources(j, k)))))
+            else:
+                detail.append(None)
+        r.check_end()
+        if np.abs(mean).max() > 1 << 16 or np.abs(basis).max() > 1 << 15:
+            raise CorruptBlobError("tec-hx side information holds means or basis entries out of range")
+        return cls(plane_exp, qp, frac, mean, basis, low, detail)
+
+
+@dataclass
+class Planes:
+    """A frame through the spectral transform and the engine: its side information (detail
+    transfer not chosen yet), HEVC streams, decoded levels (K, H, W) and the exact levels they
+    approximate (float64)."""
+
+    side: Side
+    streams: list[bytes]
+    decoded: np.ndarray
+    target: np.ndarray
+
+
+def _tiles(h: int, w: int) -> list[tuple[slice, slice]]:
+    return [(slice(r, min(r + TILE, h)), slice(c, min(c + TILE, w))) for r in range(0, h, TILE)
+            for c in range(0, w, TILE)]
+
+
+class HybridCodec(LearnedCodec):
+    """Per-date KLT + HEVC + learned cross-component detail transfer (see the module docstring)."""
+
+    stream_names = ("side", "hevc")
+    any_bands = True
+    exact = True
+
+    def __init__(self, config: CodecConfig):
+        nn.Module.__init__(self)
+        self.config = config
+        self.tables = {}
+        self.preset = PRESET
+        #: Whether the encoder sends the detail transfer (off: the streams alone, for ablations).
+        self.transfer = True
+        # predictor weights of a component's own detail coefficients per (quality, band, feature)
+        self.register_buffer("predictor", torch.zeros(N_QUALITIES, len(RADII), FEATURES, dtype=torch.float64))
+        self.stride = 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.predictor.device
+
+    @property
+    def band_counts(self) -> range:
+        return range(1, MAX_BANDS + 1)
+
+    def background(self, bands: int) -> np.ndarray:
+        return np.full(bands, 1000.0)
+
+    def export_tables(self) -> None:
+        """No probability tables: HEVC and Exp-Golomb codes carry everything."""
+
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        return h, w
+
+    # -- rate control ------------------------------------------------------------------------------
+    def step_qp(self, quality: int) -> int:
+        """QP of a one-DN plane step at ``quality`` (1..16)."""
+        self.quality_index(quality, 1)
+        return int(self.config.steps[quality - 1])
+
+    @staticmethod
+    def plane_setting(dn_qp: int, spread: float) -> tuple[int, int]:
+        """Plane step exponent and QP for components spanning ``spread`` digital numbers at a
+        one-DN QP of ``dn_qp``: the finest plane step whose 12 bits hold every component and whose
+        QP is within x265's range."""
+        fit = max(PLANE_EXP[0], math.ceil(math.log2(max(spread, 1e-9) / (hevc.LEVELS - 1))))
+        n = max(fit, math.ceil((dn_qp - hevc.QP_RANGE[1]) / QP_PER_OCTAVE))
+        n = min(n, PLANE_EXP[1])
+        return n, int(min(max(dn_qp - QP_PER_OCTAVE * n, hevc.QP_RANGE[0]), hevc.QP_RANGE[1]))
+
+    # -- prediction of the detail coefficients ------------------------------------------------------
+    @staticmethod
+    def features(energy: int, qp: int, pixels: int, radius: int) -> tuple[float, float, float]:
+        """The predictor's features of a component's own detail band of ``radius`` with ``energy``
+        (its exact sum of squares): 1, ``v`` and ``v ** 2``, with ``v`` the band's share of the
+        engine's noise (the squared quantiser step through the band's filter, over that noise plus
+        the band's energy, in [0, 1))."""
+        noise = 2.0 ** ((qp - 4) / 3.0) * float((2 * radius + 1) ** 4) * pixels
+        v = noise / (energy + noise)
+        return (1.0, v, v * v)
+
+    def predict(self, grams: Grams, k: int, srcs: list[int], qp: int, pixels: int, quality: int) -> list[int]:
+        """Integer coefficients (:data:`COEF_FRAC` fractional bits, per source then band) the decoder
+        expects for component ``k``: for its own bands, the learned weights of ``quality`` applied to
+        :meth:`features`, in a fixed order of IEEE double operations (the same on every machine);
+        zero for the other components' bands, whose relation to ``k`` is the scene's."""
+        out = []
+        for j in srcs:
+            for b, r in enumerate(RADII):
+                if j != k:
+                    out.append(0)
+                    continue
+                w = self.predictor[quality - 1, b]
+                f = self.features(grams[(b, k, k)], qp, pixels, r)
+                alpha = float(w[0]) * f[0] + float(w[1]) * f[1] + float(w[2]) * f[2]
+                a = alpha / float((2 * r + 1) ** 2) * 2.0**COEF_FRAC
+                out.append(max(-COEF_MAX, min(COEF_MAX, int(math.floor(a + 0.5)))) if math.isfinite(a) else 0)
+        return out
+
+    # -- coding ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress(self, x: Tensor, quality: int, seeds: list[int] | None = None) -> list[FramePayload]:
+        """Code frames ``x`` (B, C, H, W) in digital numbers; one payload per frame.
+
+        Examples
+        --------
+        >>> import tcube, torch
+        >>> model = tcube.models.load_model("tec-hx")
+        >>> x = 1500.0 + 40 * torch.randn(2, 4, 40, 40)
+        >>> out = model.decompress(model.compress(x, quality=12), 12, 40, 40, bands=4)
+        >>> out.shape, bool((out - x).abs().mean() < 20)
+        (torch.Size([2, 4, 40, 40]), True)
+        """
+        self.quality_index(quality, x.shape[0])
+        seeds = seeds or [0] * x.shape[0]
+        return [self._compress_frame(frame[None].to(torch.float64).cpu(), quality, seed)
+                for frame, seed in zip(x, seeds)]
+
+    def code_planes(self, x: Tensor, quality: int) -> Planes:
+        """The spectral transform and the engine's pass over one frame ``x`` (1, C, H, W)."""
+        c, h, w = x.shape[1:]
+        dn_qp = self.step_qp(quality)
+        dn_step = 2.0 ** ((dn_qp - 4) / QP_PER_OCTAVE)
+        mean, basis, comps, _ = spectral_fit(x, BASIS_FRAC[1])  # one fit; coarser bases are its rounding
+        mean, basis = mean[0].numpy().astype(np.int64), basis[0].numpy().astype(np.int64)
+        comps = comps[0].to(torch.float64).numpy()
+        frac = self.basis_precision(basis, float(comps[0].std()), dn_step)
+        if frac < BASIS_FRAC[1]:
+            basis = np.floor(basis / 2.0 ** (BASIS_FRAC[1] - frac) + 0.5).astype(np.int64)
+            # the components under the basis the decoder gets: x = mean + basis^T c / 2**frac
+            flat = x[0].reshape(c, -1).to(torch.float64).numpy() - mean[:, None]
+            comps = np.linalg.solve(basis.T / 2.0**frac, flat).reshape(c, h, w)
+        std = comps.reshape(c, -1).std(1)
+        k = max(1, int((std >= dn_step * 2.0**DROP_LOG2).sum()))
+        comps = comps[:k]
+        spread = float((comps.reshape(k, -1).max(1) - comps.reshape(k, -1).min(1)).max())
+        n, qp = self.plane_setting(dn_qp, spread)
+        scaled = np.floor(comps / 2.0**n + 0.5).astype(np.int64)
+        # components have zero mean: put zero at mid-grey (where HEVC's prediction starts) as far as
+        # the range allows, so that even a frame coded at the coarsest QP keeps its mean
+        flat = scaled.reshape(k, -1)
+        low = np.minimum(np.maximum(-MID_LEVEL, flat.max(1) - hevc.LEVELS), flat.min(1))
+        levels = scaled - low[:, None, None]
+        if levels.min() < 0 or levels.max() > hevc.LEVELS:  # the plane step holds every range: never clip
+            raise InputError(f"tec-hx components span {spread:.0f} DN, beyond 12 bits at the coarsest plane step")
+        levels = levels.astype(np.uint16)
+        streams = [hevc.encode(levels[:, rows, cols], qp, self.preset) for rows, cols in _tiles(h, w)]
+        decoded = np.empty(levels.shape, np.int64)
+        for (rows, cols), data in zip(_tiles(h, w), streams):
+            decoded[:, rows, cols] = hevc.decode(data, k, rows.stop - rows.start, cols.stop - cols.start)
+        side = Side(n, qp, frac, mean, basis[:k], low, [None] * k)
+        return Planes(side, streams, decoded, comps / 2.0**n - low[:, None, None])
+
+    @staticmethod
+    def basis_precision(basis: np.ndarray, lead: float, dn_step: float) -> int:
+        """Fractional bits to send ``basis`` (integers with ``BASIS_FRAC[1]`` of them) with: enough
+        that the leak of a leading component of amplitude ``lead`` stays below the quantiser step,
+        and that the rounded basis stays close to a rotation."""
+        top = BASIS_FRAC[1]
+        frac = min(top, max(BASIS_FRAC[0], math.ceil(math.log2(max(lead, 1.0) / dn_step)) + BASIS_MARGIN))
+        while frac < top and np.linalg.cond(np.floor(basis / 2.0 ** (top - frac) + 0.5)) >= MAX_BASIS_COND:
+            frac += 1  # rounded too coarsely to stay a rotation: the components would be amplified
+        return frac
+
+    def _compress_frame(self, x: Tensor, quality: int, seed: int) -> FramePayload:
+        planes = self.code_planes(x, quality)
+        if self.transfer:
+            planes.side.detail = self._choose_detail(planes.decoded, planes.target, planes.side.qp, quality)
+        payload = {"side": planes.side.pack(), "hevc": _join(planes.streams)}
+        return FramePayload(payload, _crc(payload, seed), seed)
+
+    def _choose_detail(self, decoded: np.ndarray, target: np.ndarray, qp: int, quality: int
+                       ) -> list[tuple[int, list[int]] | None]:
+        """Per component, the coefficient grid and corrections that minimise squared error plus
+        rate (at the engine's slope), or None where the transfer does not pay. Squared errors come
+        from the Gram matrix of all detail bands (one pass over the pixels)."""
+        k = len(decoded)
+        bands = detail_bands(decoded)
+        grams = Grams(bands)
+        err = (target - decoded).reshape(k, -1)
+        flat = bands.reshape(k * len(RADII), -1).astype(np.float64)
+        gram_all, cross_all = flat @ flat.T, flat @ err.T
+        lam = 2 * math.log(2) * max(float((err**2).mean()), 1e-3)  # squared levels per bit
+        out: list[tuple[int, list[int]] | None] = []
+        for j in range(k):
+            srcs = sources(j, k)
+            idx = [s * len(RADII) + b for s in srcs for b in range(len(RADII))]
+            gram, cross = gram_all[np.ix_(idx, idx)], cross_all[idx, j]
+            fit = np.linalg.lstsq(gram + 1e-9 * np.eye(len(gram)) * np.trace(gram), cross, rcond=None)[0]
+            ideal = fit * 2.0**COEF_FRAC
+            pred = self.predict(grams, j, srcs, qp, err.shape[1], quality)
+            best, best_cost = None, 0.0
+            for shift in range(1 << SHIFT_BITS):
+                res = np.floor((ideal - np.array(pred)) / 2.0**shift + 0.5).astype(np.int64)
+                coef = np.array(coefficients(pred, shift, res.tolist()), np.float64) / 2.0**COEF_FRAC
+                gain = 2 * coef @ cross - coef @ gram @ coef  # reduction of the squared error
+                bits = 1 + SHIFT_BITS + sum(_golomb_bits(int(v)) for v in res)
+                cost = lam * bits - gain
+                if cost < best_cost - lam:  # the 1-bit flag of "off" is the reference
+                    best, best_cost = (shift, res.tolist()), cost
+            out.append(best)
+        return out
+
+    @torch.no_grad()
+    def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int,
+                   sink: Sink | None = None, bands: int | None = None) -> Tensor | None:
+        """Decode payloads of :meth:`compress` into (B, C, height, width) float64 digital numbers
+        (or into ``sink``, frame by frame)."""
+        self.quality_index(quality, len(payloads))
+        c = bands if bands is not None else self.config.bands
+        out = None if sink is not None else torch.empty((len(payloads), c, height, width), dtype=torch.float64)
+        for i, p in enumerate(payloads):
+            check_crc(_crc(p.streams, p.seed), p, i)
+            frame = self._decompress_frame(p, quality, height, width, c)
+            if sink is None:
+                out[i] = frame[0]
+            else:
+                sink(slice(i, i + 1), slice(0, height), slice(0, width), frame.to(torch.float32))
+        return out
+
+    def _decompress_frame(self, p: FramePayload, quality: int, h: int, w: int, c: int) -> Tensor:
+        side = Side.unpack(p.streams["side"], c)
+        k = len(side.basis)
+        parts = _unjoin(p.streams["hevc"])
+        tiles = _tiles(h, w)
+        if len(parts) != len(tiles):
+            raise CorruptBlobError(f"tec-hx frame holds {len(parts)} HEVC streams; {h} x {w} needs {len(tiles)}")
+        levels = np.empty((k, h, w), np.uint16)
+        for (rows, cols), data in zip(tiles, parts):
+            levels[:, rows, cols] = hevc.decode(data, k, rows.stop - rows.start, cols.stop - cols.start)
+        fine = self.enhance(levels, side, quality)
+        fine += (side.low * 2**OUT_FRAC).astype(np.float64)[:, None, None]
+        # bands = mean + basis^T (fine * 2**(plane_exp - OUT_FRAC)) / 2**BASIS_FRAC: integer products
+        # below 2**53, exact in any summation order
+        acc = side.basis.T.astype(np.float64) @ fine.reshape(k, -1)
+        acc *= 2.0 ** (side.plane_exp - OUT_FRAC - side.frac)
+        acc += side.mean.astype(np.float64)[:, None]
+        return torch.from_numpy(acc.reshape(1, c, h, w))
+
+    def enhance(self, levels: np.ndarray, side: Side, quality: int) -> np.ndarray:
+        """Decoded levels (K, H, W) with the detail transfer of ``side`` added, with
+        :data:`OUT_FRAC` fractional bits (integers in float64, exact)."""
+        k = len(levels)
+        out = levels.astype(np.float64) * 2.0**OUT_FRAC
+        if not any(d is not None for d in side.detail):
+            return out
+        bands = detail_bands(levels)
+        grams = Grams(bands)
+        pixels = levels[0].size
+        down = 2.0 ** (COEF_FRAC - OUT_FRAC)
+        for j, d in enumerate(side.detail):
+            if d is None:
+                continue
+            srcs = sources(j, k)
+            coef = coefficients(self.predict(grams, j, srcs, side.qp, pixels, quality), *d)
+            acc = np.zeros(levels[0].shape)
+            for a, (s, b) in zip(coef, [(s, b) for s in srcs for b in range(len(RADII))]):
+                if a:
+                    acc += np.multiply(bands[s][b], float(a), dtype=np.float64)  # integers below 2**41
+            acc += down / 2
+            out[j] += np.floor(acc / down, out=acc)
+        return out
+
+    def reconstruct(self, x: Tensor, quality: int) -> Tensor:
+        return self.decompress(self.compress(x, quality), quality, *x.shape[-2:], bands=x.shape[1])
+
+
+def _golomb_bits(v: int) -> int:
+    u = 2 * v if v >= 0 else -2 * v - 1
+    return 2 * (u + 1).bit_length() - 1
+
+
+def _crc(streams: dict[str, bytes], seed: int) -> int:
+    return zlib.crc32(streams["hevc"], zlib.crc32(streams["side"], seed))
+
+
+def _join(parts: list[bytes]) -> bytes:
+    """Tile streams with their lengths in front (Exp-Golomb, padded to whole bytes)."""
+    w = BitWriter()
+    w.unsigned([len(parts), *map(len, parts)])
+    return w.getvalue() + b"".join(parts)
+
+
+def _unjoin(data: bytes) -> list[bytes]:
+    r = BitReader(data[:64])
+    (n,) = r.unsigned(1)
+    if n > 4096:
+        raise CorruptBlobError(f"tec-hx frame announces {n} tile streams")
+    r = BitReader(data[: 8 * (n + 2)])
+    lengths = r.unsigned(n + 1)[1:]
+    pos = r.bytes_read()
+    if pos + sum(lengths) != len(data):
+        raise CorruptBlobError(f"tec-hx stream has {len(data)} bytes; its tiles account for {pos + sum(lengths)}")
+    out = []
+    for n_bytes in lengths:
+        out.append(data[pos: pos + n_bytes])
+        pos += n_bytes
+    return out

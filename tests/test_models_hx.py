@@ -1,0 +1,127 @@
+"""tec-hx: the HEVC engine, the side information, exact decoding, any band set, damaged payloads."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import tcube
+from tcube.errors import CorruptBlobError, InputError, SymbolChecksumError
+from tcube.metrics import psnr_10k
+from tcube.models import FramePayload, hevc, load_model
+from tcube.models.hx import Side, detail_bands, sources
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("tec-hx", "cpu")
+
+
+def _frames(bands: int, n: int = 2, h: int = 40, w: int = 52, seed: int = 0) -> torch.Tensor:
+    """Correlated bands with shared spatial detail, like reflectance."""
+    rng = np.random.default_rng(seed)
+    base = np.cumsum(np.cumsum(rng.normal(0, 30, (n, 1, h, w)), -1), -2)
+    mix = rng.uniform(0.5, 1.5, (1, bands, 1, 1))
+    x = 1500 + base * mix + rng.normal(0, 20, (n, bands, h, w))
+    return torch.from_numpy(np.clip(x, 0, 10000).round())
+
+
+def test_engine_round_trip_and_damage():
+    x = (np.arange(3 * 40 * 44) % 900 + 1000).reshape(3, 40, 44).astype(np.uint16)
+    data = hevc.encode(x, 2)
+    out = hevc.decode(data, 3, 40, 44)
+    assert out.shape == x.shape and np.abs(out.astype(int) - x).mean() < 3
+    with pytest.raises(CorruptBlobError, match="frames"):
+        hevc.decode(data, 4, 40, 44)
+    with pytest.raises(CorruptBlobError):
+        hevc.decode(data[: len(data) // 2], 3, 40, 44)
+    with pytest.raises(CorruptBlobError):
+        hevc.decode(b"not a stream" * 8, 3, 40, 44)
+    with pytest.raises(InputError, match="12-bit"):
+        hevc.encode(np.full((1, 8, 8), 5000, np.uint16), 20)
+    with pytest.raises(InputError, match="preset"):
+        hevc.encode(x, 20, preset="placebo2")
+
+
+def test_detail_bands_are_exact_integers():
+    planes = np.random.default_rng(1).integers(0, 4096, (2, 9, 11))
+    bands = detail_bands(planes)
+    assert bands.shape == (2, 2, 9, 11)
+    np.testing.assert_array_equal(bands, np.round(bands))
+    centre = planes[0, 3:6, 4:7]  # an interior 3 x 3 window
+    assert bands[0, 0, 4, 5] == 9 * planes[0, 4, 5] - centre.sum()
+
+
+def test_sources_are_the_leading_components_and_itself():
+    assert sources(0, 12) == [0, 1, 2, 3] and sources(7, 12) == [0, 1, 2, 3, 7] and sources(1, 2) == [0, 1]
+
+
+@pytest.mark.parametrize("bands", [1, 4, 13, 32])
+def test_any_band_count_round_trips(model, bands):
+    x = _frames(bands, n=1, h=24, w=70)
+    payloads = model.compress(x, 14)
+    out = model.decompress(payloads, 14, 24, 70, bands=bands)
+    assert out.shape == x.shape
+    assert psnr_10k(x.numpy(), np.round(out.numpy())) > 45
+
+
+def test_quality_orders_size_and_error(model):
+    x = _frames(6, n=1, h=64, w=64)
+    sizes, errors = [], []
+    for q in (2, 8, 16):
+        p = model.compress(x, q)[0]
+        sizes.append(sum(map(len, p.streams.values())))
+        errors.append(float((model.decompress([p], q, 64, 64, bands=6) - x).abs().mean()))
+    assert sizes[0] < sizes[1] < sizes[2] and errors[0] > errors[1] > errors[2]
+
+
+def test_decoding_is_bit_identical_across_batches_and_threads(model):
+    x = _frames(5, n=8, h=36, w=44, seed=3)
+    payloads = model.compress(x, 9)
+    whole = model.decompress(payloads, 9, 36, 44, bands=5)
+    alone = torch.cat([model.decompress([p], 9, 36, 44, bands=5) for p in payloads])
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = model.decompress(payloads, 9, 36, 44, bands=5)
+    finally:
+        torch.set_num_threads(n)
+    assert torch.equal(whole, alone) and torch.equal(whole, single)
+
+
+def test_side_information_round_trips_and_rejects_damage():
+    side = Side(2, 30, 9, np.array([1200, -5, 900]), np.array([[600, 500, -3], [2, -700, 40]]), np.array([-40, 7]),
+                [(3, [1, -2, 0, 5]), None])
+    back = Side.unpack(side.pack(), 3)
+    assert dataclasses.asdict(back).keys() == dataclasses.asdict(side).keys()
+    assert back.detail == side.detail and back.basis.tolist() == side.basis.tolist()
+    with pytest.raises(CorruptBlobError):
+        Side.unpack(side.pack()[:-3], 3)
+    with pytest.raises(CorruptBlobError, match="left over|inconsistent|ends"):
+        Side.unpack(side.pack() + b"\xff", 3)
+    with pytest.raises(CorruptBlobError, match="layout"):
+        Side.unpack(bytes([0xF0]) + side.pack()[1:], 3)
+
+
+def test_damaged_payloads_raise_clear_errors(model):
+    x = _frames(4, n=1, h=32, w=32)
+    p = model.compress(x, 8)[0]
+    flipped = bytearray(p.streams["hevc"])
+    flipped[len(flipped) // 2] ^= 0x10
+    bad = FramePayload({**p.streams, "hevc": bytes(flipped)}, p.symbol_crc, p.seed)
+    with pytest.raises(SymbolChecksumError):
+        model.decompress([bad], 8, 32, 32, bands=4)
+    forged = FramePayload({**p.streams, "side": b"\x00"}, 0, 0)
+    forged.symbol_crc = __import__("zlib").crc32(p.streams["hevc"], __import__("zlib").crc32(b"\x00"))
+    with pytest.raises(CorruptBlobError):
+        model.decompress([forged], 8, 32, 32, bands=4)
+
+
+def test_through_the_api_with_nodata_and_error_bound():
+    cube = _frames(4, n=2, h=30, w=34).numpy().astype(np.uint16)
+    cube[0, :, :4] = 0
+    out = tcube.decode(tcube.encode(cube, model="tec-hx", quality=10, nodata=0))
+    assert out.shape == cube.shape and np.array_equal(out == 0, cube == 0)
+    bounded = tcube.decode(tcube.encode(cube, model="tec-hx", max_error=3, quality=6))
+    assert int(np.abs(bounded.astype(int) - cube).max()) <= 3
