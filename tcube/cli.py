@@ -60,6 +60,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.arch == "pc":
         from tcube.train.spectral import train_pc as train  # noqa: F811 - one trainer per family
+    if args.arch == "hx":
+        from tcube.train.hybrid import train_hx as train  # noqa: F811 - one trainer per family
     cfg = TrainConfig(arch=args.arch, name=args.name or f"tec-{args.arch}", data=args.data, holdout=args.holdout,
                       out=args.out, steps=args.steps, epoch_steps=args.epoch_steps, batch=args.batch,
                       crop=args.crop, lr=args.lr, max_minutes=args.max_minutes, threads=args.threads,
@@ -478,20 +480,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print a JSON summary")
     v.set_defaults(func=_cmd_preview)
 
-    d = sub.add_parser("demo", help="compress the shipped sample cube with every model; print size, ratio, PSNR, time",
+    d = sub.add_parser("demo", help="compress the shipped sample cube with the default model beside KLT + x265 intra "
+                                    "and KLT + JPEG2000; print size, ratio, PSNR, time",
                        formatter_class=_HelpFormatter)
-    d.add_argument("--models", nargs="+", default=None, help="models to run (default: all)")
+    d.add_argument("--models", nargs="+", default=None, help=f"models to run (default: {DEFAULT_MODEL})")
     d.add_argument("--qualities", nargs="+", type=int, default=[1, 4, 8, 12, 16], help="qualities 1..16")
     d.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train a codec on Sentinel-2 files/folders and export safetensors weights",
                        formatter_class=_HelpFormatter)
-    t.add_argument("--arch", choices=["fp", "hp", "tt", "pc"], required=True,
+    t.add_argument("--arch", choices=["fp", "hp", "tt", "pc", "hx"], required=True,
                    help="fp: factorized prior; hp: mean-scale hyperprior; tt: temporal prior on top of --init "
                         "(trained on time series: GeoTIFF places over dates, NetCDF/zarr series); pc: KLT per "
                         "date + one codec shared by the components, any band set (--data: shared/data/s2 or a "
-                        "corpus file of python -m tcube.train.corpus)")
+                        "corpus file of python -m tcube.train.corpus); hx: the predictor of tec-hx's detail "
+                        "coefficients, a regression over --steps random crops of --crop pixels coded at every quality")
     t.add_argument("--init", help="weights to start from: a model name or a safetensors file (for tt: the "
                                    "model whose transforms it keeps, frozen; default tec-fp)")
     t.add_argument("--name", help="model name written in the weights (default tec-ARCH)")
