@@ -15,8 +15,9 @@ def cube(sample):
 
 def test_registry():
     assert list_baselines() == ["jpeg2000-per_band", "jpeg2000-joint", "jpeg2000-pca", "jpeg2000-lossless",
-                                "jpegxl-per_band", "jpegxl-lossless", "x265-video", "x265-intra-pca", "x265-video-pca",
-                                "zstd-19", "jpegls-near", "jpegls-lossless", "sz3"]
+                                "jpegxl-per_band", "jpegxl-lossless", "x265-video", "x265-intra-pca",
+                                "x265-intra-pca-veryslow", "x265-video-pca", "zstd-19", "jpegls-near",
+                                "jpegls-lossless", "sz3"]
     with pytest.raises(UnknownModelError, match="unknown baseline"):
         get_baseline("webp")
 
@@ -57,7 +58,8 @@ def test_lossy_round_trip_and_sweep(cube, name):
 
 def test_odd_sizes_and_single_date(sample):
     cube = np.ascontiguousarray(np.clip(sample[:1, :, :17, :23], 0, None).astype(np.uint16))
-    for name in ("jpeg2000-pca", "jpegxl-per_band", "x265-video", "x265-intra-pca", "x265-video-pca", "zstd-19"):
+    for name in ("jpeg2000-pca", "jpegxl-per_band", "x265-video", "x265-intra-pca", "x265-intra-pca-veryslow",
+                                "x265-video-pca", "zstd-19"):
         b = get_baseline(name)
         assert b.decode(b.encode(cube, b.settings[-1]), cube.shape).shape == cube.shape
 

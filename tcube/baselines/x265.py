@@ -9,10 +9,10 @@ outside are clipped, as a fixed range requires). The quality knob is x265's CRF 
 -1: x265's lossless mode).
 
 ``x265-intra-pca``: per date, a KLT over bands (:mod:`tcube.baselines.klt`), then each component
-one 12-bit gray intra frame (preset medium, tune psnr). All components of a date share one DN
-step per 12-bit level, so one CRF gives them about equal error (the allocation a KLT wants); the
-band means, the basis and each component's offset and the shared step travel as float32 side
-information and count in the size.
+one 12-bit gray intra frame (preset medium, tune psnr; ``x265-intra-pca-veryslow``: preset
+veryslow). All components of a date share one DN step per 12-bit level, so one CRF gives them
+about equal error (the allocation a KLT wants); the band means, the basis and each component's
+offset and the shared step travel as float32 side information and count in the size.
 
 ``x265-video-pca``: one KLT over the bands of the whole cube, then each component one 12-bit gray
 video over time (inter frames, x265's default GOP), the components sharing one DN step as above;
@@ -24,6 +24,7 @@ PyAV wheels bundle an FFmpeg with libx265, so nothing else needs installing.
 from __future__ import annotations
 
 import io
+from functools import partial
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def _groups(c: int) -> list[list[int]]:
 
 
 def _video(frames: np.ndarray, crf: float, pix_fmt: str = "gbrp12le", params: str = "",
-           tune: str | None = None) -> bytes:
+           tune: str | None = None, preset: str = PRESET) -> bytes:
     av = _av()
     buf = io.BytesIO()
     with av.open(buf, "w", format="hevc") as container:
@@ -59,7 +60,7 @@ def _video(frames: np.ndarray, crf: float, pix_fmt: str = "gbrp12le", params: st
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
         params = "log-level=error:info=0" + (":lossless=1" if crf < 0 else "") + params
-        stream.options = {"crf": f"{max(crf, 0):g}", "preset": PRESET, "x265-params": params,
+        stream.options = {"crf": f"{max(crf, 0):g}", "preset": preset, "x265-params": params,
                           **({"tune": tune} if tune else {})}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format=pix_fmt)):
@@ -132,8 +133,9 @@ def _to_uint16(bands: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(bands + 0.5), 0, 65535).astype(np.uint16)
 
 
-def x265_intra_pca_encode(cube: np.ndarray, crf: float) -> bytes:
-    """Per date: side information, then its KLT components as one all-intra 12-bit gray video.
+def x265_intra_pca_encode(cube: np.ndarray, crf: float, preset: str = PRESET) -> bytes:
+    """Per date: side information, then its KLT components as one all-intra 12-bit gray video
+    (x265 ``preset``).
 
     Examples
     --------
@@ -149,7 +151,8 @@ def x265_intra_pca_encode(cube: np.ndarray, crf: float) -> bytes:
         mean, basis, comps = klt(frame.astype(np.float64))
         side, levels = _levels(comps)
         levels = np.pad(levels, [(0, 0), (0, ph), (0, pw)], mode="edge")
-        parts += [mean.tobytes() + basis.tobytes() + side, _video(levels, crf, "gray12le", ":keyint=1", tune="psnr")]
+        parts += [mean.tobytes() + basis.tobytes() + side,
+                  _video(levels, crf, "gray12le", ":keyint=1", tune="psnr", preset=preset)]
     return pack(parts)
 
 
@@ -199,6 +202,8 @@ X265_BASELINES = (
     Baseline("x265-video", x265_encode, x265_decode, X265_CRFS, "CRF (lower is better)", requires="av"),
     Baseline("x265-intra-pca", x265_intra_pca_encode, x265_intra_pca_decode, INTRA_CRFS,
              "CRF (lower is better)", requires="av"),
+    Baseline("x265-intra-pca-veryslow", partial(x265_intra_pca_encode, preset="veryslow"), x265_intra_pca_decode,
+             INTRA_CRFS, "CRF (lower is better), preset veryslow", requires="av"),
     Baseline("x265-video-pca", x265_video_pca_encode, x265_video_pca_decode, INTRA_CRFS,
              "CRF (lower is better)", requires="av"),
 )
