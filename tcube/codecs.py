@@ -55,7 +55,7 @@ def resolve_model(model: str | None, max_error: int | None = None, psnr: float |
     Examples
     --------
     >>> resolve_model(None), resolve_model(None, max_error=4), resolve_model("tec-fp")
-    ('tec-hp', 'tec-pc', 'tec-fp')
+    ('tec-hx', 'tec-hx', 'tec-fp')
     """
     if model is not None:
         return model
@@ -76,7 +76,7 @@ def check_settings(model: str, quality: int | None, nodata: float | None, scale:
     >>> check_settings("tec-hp", None, None, max_error=4)
     Traceback (most recent call last):
     ...
-    tcube.errors.InputError: max_error needs a model that decodes exactly (tec-pc); tec-hp does not
+    tcube.errors.InputError: max_error needs a model that decodes exactly (tec-hx, tec-pc); tec-hp does not
     """
     codec = load_model(model, "cpu")
     if quality is not None:

@@ -2,9 +2,9 @@
 
 #: The model :func:`tcube.encode`, the zarr codecs, ``xarray2tec``, the CLI and ``tcube.parallel``
 #: use unless told otherwise.
-DEFAULT_MODEL = "tec-hp"
+DEFAULT_MODEL = "tec-hx"
 #: The model of error-bounded coding (``max_error=``): it needs an exactly decoding base.
-BOUNDED_MODEL = "tec-pc"
+BOUNDED_MODEL = "tec-hx"
 #: Base qualities an error-bounded encoder tries per cube, keeping the smallest blob (0: no learned
 #: base, the residual layer alone). Measured on the held-out sets (benchmarks/bounded.py): quality 2
 #: beat 4 every time; over quality 0 it saved 1.2 % at E = 4 on 264 x 264 x 12 dates and lost on

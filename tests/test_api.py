@@ -13,7 +13,7 @@ MODELS = tcube.list_models()
 
 
 def test_list_models():
-    assert MODELS == ["tec-fp", "tec-hp", "tec-pc", "tec-tt"]
+    assert MODELS == ["tec-fp", "tec-hp", "tec-hx", "tec-pc", "tec-tt"]
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -75,7 +75,8 @@ def test_info(small):
 @pytest.mark.parametrize(
     "cube, kwargs, match",
     [
-        (np.zeros((2, 11, 16, 16), np.uint16), {}, "11 bands"),
+        (np.zeros((2, 33, 16, 16), np.uint16), {}, "33 bands"),
+        (np.zeros((2, 11, 16, 16), np.uint16), {"model": "tec-hp"}, "11 bands"),
         (np.zeros((12, 16), np.uint16), {}, "dims"),
         (np.zeros((1, 2, 12, 16, 16), np.uint16), {}, "dims"),
         (np.zeros((1, 12, 16, 16), np.float64), {}, "dtype"),

@@ -10,7 +10,7 @@ from tcube.cli import main
 def test_info_models(capsys):
     assert main(["info"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"tec-fp", "tec-hp", "tec-pc", "tec-tt"} and len(out["tec-hp"]["sha256"]) == 64
+    assert set(out) == {"tec-fp", "tec-hp", "tec-hx", "tec-pc", "tec-tt"} and len(out["tec-hp"]["sha256"]) == 64
     assert out["tec-pc"]["bands"] == "any, 1 to 32"
 
 
@@ -32,7 +32,7 @@ def test_demo_json(capsys):
     assert main(["demo", "--models", "tec-fp", "--qualities", "2", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["codec"] == "tec-fp" and rows[0]["bytes"] > 0 and np.isfinite(rows[0]["psnr_10k"])
-    assert any(r["codec"] == "jpeg2000" for r in rows)
+    assert {r["codec"] for r in rows} == {"tec-fp", "x265-intra-pca", "jpeg2000-pca"}
 
 
 def test_help_teaches():
@@ -212,14 +212,14 @@ def test_band_labels_by_common_name_and_l1c_b10(sample, tmp_path, capsys):
     tcube.xarray2tec(xr.Dataset({"reflectance": da}), tmp_path / "rgbn.zarr")
     meta = json.loads(json.dumps(dict(__import__("zarr").open_array(tmp_path / "rgbn.zarr", path="tcube_y_x")
                                       .attrs["tcube"])))
-    assert meta["variables"]["reflectance"]["bands"] == {"blue": 1, "green": 2, "red": 3, "nir": 7}
+    assert meta["variables"]["reflectance"]["bands"] == {"blue": 0, "green": 1, "red": 2, "nir": 3}  # its own bands
     l1c = np.concatenate([sample[:1, :10], sample[:1, :1] // 10, sample[:1, 10:]], axis=1)[:, :, :32, :32]
-    np.save(tmp_path / "l1c.npy", l1c)  # 13 bands in L1C order: B10 comes along, stored losslessly
+    np.save(tmp_path / "l1c.npy", l1c)  # 13 bands in L1C order: B10 is one of the 13 the default codes natively
     assert main(["compress", str(tmp_path / "l1c.npy"), str(tmp_path / "l1c.zarr"), "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert {"B10"} in [set(a["variables"]) for a in summary["arrays"]]
+    assert any("B10" in a["variables"] for a in summary["arrays"])
     back = tcube.tec2xarray(tmp_path / "l1c.zarr")
-    np.testing.assert_array_equal(back["B10"].values, l1c[:, 10])
+    assert float(np.abs(back["B10"].values.astype(float) - l1c[:, 10]).mean()) < 20
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_compress_with_an_error_bound(small_nc, tmp_path, flags, bound):
     import zarr
 
     codec = zarr.open_array(str(store), path="tcube_y_x").serializer
-    assert (codec.model, codec.max_error, codec.quality) == ("tec-pc", bound, None)
+    assert (codec.model, codec.max_error, codec.quality) == ("tec-hx", bound, None)
 
 
 def test_compress_with_a_psnr_target(small_nc, tmp_path):

@@ -339,9 +339,9 @@ def test_temporal_model_as_zarr_codec(real):
                                       {"max_error": 2, "quality": 0}])
 def test_mode_settings_round_trip_and_hold_in_zarr_3(sample, settings):
     codec = TecZarrCodec(**settings)
-    assert codec.model == "tec-pc"
+    assert codec.model == "tec-hx"
     config = json.loads(json.dumps(codec.to_dict()))
-    assert config["configuration"] == {"model": "tec-pc", **settings}  # the metric is written with psnr
+    assert config["configuration"] == {"model": "tec-hx", **settings}  # the metric is written with psnr
     assert TecZarrCodec.from_dict(config) == codec
     cube = np.ascontiguousarray(sample[:2, :, :40, :70])
     arr = zarr.create_array(MemoryStore(), shape=cube.shape, chunks=(1, 12, 32, 32), dtype=cube.dtype,
@@ -361,11 +361,11 @@ def test_mode_settings_round_trip_and_hold_in_zarr_3(sample, settings):
 
 def test_mode_settings_in_numcodecs(sample):
     codec = TecCodec(max_error=0)
-    assert codec.get_config() == {"id": "tcube", "model": "tec-pc", "max_error": 0, "nodata": 0}
+    assert codec.get_config() == {"id": "tcube", "model": "tec-hx", "max_error": 0, "nodata": 0}
     again = numcodecs.get_codec(codec.get_config())
     chunk = np.ascontiguousarray(sample[:1, :, :24, :24])
     assert np.array_equal(again.decode(again.encode(chunk)), chunk)
-    assert repr(codec) == "TecCodec(model='tec-pc', max_error=0, nodata=0)"
+    assert repr(codec) == "TecCodec(model='tec-hx', max_error=0, nodata=0)"
 
 
 @pytest.mark.parametrize(("settings", "match"), [({"max_error": 4, "model": "tec-hp"}, "decodes exactly"),

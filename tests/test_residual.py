@@ -83,7 +83,7 @@ def test_decoding_does_not_depend_on_threads_or_batching(crop, quality):
 
 def test_info_shows_mode_and_bound(crop):
     d = tcube.info(tcube.encode(crop[:1], max_error=16))
-    assert d["mode"] == "max_error" and d["max_error"] == 16.0 and d["model"] == "tec-pc"
+    assert d["mode"] == "max_error" and d["max_error"] == 16.0 and d["model"] == "tec-hx"
     assert d["quality"] in (0, 2)  # the smaller of the residual layer alone and over a quality-2 base
     assert tcube.info(tcube.encode(crop[:1], model="tec-pc", quality=3))["mode"] == "quality"
 
@@ -92,7 +92,7 @@ def test_info_shows_mode_and_bound(crop):
 def test_given_quality_is_the_base(crop, quality):
     blob = tcube.encode(crop[:1], max_error=4, quality=quality)
     assert tcube.info(blob)["quality"] == quality
-    assert set(unpack(blob).frames[0]) == ({"mask", "residual"} | ({"spectral", "z", "y"} if quality else set()))
+    assert set(unpack(blob).frames[0]) == ({"mask", "residual"} | ({"side", "hevc"} if quality else set()))
     assert _max_abs(tcube.decode(blob), crop[:1]) <= 4
 
 
