@@ -1,6 +1,7 @@
-"""Assertions shared by the dataset tests."""
+"""Assertions and inputs shared by the tests."""
 
 import numpy as np
+import torch
 import xarray as xr
 
 from tcube.metrics import psnr_full
@@ -30,3 +31,12 @@ def assert_same(ds: xr.Dataset, back: xr.Dataset, min_psnr: float = 30.0, coded=
             np.testing.assert_array_equal(np.isnan(b) if b.dtype.kind == "f" else nan, nan)
             scale = var.encoding.get("scale_factor", 1.0) if a.dtype.kind == "f" else 1.0
             assert psnr_full(np.where(nan, 0, a / scale)[None], np.where(nan, 0, b / scale)[None]) > min_psnr, name
+
+
+def correlated_frames(bands: int, n: int = 2, h: int = 40, w: int = 52, seed: int = 0) -> torch.Tensor:
+    """Frames (n, bands, h, w) of correlated bands with shared spatial structure, like reflectance."""
+    rng = np.random.default_rng(seed)
+    base = np.cumsum(np.cumsum(rng.normal(0, 30, (n, 1, h, w)), -1), -2)
+    mix = rng.uniform(0.5, 1.5, (1, bands, 1, 1))
+    x = 1500 + base * mix + rng.normal(0, 20, (n, bands, h, w))
+    return torch.from_numpy(np.clip(x, 0, 10000).round())

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from helpers import correlated_frames as _frames
 
 import tcube
 from tcube.errors import CorruptBlobError, InputError, SymbolChecksumError
@@ -16,15 +17,6 @@ from tcube.models.hx import Side, detail_bands, sources
 @pytest.fixture(scope="module")
 def model():
     return load_model("tec-hx", "cpu")
-
-
-def _frames(bands: int, n: int = 2, h: int = 40, w: int = 52, seed: int = 0) -> torch.Tensor:
-    """Correlated bands with shared spatial detail, like reflectance."""
-    rng = np.random.default_rng(seed)
-    base = np.cumsum(np.cumsum(rng.normal(0, 30, (n, 1, h, w)), -1), -2)
-    mix = rng.uniform(0.5, 1.5, (1, bands, 1, 1))
-    x = 1500 + base * mix + rng.normal(0, 20, (n, bands, h, w))
-    return torch.from_numpy(np.clip(x, 0, 10000).round())
 
 
 def test_engine_round_trip_and_damage():

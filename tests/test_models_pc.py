@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import correlated_frames as _frames
 
 from tcube.errors import CorruptBlobError, InputError, SymbolChecksumError
 from tcube.models import FramePayload, build_model
@@ -22,15 +23,6 @@ def restore_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
-
-
-def _frames(bands: int, n: int = 2, h: int = 40, w: int = 52, seed: int = 0) -> torch.Tensor:
-    """Correlated bands with spatial structure, like reflectance."""
-    rng = np.random.default_rng(seed)
-    base = np.cumsum(np.cumsum(rng.normal(0, 30, (n, 1, h, w)), -1), -2)
-    mix = rng.uniform(0.5, 1.5, (1, bands, 1, 1))
-    x = 1500 + base * mix + rng.normal(0, 20, (n, bands, h, w))
-    return torch.from_numpy(np.clip(x, 0, 10000).round())
 
 
 def test_spectral_transform_is_exactly_inverted_on_integer_components():

@@ -11,7 +11,6 @@ summed over every frame and component (ridge-regularised). Closed form: minutes 
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import asdict
 
@@ -22,7 +21,7 @@ from tcube.models.base import N_QUALITIES, CodecConfig
 from tcube.models.hx import FEATURES, RADII, Grams, HybridCodec, default_steps, detail_bands
 from tcube.outputs import SAFETENSORS, check_file_output
 from tcube.train.corpus import Group, corpus, split
-from tcube.train.spectral import coded_rd, validation_sets
+from tcube.train.spectral import data_lines, time_line, validation_tables
 from tcube.train.trainer import TrainConfig
 
 #: Ridge regularisation relative to the mean diagonal of the normal equations.
@@ -126,17 +125,10 @@ def export_hx(model: HybridCodec, cfg: TrainConfig, frames: int, seconds: float,
         f"- Data: {frames} random crops up to {cfg.crop} x {cfg.crop} (seed {cfg.seed}), each coded at the "
         f"{N_QUALITIES} qualities; per quality, the weights minimise the squared error of the decoded "
         f"components after the predicted transfer (normal equations over every frame and component, ridge {RIDGE})",
-        f"- Time: {seconds / 60:.1f} min on cpu ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads), torch {torch.__version__}",
-        f"- Training data ({len(train_groups)} groups of frames, Copernicus Sentinel-2, `shared/data/s2`): "
-        + ", ".join(g.name for g in train_groups),
-        "- Held out: " + ", ".join(g.name for g in held), "",
+        time_line(seconds, "cpu"),
+        *data_lines(train_groups, held),
         "## Validation (held out, real bytes incl. side information, PSNR per REFERENCE.md)", "",
     ]
-    for name, cube in validation_sets(held).items():
-        card += [f"{name}: {cube.shape[0]} dates of {cube.shape[1]} bands, {cube.shape[2]} x {cube.shape[3]}", "",
-                 "| quality | bpppb | PSNR 10k (dB) | PSNR full (dB) |", "|---|---|---|---|",
-                 *[f"| {r['quality']} | {r['bpppb']:.4f} | {r['psnr_10k']:.2f} | {r['psnr_full']:.2f} |"
-                   for r in coded_rd(model, cube)], ""]
+    card += validation_tables(model, held)
     path.with_suffix(".md").write_text("\n".join(card))
     log(f"exported {path} ({path.stat().st_size / 1e3:.1f} kB), card {path.with_suffix('.md')}")

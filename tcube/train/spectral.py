@@ -13,6 +13,7 @@ Resumable (``OUT/checkpoint.pt``), exportable to safetensors with a model card, 
 from __future__ import annotations
 
 import json
+import platform
 import time
 from dataclasses import asdict
 
@@ -154,10 +155,32 @@ def coded_rd(model, cube: np.ndarray, qualities=CARD_QUALITIES) -> list[dict]:
     return rows
 
 
+def time_line(seconds: float, device: str) -> str:
+    """Model-card line: training time, machine and torch version."""
+    return (f"- Time: {seconds / 60:.1f} min on {device} ({platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} threads), torch {torch.__version__}")
+
+
+def data_lines(train_groups: list[Group], held: list[Group]) -> list[str]:
+    """Model-card lines: the groups trained on and those held out."""
+    return [f"- Training data ({len(train_groups)} groups of frames, Copernicus Sentinel-2, `shared/data/s2`): "
+            + ", ".join(g.name for g in train_groups), "- Held out: " + ", ".join(g.name for g in held), ""]
+
+
+def validation_tables(model, held: list[Group]) -> list[str]:
+    """Model-card lines: per held-out set, real bytes and PSNR at :data:`CARD_QUALITIES`."""
+    lines = []
+    for name, cube in validation_sets(held).items():
+        lines += [f"{name}: {cube.shape[0]} dates of {cube.shape[1]} bands, {cube.shape[2]} x {cube.shape[3]}", "",
+                  "| quality | bpppb | PSNR 10k (dB) | PSNR full (dB) |", "|---|---|---|---|",
+                  *[f"| {r['quality']} | {r['bpppb']:.4f} | {r['psnr_10k']:.2f} | {r['psnr_full']:.2f} |"
+                    for r in coded_rd(model, cube)], ""]
+    return lines
+
+
 def export_pc(model, cfg: TrainConfig, step: int, history: list, seconds: float, train_groups: list[Group],
               held: list[Group], log=print) -> None:
     """Write safetensors weights and a Markdown model card (held-out RD with real bytes) beside them."""
-    import platform
 
     from tcube.models.registry import lineage, save_weights
 
@@ -184,19 +207,12 @@ def export_pc(model, cfg: TrainConfig, step: int, history: list, seconds: float,
         f"- Command: `{cfg.command}`",
         f"- Steps: {step} of batch {cfg.batch}, crops up to {cfg.crop}x{cfg.crop} (one band set per step), "
         f"Adam lr {cfg.lr}, step exponents {TRAIN_EXPONENTS} drawn per crop, lambda {cfg.lmbda}, seed {cfg.seed}",
-        f"- Time: {seconds / 60:.1f} min on {cfg.device} ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads), torch {torch.__version__}",
+        time_line(seconds, cfg.device),
         f"- Cumulative over all stages: {total_steps} steps, {total_seconds / 3600:.2f} h",
-        f"- Training data ({len(train_groups)} groups of frames, Copernicus Sentinel-2, `shared/data/s2`): "
-        + ", ".join(g.name for g in train_groups),
-        "- Held out: " + ", ".join(g.name for g in held), "",
+        *data_lines(train_groups, held),
         "## Validation (held out, real entropy-coded bytes incl. side information, PSNR per REFERENCE.md)", "",
     ]
-    for name, cube in validation_sets(held).items():
-        card += [f"{name}: {cube.shape[0]} dates of {cube.shape[1]} bands, {cube.shape[2]} x {cube.shape[3]}", "",
-                 "| quality | bpppb | PSNR 10k (dB) | PSNR full (dB) |", "|---|---|---|---|",
-                 *[f"| {r['quality']} | {r['bpppb']:.4f} | {r['psnr_10k']:.2f} | {r['psnr_full']:.2f} |"
-                   for r in coded_rd(model, cube)], ""]
+    card += validation_tables(model, held)
     card += ["## Training curve (estimated rates, squared error in steps)", "", "```",
              *[json.dumps(h) for h in history], "```", ""]
     path.with_suffix(".md").write_text("\n".join(card))
