@@ -109,7 +109,7 @@ def coding(rule: Mapping, model: str | None, quality: int | None) -> tuple:
     Examples
     --------
     >>> coding({}, None, None), coding({"max_error": 4}, None, 8)
-    (('tec-hp', 8, None, None, '10k'), ('tec-pc', None, 4, None, '10k'))
+    (('tec-hx', 8, None, None, '10k'), ('tec-hx', None, 4, None, '10k'))
     """
     bound, target = rule.get("max_error"), rule.get("psnr")
     moded = bound is not None or target is not None

@@ -256,7 +256,7 @@ def describe_store(store: Any) -> dict:
     >>> store = zarr.storage.MemoryStore()
     >>> xarray2tec(ds, store)
     >>> [(a["name"], a["codec"], a["variables"]) for a in describe_store(store)["arrays"]]
-    [('tcube_y_x', 'tcube tec-hp q8', ['B04'])]
+    [('tcube_y_x', 'tcube tec-hx q8', ['B04'])]
     """
     check_finished(store)
     node = _open_node(store)

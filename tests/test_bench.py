@@ -37,7 +37,7 @@ def test_quick_bench_from_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "BD-rate" in out and "| tec-hp |" in out and "tec-fp was trained on" in out
     rows = list(csv.DictReader(open(tmp_path / "q.csv")))
-    assert tuple(rows[0]) == FIELDS and len(rows) == 4 * 4 + 5 + 5 + 1  # 4 models x 4 qualities
+    assert tuple(rows[0]) == FIELDS and len(rows) == 5 * 4 + 5 + 5 + 1  # 5 models x 4 qualities
     assert (tmp_path / "q.png").stat().st_size > 10_000
     zstd = [r for r in rows if r["codec"] == "zstd-19"][0]
     assert zstd["psnr_10k"] == "inf" and float(zstd["ssim"]) == 1.0

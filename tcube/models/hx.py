@@ -305,7 +305,9 @@ class HybridCodec(LearnedCodec):
         --------
         >>> import tcube, torch
         >>> model = tcube.models.load_model("tec-hx")
-        >>> x = 1500.0 + 40 * torch.randn(2, 4, 40, 40)
+        >>> g = torch.arange(40.0)
+        >>> scene = 300 * torch.sin(g[:, None] / 7) * torch.cos(g[None] / 5)  # one pattern, 4 bands, 2 dates
+        >>> x = (1500 + scene * torch.linspace(0.5, 1.5, 4).view(4, 1, 1)).expand(2, 4, 40, 40)
         >>> out = model.decompress(model.compress(x, quality=12), 12, 40, 40, bands=4)
         >>> out.shape, bool((out - x).abs().mean() < 20)
         (torch.Size([2, 4, 40, 40]), True)
