@@ -30,6 +30,7 @@ import numpy as np
 
 from tcube.baselines.base import Baseline, check_uint16, optional_module, pack, unpack
 from tcube.baselines.klt import inverse_klt, klt
+from tcube.models.hevc import padded
 
 RANGE = 10000.0
 LEVELS = 4095
@@ -37,9 +38,6 @@ LEVELS = 4095
 #: so the mapping of 0..10000 to 12 bits is all that is lost).
 X265_CRFS = (45.0, 40.0, 36.0, 32.0, 28.0, 24.0, 20.0, 16.0, 12.0, 8.0, 4.0, 0.0, -1.0)
 PRESET = "medium"
-# Frames are padded (edge values) to a multiple of PAD and at least MIN_SIZE, and cropped after
-# decoding: this libx265 aborts on odd sizes and corrupts its heap on 48 x 48 frames (CTU 64).
-PAD, MIN_SIZE = 8, 64
 
 
 def _av():
@@ -77,7 +75,9 @@ def _frames(data: bytes, pix_fmt: str = "gbrp12le") -> np.ndarray:
 
 
 def _padding(h: int, w: int) -> tuple[int, int]:
-    return tuple(max(MIN_SIZE, n + -n % PAD) - n for n in (h, w))
+    """Rows and columns to add (edge values, cropped after decoding): the engine's frame size
+    (:func:`tcube.models.hevc.padded`), which this libx265 needs."""
+    return tuple(p - n for p, n in zip(padded(h, w), (h, w)))
 
 
 def x265_encode(cube: np.ndarray, crf: float) -> bytes:
