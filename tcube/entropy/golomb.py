@@ -15,6 +15,21 @@ from tcube.errors import CorruptBlobError
 MAX_PREFIX = 40
 
 
+def _zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def signed_bits(values: Iterable[int], order: int = 0) -> int:
+    """Bits :meth:`BitWriter.signed` spends on ``values``.
+
+    Examples
+    --------
+    >>> signed_bits([0, -1, 3])
+    9
+    """
+    return sum(2 * (_zigzag(int(v)) + (1 << order)).bit_length() - 1 - order for v in values)
+
+
 class BitWriter:
     """Collects Exp-Golomb codes and raw bits, most significant bit first.
 
@@ -41,7 +56,7 @@ class BitWriter:
             self._bits.append("0" * (len(code) - 1 - order) + code)
 
     def signed(self, values: Iterable[int], order: int = 0) -> None:
-        self.unsigned((2 * v if v >= 0 else -2 * v - 1 for v in map(int, values)), order)
+        self.unsigned((_zigzag(v) for v in map(int, values)), order)
 
     def getvalue(self) -> bytes:
         text = "".join(self._bits)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tcube.entropy.golomb import BitReader, BitWriter
+from tcube.entropy.golomb import BitReader, BitWriter, signed_bits
 from tcube.errors import CorruptBlobError, InputError
 from tcube.models import hevc
 from tcube.models.base import N_QUALITIES, CodecConfig, FramePayload, LearnedCodec, Sink, check_crc
@@ -395,7 +395,7 @@ class HybridCodec(LearnedCodec):
                 res = np.floor((ideal - np.array(pred)) / 2.0**shift + 0.5).astype(np.int64)
                 coef = np.array(coefficients(pred, shift, res.tolist()), np.float64) / 2.0**COEF_FRAC
                 gain = 2 * coef @ cross - coef @ gram @ coef  # reduction of the squared error
-                bits = 1 + SHIFT_BITS + sum(_golomb_bits(int(v)) for v in res)
+                bits = 1 + SHIFT_BITS + signed_bits(res.tolist())
                 cost = lam * bits - gain
                 if cost < best_cost - lam:  # the 1-bit flag of "off" is the reference
                     best, best_cost = (shift, res.tolist()), cost
@@ -464,11 +464,6 @@ class HybridCodec(LearnedCodec):
 
     def reconstruct(self, x: Tensor, quality: int) -> Tensor:
         return self.decompress(self.compress(x, quality), quality, *x.shape[-2:], bands=x.shape[1])
-
-
-def _golomb_bits(v: int) -> int:
-    u = 2 * v if v >= 0 else -2 * v - 1
-    return 2 * (u + 1).bit_length() - 1
 
 
 def _crc(streams: dict[str, bytes], seed: int) -> int:
