@@ -14,7 +14,16 @@ import numpy as np
 import torch
 
 from tcube import residual
-from tcube.bitstream import DIGEST_BYTES, FLAG_MASKED_ARRAY, FORMAT_VERSION, Container, frame_seed, pack, unpack
+from tcube.bitstream import (
+    CODER,
+    FLAG_MASKED_ARRAY,
+    FORMAT_VERSION,
+    Container,
+    digest_length,
+    frame_seed,
+    pack,
+    unpack,
+)
 from tcube.defaults import BOUNDED_MODEL, BOUNDED_QUALITIES
 from tcube.errors import (
     BitstreamError,
@@ -54,7 +63,6 @@ from tcube.validate import (
     check_whole_numbers,
 )
 
-CODER = "constriction-range-v1"
 #: Per-frame stream of the lossless mask (see :mod:`tcube.masks`).
 MASK_STREAM = "mask"
 #: Per-frame stream of the error-bounded residual layer (see :mod:`tcube.residual`).
@@ -419,11 +427,12 @@ def _check_header(h: dict) -> LearnedCodec:
         raise UnknownModelError(f"blob was made with model {model!r}, which this installation does not have "
                                 f"(available: {', '.join(list_models())})")
     weights = h.get("weights")
-    if not isinstance(weights, str) or len(weights) != 2 * DIGEST_BYTES or not has_weights(model, weights):
+    if (not isinstance(weights, str) or len(weights) != 2 * digest_length(h.get("version", FORMAT_VERSION))
+            or not has_weights(model, weights)):
         raise WeightsMismatchError(
             f"blob was made with other weights of {model!r} (digest {str(weights)[:12]}…, installed "
             f"{model_digest(model)[:12]}… and no earlier weights with that digest); install the tcube version "
-            f"that wrote it ({h.get('tcube')})"
+            f"that wrote it" + (f" ({h['tcube']})" if h.get("tcube") else "")
         )
     if h.get("coder") != CODER:
         raise BitstreamError(f"blob uses entropy coder {h.get('coder')!r}; this package reads {CODER!r}")
@@ -664,7 +673,7 @@ def info(blob: bytes) -> dict:
     >>> cube = np.full((4, 16, 16), 900, dtype=np.uint16)
     >>> d = tcube.info(tcube.encode(cube, model="tec-pc", band_names=["B02", "B03", "B04", "B08"]))
     >>> d["model"], d["shape"], d["bands"], d["format_version"], d["mode"]
-    ('tec-pc', [4, 16, 16], ['B02', 'B03', 'B04', 'B08'], 8, 'quality')
+    ('tec-pc', [4, 16, 16], ['B02', 'B03', 'B04', 'B08'], 9, 'quality')
     >>> d = tcube.info(tcube.encode(cube, max_error=0))
     >>> d["mode"], d["max_error"]
     ('lossless', 0.0)

@@ -1,6 +1,29 @@
 """The tcube container: a versioned, self-describing, checksummed blob.
 
-Layout (little endian)::
+Version 9 (written now) is compact, for zarr chunks of a few hundred bytes (little endian)::
+
+    prefix     2 bytes   0x89, the version (9)
+    flags      u8        bit 0: the shape has dates (T, C, H, W; else C, H, W), bit 1: decode to a
+                         numpy masked array, bit 2: a no-data value that is a whole number
+                         (zig-zag LEB128), bit 3: a no-data value that is not (f64), bit 4: units
+                         (f64 scale and offset), bit 5: band names (a count and short strings),
+                         bit 6: coding modes (as in version 5), bit 7: an extension byte follows
+    extension  u8        (bit 7) bits 0-2: dimensions of the grid position, bit 3: zero padding
+                         follows; others zero
+    model      u8        index in MODEL_CODES (255: the name follows as a short string)
+    quality    u8        quality x 4 + the dtype's index in DTYPE_CODES
+    weights    4 bytes   first 4 bytes of the weights' SHA-256
+    shape      LEB128 per dimension, then the fields that flags announce (no-data value, units,
+                         band names, coding modes), the position (LEB128 per dimension) and the
+                         padding (LEB128 count, zero bytes)
+    streams    u8        which of STREAM_CODES each frame holds (bit i: STREAM_CODES[i])
+    frames     per frame (as many as the shape's dates): its CRC32 (u32) and the
+                         byte length (LEB128) of each stream in STREAM_CODES order
+    payload              the streams, frame after frame, in STREAM_CODES order
+    crc        u32       CRC32 of everything before it
+
+It holds what version 8 holds, except the package version (informational) and the entropy coder
+(version 9 blobs use :data:`CODER`). Versions 1 to 8 have this layout::
 
     magic      8 bytes   b"\\x89TCUBE\\r\\n"
     version    u16       FORMAT_VERSION
@@ -55,13 +78,14 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from tcube.entropy import leb128
 from tcube.errors import CorruptBlobError, NotATcubeBlobError, TruncatedBlobError, UnsupportedVersionError
 
 MAGIC = b"\x89TCUBE\r\n"
-FORMAT_VERSION = 8
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+FORMAT_VERSION = 9
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 #: Format versions :func:`pack` writes (older ones for tests of compatibility).
-WRITABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8)
+WRITABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9)
 #: Values any blob may announce whatever its length (a 12 x 512 x 512 chunk has 3.1 M).
 FREE_VALUES = 1 << 22
 #: Values a blob may announce per byte of its length beyond :data:`FREE_VALUES`: version 8
@@ -69,6 +93,14 @@ FREE_VALUES = 1 << 22
 VALUES_PER_BYTE = 1 << 10
 VALUES_PER_BYTE_BEFORE_8 = 1 << 15
 DIGEST_BYTES = 16
+#: Bytes of the weights' digest that blobs of version 9 record.
+COMPACT_DIGEST_BYTES = 4
+#: The entropy coder of tcube's learned models (version 9 blobs do not name it).
+CODER = "constriction-range-v1"
+#: Models blobs of version 9 name by index (append only: an index never changes meaning).
+MODEL_CODES = ("tec-fp", "tec-hp", "tec-hx", "tec-pc", "tec-tt")
+#: Stream names of version 9 blobs by bit, in payload order (append only).
+STREAM_CODES = ("mask", "residual", "side", "spectral", "z", "hevc", "y")
 DTYPE_CODES = ("uint16", "int16", "float32")
 #: Largest height or width of a frame.
 MAX_SIDE = 1 << 15
@@ -109,11 +141,7 @@ class _Writer:
         self.buf += data
 
     def varint(self, n: int) -> None:
-        while True:
-            byte, n = n & 0x7F, n >> 7
-            self.buf.append(byte | (0x80 if n else 0))
-            if not n:
-                return
+        self.buf += leb128.encode([n])
 
 
 class _Reader:
@@ -136,15 +164,8 @@ class _Reader:
         return self.raw(self.fmt("B")).decode()
 
     def varint(self) -> int:
-        n, shift = 0, 0
-        while True:
-            byte = self.fmt("B")
-            n |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return n
-            shift += 7
-            if shift > 63:
-                raise struct.error("varint too long")
+        n, self.pos = leb128.read(self.data, self.pos)
+        return n
 
 
 def _encode_header(h: dict, frames: list[dict[str, bytes]], version: int) -> bytes:
@@ -165,13 +186,7 @@ def _encode_header(h: dict, frames: list[dict[str, bytes]], version: int) -> byt
         for band in bands:
             w.text(band)
     if version >= 5:
-        bound, target = h.get("max_error"), h.get("psnr")
-        w.fmt("B", (bound is not None) | (target is not None) << 1)
-        if bound is not None:
-            w.fmt("d", bound)
-        if target is not None:
-            w.fmt("d", target)
-            w.text(h.get("metric") or "10k")
+        _write_modes(w, h)
     if version >= 8:
         position = h.get("position") or []
         w.fmt("B" + "I" * len(position), len(position), *position)
@@ -211,12 +226,7 @@ def _decode_header(data: bytes, version: int) -> dict:
     h["bands"] = [r.text() for _ in range(r.fmt("B"))] if version >= 4 else []
     h["max_error"] = h["psnr"] = h["metric"] = None
     if version >= 5:
-        modes = r.fmt("B")
-        if modes & ~3:
-            raise ValueError(f"unknown coding modes {modes:#x}")
-        h["max_error"] = r.fmt("d") if modes & 1 else None
-        if modes & 2:
-            h["psnr"], h["metric"] = r.fmt("d"), r.text()
+        _read_modes(r, h)
     h["position"] = None
     if version >= 8:
         n = r.fmt("B")
@@ -239,30 +249,165 @@ def pack(header: dict, frames: list[dict[str, bytes]], version: int = FORMAT_VER
     ``header`` holds model, weights (hex), quality, dtype, shape, coder, tcube (version), nodata
     (a number or None), scale, offset, flags, bands (names, optional), max_error, psnr (numbers or
     None), metric (``"10k"``, ``"full"`` or None) and frames (a list of
-    ``{"crc": int}``); the stream lengths are added by this function. ``version`` 2 to 4 writes
+    ``{"crc": int}``); the stream lengths are added by this function. ``version`` 2 to 8 writes
     an earlier format (for tests).
 
     Examples
     --------
     >>> h = {"model": "m", "weights": "ab" * 16, "quality": 3, "dtype": "int16", "shape": [1, 2, 4, 4],
-    ...      "coder": "c", "tcube": "0", "frames": [{"crc": 7}]}
+    ...      "coder": CODER, "tcube": "0", "frames": [{"crc": 7}]}
     >>> c = unpack(pack(h, [{"y": b"abcd"}]))
     >>> c.frames[0]["y"], c.header["frames"]
     (b'abcd', [{'crc': 7, 'streams': {'y': 4}}])
     """
     if version not in WRITABLE_VERSIONS:
         raise ValueError(f"cannot write format version {version}")
-    payload = b"".join(streams[name] for streams in frames for name in sorted(streams))
     header = {**header, "pad": 0}
     while True:  # pad until the blob may announce its values (a few rounds at most: the varint grows)
-        hbytes = _encode_header(header, frames, version)
-        size = _PREFIX.size + len(hbytes) + len(payload) + _CRC.size
-        short = _min_length(header["shape"], version) - size
+        body = _compact_body(header, frames) if version >= 9 else _legacy_body(header, frames, version)
+        short = _min_length(header["shape"], version) - len(body) - _CRC.size
         if short <= 0 or version < 8 or header["pad"] + short > MAX_PAD:
             break  # (a cube too large for any blob pads nothing: decoders refuse it on its size)
         header["pad"] += short
-    body = _PREFIX.pack(MAGIC, version, len(hbytes)) + hbytes + payload
     return body + _CRC.pack(zlib.crc32(body))
+
+
+def _legacy_body(header: dict, frames: list[dict[str, bytes]], version: int) -> bytes:
+    payload = b"".join(streams[name] for streams in frames for name in sorted(streams))
+    hbytes = _encode_header(header, frames, version)
+    return _PREFIX.pack(MAGIC, version, len(hbytes)) + hbytes + payload
+
+
+_DATED, _MASKED, _NODATA_WHOLE, _NODATA_FLOAT, _UNITS, _BANDS, _MODES, _EXTENDED = (1 << i for i in range(8))
+_POSITION_DIMS, _PADDED = 7, 8
+_NAMED_MODEL = 255
+#: Versions from 9 up to this one (excluded) are compact: their second byte is the version.
+_COMPACT_TOP = 32
+
+
+def _zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def _unzigzag(n: int) -> int:
+    return n // 2 if n % 2 == 0 else -(n + 1) // 2
+
+
+def _compact_body(h: dict, frames: list[dict[str, bytes]]) -> bytes:
+    """Version 9: everything but the final CRC (see the module docstring)."""
+    shape, position, pad = list(h["shape"]), list(h.get("position") or []), h.get("pad", 0)
+    nodata, bound, target = h.get("nodata"), h.get("max_error"), h.get("psnr")
+    crcs = [f["crc"] for f in h["frames"]]
+    names = [n for n in STREAM_CODES if frames and n in frames[0]]
+    whole = nodata is not None and math.isfinite(nodata) and float(nodata).is_integer() and abs(nodata) < 2**53
+    units = h.get("scale", 1.0) != 1.0 or h.get("offset", 0.0) != 0.0
+    if len(shape) not in (3, 4) or len(frames) != (shape[0] if len(shape) == 4 else 1) or len(position) > 7:
+        raise ValueError(f"a version 9 blob holds one frame per date of a 3-d or 4-d shape, not {len(frames)} "
+                         f"frames of {shape} at position {position}")
+    if h.get("coder", CODER) != CODER or h.get("flags", 0) & ~FLAG_MASKED_ARRAY:
+        raise ValueError(f"version 9 blobs use coder {CODER!r} and no flag beyond FLAG_MASKED_ARRAY")
+    if any(sorted(f) != sorted(names) for f in frames) or len(names) != len(frames[0] if frames else names):
+        raise ValueError(f"every frame must have the same streams, among {STREAM_CODES}")
+    ext = len(position) | (_PADDED if pad else 0)
+    flags = ((_DATED if len(shape) == 4 else 0) | (_MASKED if h.get("flags", 0) else 0)
+             | (_NODATA_WHOLE if whole else _NODATA_FLOAT if nodata is not None else 0) | (_UNITS if units else 0)
+             | (_BANDS if h.get("bands") else 0) | (_MODES if bound is not None or target is not None else 0)
+             | (_EXTENDED if ext else 0))
+    w = _Writer()
+    w.buf += bytes([MAGIC[0], 9, flags] + ([ext] if ext else []))
+    model = MODEL_CODES.index(h["model"]) if h["model"] in MODEL_CODES else _NAMED_MODEL
+    w.fmt("BB", model, 4 * h["quality"] + DTYPE_CODES.index(h["dtype"]))
+    if model == _NAMED_MODEL:
+        w.text(h["model"])
+    w.buf += bytes.fromhex(h["weights"][: 2 * COMPACT_DIGEST_BYTES]).ljust(COMPACT_DIGEST_BYTES, b"\0")
+    w.buf += leb128.encode(shape)
+    if whole:
+        w.varint(_zigzag(int(nodata)))
+    elif nodata is not None:
+        w.fmt("d", nodata)
+    if units:
+        w.fmt("dd", h["scale"], h["offset"])
+    if h.get("bands"):
+        w.fmt("B", len(h["bands"]))
+        for band in h["bands"]:
+            w.text(band)
+    if flags & _MODES:
+        _write_modes(w, h)
+    w.buf += leb128.encode(position)
+    if pad:
+        w.varint(pad)
+        w.buf += bytes(pad)
+    w.fmt("B", sum(1 << STREAM_CODES.index(n) for n in names))
+    for crc, streams in zip(crcs, frames):
+        w.fmt("I", crc)
+        w.buf += leb128.encode([len(streams[n]) for n in names])
+    return bytes(w.buf) + b"".join(streams[n] for streams in frames for n in names)
+
+
+def _write_modes(w: _Writer, h: dict) -> None:
+    bound, target = h.get("max_error"), h.get("psnr")
+    w.fmt("B", (bound is not None) | (target is not None) << 1)
+    if bound is not None:
+        w.fmt("d", bound)
+    if target is not None:
+        w.fmt("d", target)
+        w.text(h.get("metric") or "10k")
+
+
+def _read_modes(r: _Reader, h: dict) -> None:
+    modes = r.fmt("B")
+    if modes & ~3:
+        raise ValueError(f"unknown coding modes {modes:#x}")
+    h["max_error"] = r.fmt("d") if modes & 1 else None
+    if modes & 2:
+        h["psnr"], h["metric"] = r.fmt("d"), r.text()
+
+
+def _decode_compact(blob: bytes) -> tuple[dict, list[list[int]], int]:
+    """Version 9 header: the header dict, per frame its stream lengths (STREAM_CODES order), and
+    where the payload starts."""
+    r = _Reader(blob[: len(blob) - _CRC.size])
+    r.pos = 2
+    flags = r.fmt("B")
+    ext = r.fmt("B") if flags & _EXTENDED else 0
+    if (flags & _EXTENDED and not ext) or ext & ~(_POSITION_DIMS | _PADDED) \
+            or flags & _NODATA_WHOLE and flags & _NODATA_FLOAT:
+        raise ValueError(f"unknown or contradictory flags {flags:#x}, {ext:#x}")
+    model, packed = r.fmt("BB")
+    name = r.text() if model == _NAMED_MODEL else MODEL_CODES[model]
+    h: dict = {"model": name, "weights": r.raw(COMPACT_DIGEST_BYTES).hex(), "quality": packed >> 2,
+               "dtype": DTYPE_CODES[packed & 3], "coder": CODER, "tcube": None, "nodata": None,
+               "scale": 1.0, "offset": 0.0, "flags": FLAG_MASKED_ARRAY if flags & _MASKED else 0, "bands": [],
+               "max_error": None, "psnr": None, "metric": None, "position": None}
+    h["shape"] = [r.varint() for _ in range(4 if flags & _DATED else 3)]
+    if flags & _NODATA_WHOLE:
+        h["nodata"] = float(_unzigzag(r.varint()))
+    elif flags & _NODATA_FLOAT:
+        h["nodata"] = r.fmt("d")
+    if flags & _UNITS:
+        h["scale"], h["offset"] = r.fmt("dd")
+    if flags & _BANDS:
+        h["bands"] = [r.text() for _ in range(r.fmt("B"))]
+    if flags & _MODES:
+        _read_modes(r, h)
+    if ext & _POSITION_DIMS:
+        h["position"] = [r.varint() for _ in range(ext & _POSITION_DIMS)]
+    if ext & _PADDED and any(r.raw(r.varint())):
+        raise ValueError("padding is not zero")
+    mask = r.fmt("B")
+    if mask >> len(STREAM_CODES):
+        raise ValueError(f"unknown streams {mask:#x}")
+    names = [n for i, n in enumerate(STREAM_CODES) if mask >> i & 1]
+    n_frames = h["shape"][0] if flags & _DATED else 1
+    if n_frames > len(blob):
+        raise ValueError(f"{n_frames} frames in {len(blob)} bytes")
+    h["frames"], lengths = [], []
+    for _ in range(n_frames):
+        crc = r.fmt("I")
+        lengths.append([r.varint() for _ in names])
+        h["frames"].append({"crc": crc, "streams": dict(zip(names, lengths[-1]))})
+    return h, lengths, r.pos
+
 
 
 def values_limit(length: int, version: int = FORMAT_VERSION) -> int:
@@ -290,7 +435,7 @@ def with_position(blob: bytes, position: tuple[int, ...] | list[int]) -> bytes:
     Examples
     --------
     >>> h = {"model": "m", "weights": "ab" * 16, "quality": 3, "dtype": "int16", "shape": [1, 2, 4, 4],
-    ...      "coder": "c", "tcube": "0", "frames": [{"crc": 7}]}
+    ...      "coder": CODER, "tcube": "0", "frames": [{"crc": 7}]}
     >>> unpack(with_position(pack(h, [{"y": b"abcd"}]), (0, 3, 1))).header["position"]
     [0, 3, 1]
     """
@@ -308,34 +453,41 @@ def _crc_ok(blob: bytes) -> bool:
 def unpack(blob: bytes) -> Container:
     """Check and split a blob; raises a precise :class:`~tcube.errors.BitstreamError` if damaged."""
     blob = bytes(blob)
-    if len(blob) < len(MAGIC):
+    compact = len(blob) >= 2 and blob[0] == MAGIC[0] and 9 <= blob[1] < _COMPACT_TOP
+    if not compact and len(blob) < len(MAGIC):
         if blob and MAGIC.startswith(blob):
             raise TruncatedBlobError(f"blob truncated: {len(blob)} bytes, shorter than the tcube magic")
         raise NotATcubeBlobError("not a tcube blob (too short, no tcube magic)")
-    if blob[: len(MAGIC)] != MAGIC:
+    if not compact and blob[: len(MAGIC)] != MAGIC:
         raise NotATcubeBlobError("not a tcube blob (magic bytes differ)")
-    if len(blob) < _PREFIX.size + _CRC.size:
+    prefix = 2 if compact else _PREFIX.size
+    if len(blob) < prefix + _CRC.size:
         raise TruncatedBlobError(f"blob truncated: {len(blob)} bytes, shorter than the fixed prefix")
-    _, version, hlen = _PREFIX.unpack_from(blob)
-    if version not in READABLE_VERSIONS:
+    version = blob[1] if compact else _PREFIX.unpack_from(blob)[1]
+    if version not in READABLE_VERSIONS or compact != (version >= 9):
         what = "" if _crc_ok(blob) else " (or the blob is corrupt: its checksum fails too)"
         raise UnsupportedVersionError(
             f"tcube format version {version} is not supported by this package "
             f"(reads versions {', '.join(map(str, READABLE_VERSIONS))}){what}"
         )
-    start = _PREFIX.size + hlen
-    if start + _CRC.size > len(blob):
-        raise TruncatedBlobError(f"blob truncated: header needs {start + _CRC.size} bytes, blob has {len(blob)}")
     try:
-        header = _decode_header(blob[_PREFIX.size: start], version)
-    except (struct.error, UnicodeDecodeError, IndexError, ValueError) as exc:
+        if compact:
+            header, lengths, start = _decode_compact(blob)
+        else:
+            start = _PREFIX.size + _PREFIX.unpack_from(blob)[2]
+            if start + _CRC.size > len(blob):
+                raise TruncatedBlobError(f"blob truncated: header needs {start + _CRC.size} bytes, blob has "
+                                         f"{len(blob)}")
+            header = _decode_header(blob[_PREFIX.size: start], version)
+            lengths = [list(f["streams"].values()) for f in header["frames"]]
+    except (struct.error, UnicodeDecodeError, IndexError, ValueError, CorruptBlobError) as exc:
         what = "checksum mismatch" if not _crc_ok(blob) else "checksum passes"
         raise CorruptBlobError(f"blob corrupt: header unreadable ({exc}; {what})") from exc
     values = math.prod(header["shape"])
     if values > values_limit(len(blob), version):
         raise CorruptBlobError(f"blob corrupt: its header announces {values} values in {len(blob)} bytes (at most "
                                f"{values_limit(len(blob), version)} for a blob of this length): refusing to decode it")
-    expected = start + sum(n for f in header["frames"] for n in f["streams"].values()) + _CRC.size
+    expected = start + sum(map(sum, lengths)) + _CRC.size
     if len(blob) < expected:
         raise TruncatedBlobError(f"blob truncated: {len(blob)} bytes, header announces {expected}")
     if len(blob) > expected:
@@ -358,6 +510,17 @@ def read_header(blob: bytes) -> dict:
     return unpack(blob).header
 
 
+def digest_length(version: int) -> int:
+    """Bytes of the weights' SHA-256 that blobs of format ``version`` record.
+
+    Examples
+    --------
+    >>> digest_length(8), digest_length(9)
+    (16, 4)
+    """
+    return COMPACT_DIGEST_BYTES if version >= 9 else DIGEST_BYTES
+
+
 #: Header fields that decide what a blob decodes to (the seed of its frames' CRCs, version 3).
 BOUND_FIELDS = ("model", "weights", "quality", "dtype", "shape", "nodata", "scale", "offset", "flags", "coder")
 
@@ -375,7 +538,7 @@ def frame_seed(header: dict, index: int) -> int:
     """
     fields = [header.get(k) for k in BOUND_FIELDS]
     if fields[1] is not None:
-        fields[1] = str(fields[1])[: 2 * DIGEST_BYTES]
+        fields[1] = str(fields[1])[: 2 * digest_length(header.get("version", FORMAT_VERSION))]
     if header.get("bands"):  # version 4, when the writer named the bands
         fields.append(list(header["bands"]))
     if header.get("max_error") is not None:  # version 5, error-bounded blobs

@@ -3,6 +3,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import legacy_header
 
 import tcube
 from tcube.bitstream import FORMAT_VERSION, MAGIC, pack, unpack
@@ -28,6 +29,15 @@ def _reheader(blob: bytes, **changes) -> bytes:
     header = {**c.header, **changes}
     header["frames"] = [{"crc": f["crc"]} for f in header["frames"]]
     return pack(header, c.frames)
+
+
+def _forged(header: dict, frames: list[dict[str, bytes]]) -> bytes:
+    """A blob of ``header`` and ``frames`` with a valid checksum: version 9 where it can say it (an edit
+    of the current format), else version 8 (frame counts or values that version 9 cannot express)."""
+    try:
+        return pack(header, frames)
+    except (ValueError, struct.error):
+        return pack(legacy_header(header), frames, version=8)
 
 
 def test_every_single_bit_flip_is_an_error(blob):
@@ -71,6 +81,13 @@ def test_foreign_blob(foreign):
 
 def test_unsupported_version(blob):
     body = bytearray(blob[:-4])
+    body[1] = 30
+    bad = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+    with pytest.raises(UnsupportedVersionError, match="version 30"):
+        tcube.decode(bad)
+    c = unpack(blob)
+    body = bytearray(pack(legacy_header({**c.header, "frames": [{"crc": f["crc"]} for f in c.header["frames"]]}),
+                          c.frames, version=8)[:-4])
     struct.pack_into("<H", body, len(MAGIC), 99)
     bad = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
     with pytest.raises(UnsupportedVersionError, match="version 99"):
@@ -108,11 +125,12 @@ def test_swapped_streams_are_caught(small):
 def test_header_is_self_describing_and_small(blob):
     h = unpack(blob).header
     assert h["model"] == "tec-hp" and h["quality"] == 6 and h["dtype"] == "int16" and h["shape"] == [1, 12, 16, 16]
-    assert len(h["weights"]) == 32 and "mean" not in h  # the digest pins the weights and their normalisation
+    assert len(h["weights"]) == 8 and "mean" not in h  # the digest pins the weights and their normalisation
     assert set(h["frames"][0]["streams"]) == {"mask", "y", "z"} and h["nodata"] is None
     assert h["version"] == FORMAT_VERSION
     assert (h["scale"], h["offset"], h["flags"], h["bands"], h["max_error"]) == (1.0, 0.0, 0, [], None)
-    assert struct.unpack_from("<I", blob, 10)[0] < 140
+    payload = sum(n for f in h["frames"] for n in f["streams"].values())
+    assert len(blob) - payload <= 25  # prefix, flags, model, quality, digest, shape, streams, CRCs, lengths
 
 
 def test_info_rejects_corrupt(blob):
@@ -121,7 +139,7 @@ def test_info_rejects_corrupt(blob):
 
 
 def test_pack_unpack_keeps_stream_order(blob):
-    header = {**unpack(blob).header, "frames": [{"crc": 1}, {"crc": 2}]}
+    header = {**unpack(blob).header, "frames": [{"crc": 1}, {"crc": 2}], "shape": [2, 12, 16, 16]}
     c = unpack(pack(header, [{"z": b"zz", "y": b"yyyy"}, {"z": b"", "y": b"q"}]))
     assert c.frames == [{"y": b"yyyy", "z": b"zz"}, {"y": b"q", "z": b""}]
     np.testing.assert_equal([f["crc"] for f in c.header["frames"]], [1, 2])
@@ -145,7 +163,7 @@ def _edited(blob: bytes, frames=None, **changes) -> bytes:
     c = unpack(blob)
     header = {**c.header, **changes}
     header["frames"] = [{"crc": f["crc"]} for f in c.header["frames"]]
-    return pack(header, frames if frames is not None else c.frames)
+    return _forged(header, frames if frames is not None else c.frames)
 
 
 @pytest.mark.parametrize("change", [
@@ -233,7 +251,8 @@ def _field_edit(blob: bytes, rng: np.random.Generator) -> bytes:
 
 def _mutations(blob: bytes, rng: np.random.Generator, n: int):
     """Random bit flips, truncations, random bytes, and header edits with the checksum made valid again."""
-    hstart, hend = 14, 14 + struct.unpack_from("<I", blob, 10)[0]
+    frames = unpack(blob).header["frames"]
+    hstart, hend = 2, len(blob) - 4 - sum(n for f in frames for n in f["streams"].values())
     for k in range(n):
         kind = k % 5
         if kind == 4:
@@ -331,8 +350,44 @@ def test_band_names_travel_and_are_bound_to_the_frames(small):
         tcube.decode(pack(short, c.frames))
 
 
-def test_format_3_blobs_still_decode(blob):
+def test_format_3_blobs_still_decode(small, monkeypatch):
+    with monkeypatch.context() as m:  # frames seeded as versions 3 to 8 seed them (16 bytes of the digest)
+        m.setattr(tcube.bitstream, "FORMAT_VERSION", 8)
+        blob = tcube.encode(small[:1, :, :16, :16], model="tec-hp", quality=6)
     c = unpack(blob)
-    old = pack({**c.header, "frames": [{"crc": f["crc"]} for f in c.header["frames"]]}, c.frames, version=3)
+    header = legacy_header({**c.header, "frames": [{"crc": f["crc"]} for f in c.header["frames"]]})
+    old = pack(header, c.frames, version=3)
     assert unpack(old).header["version"] == 3
-    np.testing.assert_array_equal(tcube.decode(old), tcube.decode(blob))
+    np.testing.assert_array_equal(tcube.decode(old), tcube.decode(tcube.encode(small[:1, :, :16, :16], model="tec-hp",
+                                                                               quality=6)))
+
+
+@pytest.mark.parametrize("fields", [
+    {"nodata": -0.5, "scale": 1e-4, "offset": -0.1, "flags": 1, "bands": ["B02", "B03"], "max_error": 3.0},
+    {"nodata": -9999.0, "psnr": 44.5, "metric": "full", "position": [0, 0, 3, 70000], "model": "tec-new"},
+    {"nodata": float("nan"), "shape": [2, 16, 16], "frames": [{"crc": 5}]},
+])
+def test_compact_header_keeps_every_field(fields):
+    base = {"model": "tec-hx", "weights": "ab12cd34" + "0" * 24, "quality": 16, "dtype": "float32",
+            "shape": [2, 2, 16, 16], "frames": [{"crc": 7}, {"crc": 2**32 - 1}]}
+    header = {**base, **fields}
+    frames = [{"hevc": b"h" * 300, "mask": b"", "side": b"s"} for _ in header["frames"]]
+    blob = pack(header, frames)
+    c = unpack(blob)
+    assert blob[:2] == b"\x89\x09" and c.header["version"] == 9 and c.frames == frames
+    for key, value in header.items():
+        if key == "weights":
+            assert c.header[key] == value[:8]
+        elif key == "frames":
+            assert [f["crc"] for f in c.header[key]] == [f["crc"] for f in value]
+        elif key == "nodata" and value != value:
+            assert c.header[key] != c.header[key]
+        else:
+            assert c.header[key] == value, key
+
+
+def test_compact_blobs_pad_to_announce_their_values():
+    header = {"model": "tec-hx", "weights": "ab" * 16, "quality": 1, "dtype": "uint16", "shape": [1, 32, 2048, 2048],
+              "frames": [{"crc": 1}]}
+    blob = pack(header, [{"hevc": b"x"}])
+    assert unpack(blob).header["shape"] == header["shape"] and len(blob) > 100_000

@@ -17,10 +17,11 @@ STORES = sorted(FIXTURES.glob("zarr*.zip"))
 
 def test_fixtures_exist():
     versions = {p.stem: unpack(p.read_bytes()).header["version"] for p in BLOBS}
-    assert sorted(versions.values()) == [1, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4, 5, 5, 5, 6, 6, 7, 7, 8, 8, 8, 8]
+    assert sorted(versions.values()) == [1, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4, 5, 5, 5, 6, 6, 7, 7, 8, 8, 8, 8,
+                                         9, 9, 9, 9, 9, 9]
     assert all(name.startswith(f"v{v}_") for name, v in versions.items())
     assert [p.stem for p in STORES] == ["zarr2_tec-hp_q9", "zarr3_tec-fp_q6", "zarr3_v8_tec-hx_q8",
-                                        "zarr3_v8_tec-pc_q4"]
+                                        "zarr3_v8_tec-pc_q4", "zarr3_v9_tec-hx_q8"]
 
 
 def _same(decoded: np.ndarray, path: Path, scale: float = 1.0) -> None:
@@ -95,3 +96,21 @@ def test_format_8_fixtures_keep_negative_zero_and_chunk_positions():
         assert arr.shape == (2, 12, 40, 40)
     finally:
         store.close()
+
+
+def test_format_9_fixtures_are_compact_and_bound_to_chunk_positions():
+    from tcube.models.hx import Side
+
+    store = ZipStore(FIXTURES / "zarr3_v9_tec-hx_q8.zip", mode="r")
+    try:
+        assert zarr.open_array(store, path="cube", mode="r").shape == (2, 4, 88, 88)
+        for key in ("c/0/0/0/0", "c/1/0/1/1"):
+            blob = zarr.core.sync.sync(store.get(f"cube/{key}", zarr.core.buffer.default_buffer_prototype())).to_bytes()
+            c = unpack(blob)
+            assert c.header["version"] == 9 and c.header["position"] == [int(i) for i in key.split("/")[1:]]
+            assert len(blob) - sum(len(s) for f in c.frames for s in f.values()) <= 32  # position included
+            assert Side.unpack(c.frames[0]["side"], 4).layout == 1  # compact HEVC streams
+    finally:
+        store.close()
+    old = unpack((FIXTURES / "v8_tec-hx_q8_uint16.tcube").read_bytes())
+    assert Side.unpack(old.frames[0]["side"], 12).layout == 0  # HEVC streams as x265 wrote them

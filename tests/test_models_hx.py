@@ -36,6 +36,37 @@ def test_engine_round_trip_and_damage():
         hevc.encode(x, 20, preset="placebo2")
 
 
+def test_compact_streams_decode_the_same_and_reject_damage():
+    x = (np.arange(4 * 64 * 64) % 900 + 1000).reshape(4, 64, 64).astype(np.uint16)
+    stream = hevc.encode(x, 20)
+    small = hevc.compact(stream)
+    parameters, framing = hevc.overhead(small)
+    assert parameters <= 8 and framing <= 12 and len(small) < len(stream) - 70  # sizes in the shipped dictionary
+    np.testing.assert_array_equal(hevc.decode(hevc.expand(small), 4, 64, 64), hevc.decode(stream, 4, 64, 64))
+    odd = hevc.encode(x[:, :40, :56], 20)  # a size the dictionary lacks: still exact, a few bytes more
+    np.testing.assert_array_equal(hevc.decode(hevc.expand(hevc.compact(odd)), 4, 40, 56), hevc.decode(odd, 4, 40, 56))
+    rng = np.random.default_rng(5)
+    for n in range(len(small)):  # every truncation: an error or a shorter stream, never another exception
+        try:
+            hevc.expand(small[:n])
+        except CorruptBlobError:
+            pass
+    for _ in range(300):
+        bad = bytearray(small)
+        bad[rng.integers(0, 12)] ^= 1 << int(rng.integers(8))
+        try:
+            hevc.expand(bytes(bad))
+        except CorruptBlobError:
+            pass
+
+
+def test_the_parameter_set_dictionary_is_the_shipped_one():
+    import hashlib
+
+    assert hashlib.sha256(hevc.dictionary()).hexdigest() == hevc.DICTIONARY_SHA256
+    assert len(hevc.dictionary()) < 32 * 1024  # within deflate's window
+
+
 def test_detail_bands_are_exact_integers():
     planes = np.random.default_rng(1).integers(0, 4096, (2, 9, 11))
     bands = detail_bands(planes)

@@ -5,18 +5,29 @@ and HEVC decoding is specified bit-exactly, so a stream decodes to the same samp
 Every plane of a call becomes one frame of one stream: parameter sets and headers are paid once.
 Planes are padded (edge values) to a multiple of :data:`PAD` and at least :data:`MIN_SIZE` on each
 side, and cropped after decoding.
+
+:func:`compact` stores a stream in fewer bytes for blobs: its parameter sets deflated against a shipped
+dictionary of x265's parameter sets (:func:`dictionary`), lengths instead of start codes, and NAL unit
+headers left out where they repeat the previous one; :func:`expand` gives the decoder's stream back.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
+import zlib
+from importlib import resources
 
 import numpy as np
 
-from tcube.errors import CorruptBlobError, InputError
+from tcube.entropy import leb128
+from tcube.errors import CorruptBlobError, InputError, TcubeError
 
 #: Largest sample of a 12-bit plane.
 LEVELS = 4095
+#: The middle of the 12-bit range.
+MID_GREY = 2048
 #: Constant QPs the engine uses (x265's scale: the quantiser step doubles every 6). Above 45, 12-bit frames
 #: of 128 x 128 decoded to flat mid-grey at QP 50 (measured): coarser steps come from the plane step.
 QP_RANGE = (0, 45)
@@ -143,3 +154,127 @@ def decode(data: bytes, k: int, h: int, w: int) -> np.ndarray:
     if n != k:
         raise CorruptBlobError(f"HEVC stream holds {n} frames, not {k}")
     return out
+
+
+#: The preset dictionary of :func:`compact` (``tcube/data``; part of the format, it never changes) and its SHA-256.
+DICTIONARY_FILE = "hevc-parameter-sets.bin"
+DICTIONARY_SHA256 = "05da6875f72196e12885627f646914ec61313fa78a6fe6903e929c22082ba6e9"
+#: Frame heights and widths whose parameter sets the dictionary holds, for every preset.
+DICTIONARY_SIZES = (64, 128, 256, 512, 1024, 2048)
+#: Most bytes the parameter sets of a compact stream may inflate to.
+MAX_PARAMETER_BYTES = 4096
+#: Bytes of a NAL unit header.
+NAL_HEADER = 2
+
+
+def _parameter_block(units: list[bytes]) -> bytes:
+    return b"".join(leb128.encode([len(u)]) + u for u in units)
+
+
+def build_dictionary() -> bytes:
+    """The parameter sets x265 writes for every preset and every size in :data:`DICTIONARY_SIZES`
+    (how the shipped dictionary was made, with the libx265 of PyAV 15; the most used preset, ultrafast,
+    last, nearest to the data)."""
+    entries = []
+    for preset in reversed(PRESETS):
+        for h in DICTIONARY_SIZES:
+            for w in DICTIONARY_SIZES:
+                stream = encode(np.full((1, h, w), MID_GREY, np.uint16), 30, preset)
+                entries.append(_parameter_block([_body(u) for u in nal_units(stream)
+                                                 if nal_type(u) in PARAMETER_SETS]))
+    return b"".join(entries)
+
+
+@functools.cache
+def dictionary() -> bytes:
+    """The shipped preset dictionary of :func:`compact`, checked against :data:`DICTIONARY_SHA256`."""
+    data = (resources.files("tcube") / "data" / DICTIONARY_FILE).read_bytes()
+    if hashlib.sha256(data).hexdigest() != DICTIONARY_SHA256:
+        raise TcubeError(f"tcube/data/{DICTIONARY_FILE} is damaged (its SHA-256 differs): reinstall tcube")
+    return data
+
+
+def _body(unit: bytes) -> bytes:
+    """A NAL unit from :func:`nal_units` without its start code."""
+    return unit[unit.index(b"\x00\x00\x01") + 3:]
+
+
+def compact(stream: bytes) -> bytes:
+    """A stream of :func:`encode` in fewer bytes: the leading parameter sets deflated against
+    :func:`dictionary` (a length, then the deflated bytes), then per NAL unit a LEB128 of twice its
+    length, plus one when its header repeats the previous unit's and is left out, and the unit.
+
+    Examples
+    --------
+    >>> x = np.full((2, 64, 64), 1000, np.uint16)
+    >>> stream = encode(x, 20)
+    >>> len(compact(stream)) < len(stream) - 60, (decode(expand(compact(stream)), 2, 64, 64) == x).all()
+    (True, np.True_)
+    """
+    units = [_body(u) for u in nal_units(stream)]
+    n = 0
+    while n < len(units) and nal_type(b"\x00\x00\x01" + units[n]) in PARAMETER_SETS:
+        n += 1
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=dictionary())
+    block = deflate.compress(_parameter_block(units[:n])) + deflate.flush()
+    out = [leb128.encode([len(block)]), block]
+    previous = b""
+    for unit in units[n:]:
+        same = len(unit) > NAL_HEADER and unit[:NAL_HEADER] == previous[:NAL_HEADER]
+        body = unit[NAL_HEADER:] if same else unit
+        out += [leb128.encode([2 * len(body) + same]), body]
+        previous = unit
+    return b"".join(out)
+
+
+def _parse(data: bytes) -> tuple[list[bytes], int, int]:
+    """The NAL units of a compact stream, the bytes of its parameter sets (with their length) and of
+    its framing (unit lengths and the NAL unit headers it holds)."""
+    size, pos = leb128.read(data, 0)
+    if pos + size > len(data):
+        raise CorruptBlobError(f"compact HEVC stream announces {size} bytes of parameter sets, holds {len(data) - pos}")
+    inflate = zlib.decompressobj(-15, zdict=dictionary())
+    try:
+        block = inflate.decompress(data[pos: pos + size], MAX_PARAMETER_BYTES)
+    except zlib.error as exc:
+        raise CorruptBlobError(f"compact HEVC stream: parameter sets do not inflate ({exc})") from exc
+    if inflate.unconsumed_tail or not inflate.eof or inflate.unused_data:
+        raise CorruptBlobError("compact HEVC stream: parameter sets are damaged or too long")
+    units, at = [], 0
+    while at < len(block):
+        n, at = leb128.read(block, at)
+        units.append(block[at: at + n])
+        at += n
+    pos += size
+    parameters, framing, previous = pos, 0, b""
+    while pos < len(data):
+        start = pos
+        n, pos = leb128.read(data, pos)
+        body = data[pos: pos + n // 2]
+        if len(body) != n // 2 or (n & 1 and len(previous) < NAL_HEADER):
+            raise CorruptBlobError("compact HEVC stream ends inside a NAL unit")
+        pos += n // 2
+        previous = previous[:NAL_HEADER] + body if n & 1 else body
+        units.append(previous)
+        framing += pos - start - len(body) + (0 if n & 1 else NAL_HEADER)
+    if at != len(block) or any(len(u) < NAL_HEADER for u in units):
+        raise CorruptBlobError("compact HEVC stream holds empty or overlapping NAL units")
+    return units, parameters, framing
+
+
+def expand(data: bytes) -> bytes:
+    """The Annex B stream of a :func:`compact` one; :class:`CorruptBlobError` when it does not parse."""
+    return b"".join(b"\x00\x00\x00\x01" + u for u in _parse(data)[0])
+
+
+def overhead(data: bytes) -> tuple[int, int]:
+    """Bytes a :func:`compact` stream spends on parameter sets, and on framing (lengths and NAL unit
+    headers): what is not slice data.
+
+    Examples
+    --------
+    >>> overhead(compact(encode(np.full((3, 64, 64), 900, np.uint16), 20)))[1] < 12
+    True
+    """
+    _, parameters, framing = _parse(data)
+    return parameters, framing

@@ -41,8 +41,11 @@ BASIS_FRAC = (4, 12)
 BASIS_MARGIN = 2
 #: Largest condition number of a rounded basis (a rotation has 1): coarser ones get more bits.
 MAX_BASIS_COND = 1.25
-#: Side information layout version (first 4 bits).
-SIDE_VERSION = 0
+#: Side information layout version (first 4 bits). Layout 0 (blobs of format version 8) stored each tile's
+#: HEVC stream as x265 wrote it behind a tile count and lengths; layout 1 stores them compact
+#: (:func:`tcube.models.hevc.compact`) behind the lengths of all but the last.
+SIDE_VERSION = 1
+SIDE_LAYOUTS = (0, 1)
 #: Planes larger than this on a side are cut into tiles, one HEVC stream each.
 TILE = 2048
 #: Leading components whose detail every component borrows.
@@ -56,8 +59,6 @@ COEF_FRAC, OUT_FRAC = 14, 4
 SHIFT_BITS = 3
 #: Components whose amplitude is below 2**DROP_LOG2 quantiser steps are not coded.
 DROP_LOG2 = 0.0
-#: The level a component's zero goes to where its range allows (mid-grey of 12 bits).
-MID_LEVEL = 2048
 #: Plane steps are 2**n digital numbers, n in this range.
 PLANE_EXP = (-8, 12)
 #: Features of the coefficient predictor per band and quality.
@@ -153,10 +154,11 @@ class Side:
     basis: np.ndarray  # (K, C) int rows of the coded components
     low: np.ndarray  # (K,) level offsets
     detail: list[tuple[int, list[int]] | None]  # per component: (shift, residuals) or None
+    layout: int = SIDE_VERSION  # of the side information and the HEVC streams behind it
 
     def pack(self) -> bytes:
         w = BitWriter()
-        w.bits(SIDE_VERSION, 4)
+        w.bits(self.layout, 4)
         w.signed([self.plane_exp])
         w.bits(self.qp, 6)
         w.bits(self.frac, 4)
@@ -174,8 +176,9 @@ class Side:
     @classmethod
     def unpack(cls, data: bytes, bands: int) -> Side:
         r = BitReader(data)
-        if (version := r.bits(4)) != SIDE_VERSION:
-            raise CorruptBlobError(f"tec-hx side information has layout {version}; this tcube reads {SIDE_VERSION}")
+        if (layout := r.bits(4)) not in SIDE_LAYOUTS:
+            raise CorruptBlobError(f"tec-hx side information has layout {layout}; this tcube reads "
+                                   f"{', '.join(map(str, SIDE_LAYOUTS))}")
         (plane_exp,) = r.signed(1)
         qp, frac = r.bits(6), r.bits(4)
         (k,) = r.unsigned(1)
@@ -196,7 +199,7 @@ class Side:
         r.check_end()
         if np.abs(mean).max() > 1 << 16 or np.abs(basis).max() > 1 << 15:
             raise CorruptBlobError("tec-hx side information holds means or basis entries out of range")
-        return cls(plane_exp, qp, frac, mean, basis, low, detail)
+        return cls(plane_exp, qp, frac, mean, basis, low, detail, layout)
 
 
 @dataclass
@@ -340,15 +343,13 @@ class HybridCodec(LearnedCodec):
         # components have zero mean: put zero at mid-grey (where HEVC's prediction starts) as far as
         # the range allows, so that even a frame coded at the coarsest QP keeps its mean
         flat = scaled.reshape(k, -1)
-        low = np.minimum(np.maximum(-MID_LEVEL, flat.max(1) - hevc.LEVELS), flat.min(1))
+        low = np.minimum(np.maximum(-hevc.MID_GREY, flat.max(1) - hevc.LEVELS), flat.min(1))
         levels = scaled - low[:, None, None]
         if levels.min() < 0 or levels.max() > hevc.LEVELS:  # the plane step holds every range: never clip
             raise InputError(f"tec-hx components span {spread:.0f} DN, beyond 12 bits at the coarsest plane step")
         levels = levels.astype(np.uint16)
-        streams = [hevc.encode(levels[:, rows, cols], qp, self.preset) for rows, cols in _tiles(h, w)]
-        decoded = np.empty(levels.shape, np.int64)
-        for (rows, cols), data in zip(_tiles(h, w), streams):
-            decoded[:, rows, cols] = hevc.decode(data, k, rows.stop - rows.start, cols.stop - cols.start)
+        streams = [hevc.compact(hevc.encode(levels[:, rows, cols], qp, self.preset)) for rows, cols in _tiles(h, w)]
+        decoded = _decode_tiles(streams, k, h, w, SIDE_VERSION).astype(np.int64)
         side = Side(n, qp, frac, mean, basis[:k], low, [None] * k)
         return Planes(side, streams, decoded, comps / 2.0**n - low[:, None, None])
 
@@ -367,7 +368,7 @@ class HybridCodec(LearnedCodec):
         planes = self.code_planes(x, quality)
         if self.transfer:
             planes.side.detail = self._choose_detail(planes.decoded, planes.target, planes.side.qp, quality)
-        payload = {"side": planes.side.pack(), "hevc": _join(planes.streams)}
+        payload = {"side": planes.side.pack(), "hevc": _join(planes.streams, SIDE_VERSION)}
         return FramePayload(payload, _crc(payload, seed), seed)
 
     def _choose_detail(self, decoded: np.ndarray, target: np.ndarray, qp: int, quality: int
@@ -422,13 +423,7 @@ class HybridCodec(LearnedCodec):
     def _decompress_frame(self, p: FramePayload, quality: int, h: int, w: int, c: int) -> Tensor:
         side = Side.unpack(p.streams["side"], c)
         k = len(side.basis)
-        parts = _unjoin(p.streams["hevc"])
-        tiles = _tiles(h, w)
-        if len(parts) != len(tiles):
-            raise CorruptBlobError(f"tec-hx frame holds {len(parts)} HEVC streams; {h} x {w} needs {len(tiles)}")
-        levels = np.empty((k, h, w), np.uint16)
-        for (rows, cols), data in zip(tiles, parts):
-            levels[:, rows, cols] = hevc.decode(data, k, rows.stop - rows.start, cols.stop - cols.start)
+        levels = _decode_tiles(_unjoin(p.streams["hevc"], len(_tiles(h, w)), side.layout), k, h, w, side.layout)
         fine = self.enhance(levels, side, quality)
         fine += (side.low * 2**OUT_FRAC).astype(np.float64)[:, None, None]
         # bands = mean + basis^T (fine * 2**(plane_exp - OUT_FRAC)) / 2**BASIS_FRAC: integer products
@@ -470,22 +465,37 @@ def _crc(streams: dict[str, bytes], seed: int) -> int:
     return zlib.crc32(streams["hevc"], zlib.crc32(streams["side"], seed))
 
 
-def _join(parts: list[bytes]) -> bytes:
-    """Tile streams with their lengths in front (Exp-Golomb, padded to whole bytes)."""
+def _decode_tiles(parts: list[bytes], k: int, h: int, w: int, layout: int) -> np.ndarray:
+    """The (K, H, W) levels of a frame's tile streams (compact ones from layout 1)."""
+    levels = np.empty((k, h, w), np.uint16)
+    for (rows, cols), data in zip(_tiles(h, w), parts):
+        stream = hevc.expand(data) if layout >= 1 else data
+        levels[:, rows, cols] = hevc.decode(stream, k, rows.stop - rows.start, cols.stop - cols.start)
+    return levels
+
+
+def _join(parts: list[bytes], layout: int) -> bytes:
+    """Tile streams with their lengths in front (Exp-Golomb, padded to whole bytes): layout 0 the
+    count and every length, layout 1 the lengths of all but the last (the frame size gives the count)."""
     w = BitWriter()
-    w.unsigned([len(parts), *map(len, parts)])
+    w.unsigned([len(parts), *map(len, parts)] if layout == 0 else [len(p) for p in parts[:-1]])
     return w.getvalue() + b"".join(parts)
 
 
-def _unjoin(data: bytes) -> list[bytes]:
-    r = BitReader(data[:64])
-    (n,) = r.unsigned(1)
-    if n > 4096:
-        raise CorruptBlobError(f"tec-hx frame announces {n} tile streams")
-    r = BitReader(data[: 8 * (n + 2)])
-    lengths = r.unsigned(n + 1)[1:]
+def _unjoin(data: bytes, tiles: int, layout: int) -> list[bytes]:
+    if layout == 0:
+        r = BitReader(data[:64])
+        (n,) = r.unsigned(1)
+        if n != tiles:
+            raise CorruptBlobError(f"tec-hx frame holds {n} HEVC streams; its size needs {tiles}")
+        r = BitReader(data[: 8 * (n + 2)])
+        lengths = r.unsigned(n + 1)[1:]
+    else:
+        r = BitReader(data[: 8 * tiles])
+        lengths = r.unsigned(tiles - 1)
     pos = r.bytes_read()
-    if pos + sum(lengths) != len(data):
+    lengths = lengths if layout == 0 else [*lengths, len(data) - pos - sum(lengths)]
+    if min(lengths) < 0 or pos + sum(lengths) != len(data):
         raise CorruptBlobError(f"tec-hx stream has {len(data)} bytes; its tiles account for {pos + sum(lengths)}")
     out = []
     for n_bytes in lengths:

@@ -89,8 +89,14 @@ def weights_path(name: str) -> Path:
 
 
 def earlier_weights_path(name: str, digest: str) -> Path:
-    """Where earlier weights of ``name`` whose SHA-256 starts with ``digest`` are kept."""
-    return _weights_dir() / "earlier" / f"{_check_name(name)}-{digest[:EARLIER_DIGEST]}.safetensors"
+    """Where earlier weights of ``name`` whose SHA-256 starts with ``digest`` are kept (blobs of format
+    version 9 record fewer digits than the file name has: the one file they start, if one does)."""
+    folder, prefix = _weights_dir() / "earlier", f"{_check_name(name)}-{digest[:EARLIER_DIGEST]}"
+    if len(digest) < EARLIER_DIGEST:
+        found = sorted(folder.glob(f"{prefix}*.safetensors"))
+        if len(found) == 1:
+            return found[0]
+    return folder / f"{prefix}.safetensors"
 
 
 def retire_weights(name: str) -> Path | None:
