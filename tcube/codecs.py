@@ -573,7 +573,7 @@ def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, st
     >>> raw = arr.store._store_dict
     >>> raw["0.0.0"] = raw["0.0.0"][:-1]  # cut one byte off a stored chunk
     >>> damaged_chunks(arr)
-    {'0.0.0': 'zarr format 2 chunk 0.0.0: blob truncated: 304 bytes, header announces 305'}
+    {'0.0.0': 'zarr format 2 chunk 0.0.0: blob truncated: 196 bytes, header announces 197'}
     """
     codec = _sole_tcube_codec(array)
     expected = (tuple(array.chunks), array.dtype)
