@@ -5,23 +5,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tcube.defaults import BOUNDED_MODEL, DEFAULT_MODEL
-from tcube.errors import BitstreamError, InputError, TcubeError, UnfinishedStoreError, UnknownModelError
+from tcube.errors import (
+    BitstreamError,
+    InputError,
+    NotATcubeBlobError,
+    TcubeError,
+    UnfinishedStoreError,
+    UnknownModelError,
+)
 
 if TYPE_CHECKING:
     import xarray
 
 #: Exit codes: 0 success, 2 bad usage (argparse), 3 bad input, 4 damaged or unfinished data, 1 any other tcube
-#: error, 130 interrupted (Ctrl-C).
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT, EXIT_DAMAGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+#: error, 130 interrupted (Ctrl-C), 141 the reader of the output went away (a closed pipe, as SIGPIPE reports it).
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT, EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 4, 130, 141
 EXIT_CODES = """exit codes: 0 success, 2 bad usage, 3 bad input (unknown file, model, quality, rule, band layout,
-an output that is a source or would replace something else), 4 damaged data (corrupt, truncated or foreign
-blob or chunk) or an unfinished store, 1 any other tcube error, 130 interrupted (Ctrl-C)."""
+an output that is a source or would replace something else, a file that is not a tcube blob), 4 damaged data
+(corrupt or truncated blob or chunk) or an unfinished store, 1 any other tcube error, 130 interrupted (Ctrl-C),
+141 the output pipe was closed (e.g. by head)."""
 
 
 class Progress:
@@ -294,7 +303,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         summary = describe_store(target)
         _emit(summary, args.json, _summary_text(summary))
     else:
-        print(json.dumps(tcube.info(path.read_bytes()), indent=2))
+        try:
+            summary = tcube.info(path.read_bytes())
+        except NotATcubeBlobError as exc:
+            raise InputError(f"{target}: not a tcube blob or store (tcube info reads files of tcube.encode and stores "
+                             "of tcube compress)") from exc
+        except BitstreamError as exc:
+            raise type(exc)(f"{target}: {exc}") from exc
+        print(json.dumps(summary, indent=2))
     return EXIT_OK
 
 
@@ -555,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tcube: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `tcube ... | head`: no traceback, and no second error when Python flushes stdout
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except FileNotFoundError as exc:
         return _fail(f"{exc.filename}: no such file or folder", EXIT_INPUT)
     except (InputError, UnknownModelError) as exc:

@@ -21,11 +21,26 @@ def test_info_blob(tmp_path, capsys, small):
     assert json.loads(capsys.readouterr().out)["quality"] == 3
 
 
-def test_info_corrupt_blob_exit_code(tmp_path, capsys):
-    path = tmp_path / "bad.tcube"
-    path.write_bytes(b"garbage")
-    assert main(["info", str(path)]) == 4
-    assert "not a tcube blob" in capsys.readouterr().err
+def test_info_names_the_file_and_tells_foreign_from_damaged(tmp_path, capsys, small):
+    foreign = tmp_path / "sample.nc"
+    foreign.write_bytes(b"CDF\x01" + bytes(100))
+    assert main(["info", str(foreign)]) == 3  # bad input, not damaged data
+    err = capsys.readouterr().err
+    assert "sample.nc: not a tcube blob or store" in err and "Traceback" not in err
+    damaged = tmp_path / "cut.tcube"
+    damaged.write_bytes(tcube.encode(small, model="tec-fp", quality=3)[:-3])
+    assert main(["info", str(damaged)]) == 4
+    assert "cut.tcube: blob truncated" in capsys.readouterr().err
+
+
+def test_a_closed_output_pipe_ends_quietly():
+    import subprocess
+    import sys
+
+    run = subprocess.Popen([sys.executable, "-m", "tcube.cli", "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run.stdout.close()  # the reader goes away before tcube writes, as `| head -c 0` does
+    err = run.stderr.read().decode()
+    assert run.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err
 
 
 def test_demo_json(capsys):
