@@ -153,8 +153,8 @@ def json_safe(value: Any) -> Any:
         return json_safe(value.tolist())
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, np.dtype):
-        return value.name
+    if isinstance(value, np.dtype):  # text dtypes by their code ("<U3"): np.dtype cannot read "str96" back
+        return value.str if value.kind in "SU" else value.name
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)
     if value is None or isinstance(value, str | int | float):
@@ -526,8 +526,25 @@ def _restore(stack_da: xr.DataArray, info: dict, time_dim: str | None) -> xr.Dat
         da = da.fillna(nodata if nodata is not None else 0)
     da = da.astype(dtype).transpose(*info["dims"])
     da.attrs = dict(info["attrs"])
-    da.encoding = dict(info["encoding"])
+    da.encoding = _readable_dtype(info["encoding"])
     return da
+
+
+def _readable_dtype(encoding: Mapping) -> dict:
+    """An encoding from a store's attributes with a dtype numpy reads: stores of earlier releases
+    recorded text dtypes by name ("str96", "bytes8"), which ``np.dtype`` cannot parse.
+
+    Examples
+    --------
+    >>> _readable_dtype({"dtype": "str96"}), _readable_dtype({"dtype": "bytes8", "units": "m"})
+    ({'dtype': '<U3'}, {'dtype': '|S1', 'units': 'm'})
+    """
+    out = dict(encoding)
+    name = out.get("dtype")
+    for prefix, code, bits in (("str", "<U", 32), ("bytes", "|S", 8)):
+        if isinstance(name, str) and name.startswith(prefix) and name[len(prefix):].isdigit():
+            out["dtype"] = f"{code}{int(name[len(prefix):]) // bits}"
+    return out
 
 
 def open_store(store: Any, chunks: Mapping | None = None, *, plain_ok: bool = False) -> xr.Dataset:
@@ -577,7 +594,7 @@ def open_store(store: Any, chunks: Mapping | None = None, *, plain_ok: bool = Fa
             out[name] = _from_json_text(out[name].variable, kind)
     for name, enc in out.attrs.pop(ENCODINGS_ATTR, {}).items():
         if name in out.variables:
-            out[name].encoding.update(enc)
+            out[name].encoding.update(_readable_dtype(enc))
             if name not in own_fill:  # the zarr writer's, not the dataset's
                 out[name].attrs.pop("_FillValue", None)
     merged = {n: restored[n] if n in restored else out[n] for n in order}

@@ -285,3 +285,18 @@ def test_mode_flags_exclude_each_other(small_nc, tmp_path, capsys):
     assert exc.value.code == 2
     assert main(["compress", str(small_nc), str(tmp_path / "y.zarr"), "--max-error", "-3"]) == 3
     assert "max_error" in capsys.readouterr().err
+
+
+def test_a_netcdf_with_a_text_band_coordinate_goes_there_and_back(tmp_path, small):
+    """The store records the coordinate's dtype as numpy reads it back ("<U3", not its name "str96")."""
+    import xarray as xr
+
+    da = xr.DataArray(small[:2, [1, 2, 3, 7], :32, :32], dims=("time", "band", "y", "x"), name="reflectance",
+                      coords={"time": np.array(["2020-01-01", "2020-02-01"], "datetime64[ns]"),
+                              "band": np.array(["B02", "B03", "B04", "B08"]), "y": np.arange(32.0),
+                              "x": np.arange(32.0)})
+    da.to_dataset().to_netcdf(tmp_path / "sample_band.nc")
+    assert main(["compress", str(tmp_path / "sample_band.nc"), str(tmp_path / "band.zarr"), "--quiet"]) == 0
+    assert main(["decompress", str(tmp_path / "band.zarr"), str(tmp_path / "back.nc"), "--quiet"]) == 0
+    with xr.open_dataset(tmp_path / "back.nc") as back:
+        assert list(back["band"].values) == ["B02", "B03", "B04", "B08"]
