@@ -272,8 +272,9 @@ def _decompress_geotiff(ds: xarray.Dataset, args: argparse.Namespace, out: Path)
         left = write_cogs(ds, partials)
     note = f" (not bands on this grid, left out: {', '.join(left)})" if left else ""
     _emit({"input": args.input, "output": [str(p) for p in paths], "left_out": left}, args.json,
-          f"{args.input} -> {len(paths)} Cloud-Optimized GeoTIFF{'s' if len(paths) > 1 else ''} in "
-          f"{out if out.is_dir() else out.parent}{note}")
+          f"{args.input} -> " + (f"{paths[0]} (a Cloud-Optimized GeoTIFF)" if len(paths) == 1 else
+                                 f"{len(paths)} Cloud-Optimized GeoTIFFs in {out if out.is_dir() else out.parent}")
+          + note)
     return EXIT_OK
 
 

@@ -53,7 +53,7 @@ def _assert_georeferenced_like(back, source) -> None:
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_geotiff_round_trips_through_store_and_cog(sample, tmp_path, kind):
+def test_geotiff_round_trips_through_store_and_cog(sample, tmp_path, kind, capsys):
     crs, transform, area_or_point = KINDS[kind]
     src = tmp_path / f"{kind}.tif"
     cube = _bands(sample)[0]
@@ -70,7 +70,9 @@ def test_geotiff_round_trips_through_store_and_cog(sample, tmp_path, kind):
     np.testing.assert_array_equal(back["B04"].values == 0, cube[2] == 0)  # no-data where it was, nowhere else
     back.rio.to_raster(tmp_path / "rio.tif")  # rioxarray writes what comes back
     cog = tmp_path / "out.tif"
+    capsys.readouterr()
     assert main(["decompress", str(store), str(cog), "--quiet"]) == 0
+    assert f"-> {cog} (a Cloud-Optimized GeoTIFF)" in capsys.readouterr().out  # the file, not "1 ... in ."
     with rasterio.open(cog) as f, rasterio.open(src) as original:
         assert f.profile["tiled"] and f.nodata == 0 and f.descriptions == BANDS
         assert f.tags().get("AREA_OR_POINT") == area_or_point
