@@ -24,7 +24,7 @@ from tcube.bitstream import (
     pack,
     unpack,
 )
-from tcube.defaults import BOUNDED_MODEL, BOUNDED_QUALITIES
+from tcube.defaults import BOUNDED_MODEL, BOUNDED_QUALITIES, DEFAULT_QUALITY
 from tcube.errors import (
     BitstreamError,
     CorruptBlobError,
@@ -252,7 +252,8 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str | None = None, quality:
         return [_meet_psnr(c, model or BOUNDED_MODEL, target, metric, units) for c in cubes]
     model = model if model is not None else (BOUNDED_MODEL if max_error is not None else DEFAULT_MODEL)
     codec = load_model(model, device)
-    qualities = [quality] if quality is not None else (list(BOUNDED_QUALITIES) if max_error is not None else [8])
+    qualities = ([quality] if quality is not None
+                 else list(BOUNDED_QUALITIES) if max_error is not None else [DEFAULT_QUALITY])
     for q in qualities:
         if not (q == 0 and max_error is not None):  # quality 0: the residual layer alone, no learned base
             codec.quality_index(q, 1)

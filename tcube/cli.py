@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tcube.defaults import BOUNDED_MODEL, DEFAULT_MODEL
+from tcube.defaults import BOUNDED_MODEL, DEFAULT_MODEL, DEFAULT_QUALITY
 from tcube.errors import (
     BitstreamError,
     InputError,
@@ -248,7 +248,8 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     if geotiff:
         return _decompress_geotiff(ds, args, out)
     if out.suffix.lower() == ".zarr":
-        summary, text = _run_serial(ds, ("store", args.input), args, {"*": {"lossless": True}}, DEFAULT_MODEL, 8)
+        summary, text = _run_serial(ds, ("store", args.input), args, {"*": {"lossless": True}}, DEFAULT_MODEL,
+                                     DEFAULT_QUALITY)
         _emit(summary, args.json, text)
         return EXIT_OK
     path = check_file_output(out, NETCDF, [args.input], overwrite=args.overwrite)
@@ -376,8 +377,8 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
 def _add_coding_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=f"learned model (tcube info lists them; default {DEFAULT_MODEL}, or "
                                    f"{BOUNDED_MODEL} with --max-error, --lossless or --psnr)")
-    p.add_argument("--quality", type=int, help="1 (smallest) .. 16 (best) (default: 8); with --max-error the quality "
-                                               "of the learned base (default: 0, none)")
+    p.add_argument("--quality", type=int, help=f"1 (smallest) .. 16 (best) (default: {DEFAULT_QUALITY}); with "
+                                               "--max-error the quality of the learned base (default: 0, none)")
     modes = p.add_mutually_exclusive_group()
     modes.add_argument("--max-error", type=int, metavar="E", help="every valid value decodes within E digital "
                                                                   "numbers of the original")

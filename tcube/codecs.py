@@ -38,7 +38,7 @@ from zarr.core.sync import sync
 
 from tcube.api import check_blob, decode_batch, encode_batch
 from tcube.bitstream import with_position
-from tcube.defaults import BOUNDED_MODEL
+from tcube.defaults import BOUNDED_MODEL, DEFAULT_QUALITY
 from tcube.errors import InputError, TcubeError
 from tcube.models import DEFAULT_MODEL, exact_models, load_model
 from tcube.outputs import is_unfinished
@@ -211,7 +211,7 @@ class TecCodec(Codec):
                  batch_frames: int = 16) -> None:
         model = resolve_model(model, max_error, psnr)
         if quality is None and max_error is None and psnr is None:
-            quality = 8
+            quality = DEFAULT_QUALITY
         check_settings(model, quality, nodata, scale, offset, batch_frames, max_error, psnr, metric)
         self.model, self.nodata, self.scale, self.offset = model, nodata, scale, offset
         self.quality = None if quality is None else int(quality)
@@ -335,7 +335,7 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodecPartialEnco
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", resolve_model(self.model, self.max_error, self.psnr))
         if self.quality is None and self.max_error is None and self.psnr is None:
-            object.__setattr__(self, "quality", 8)
+            object.__setattr__(self, "quality", DEFAULT_QUALITY)
         check_settings(self.model, self.quality, self.nodata, self.scale, self.offset, self.batch_frames,
                        self.max_error, self.psnr, self.metric)
 

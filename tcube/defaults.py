@@ -3,6 +3,9 @@
 #: The model :func:`tcube.encode`, the zarr codecs, ``xarray2tec``, the CLI and ``tcube.parallel``
 #: use unless told otherwise.
 DEFAULT_MODEL = "tec-hx"
+#: The quality (1 smallest .. 16 best) of every entry point unless told otherwise, or told an error
+#: bound or a PSNR target instead.
+DEFAULT_QUALITY = 8
 #: The model of error-bounded coding (``max_error=``): it needs an exactly decoding base.
 BOUNDED_MODEL = "tec-hx"
 #: Base qualities an error-bounded encoder tries per cube, keeping the smallest blob (0: no learned

@@ -39,6 +39,7 @@ import zarr
 
 from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN, band_name
 from tcube.codecs import TecZarrCodec, resolve_model
+from tcube.defaults import DEFAULT_QUALITY
 from tcube.errors import InputError
 from tcube.io import existing
 from tcube.masks import CODED_RANGE
@@ -113,7 +114,7 @@ def coding(rule: Mapping, model: str | None, quality: int | None) -> tuple:
     """
     bound, target = rule.get("max_error"), rule.get("psnr")
     moded = bound is not None or target is not None
-    q = rule.get("quality", None if moded else (8 if quality is None else quality))
+    q = rule.get("quality", None if moded else (DEFAULT_QUALITY if quality is None else quality))
     return (resolve_model(rule.get("model", model), bound, target), None if q is None else int(q), bound, target,
             rule.get("metric", "10k"))
 
