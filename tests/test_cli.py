@@ -300,3 +300,17 @@ def test_a_netcdf_with_a_text_band_coordinate_goes_there_and_back(tmp_path, smal
     assert main(["decompress", str(tmp_path / "band.zarr"), str(tmp_path / "back.nc"), "--quiet"]) == 0
     with xr.open_dataset(tmp_path / "back.nc") as back:
         assert list(back["band"].values) == ["B02", "B03", "B04", "B08"]
+
+
+def test_demo_prints_its_table_as_it_goes():
+    import subprocess
+    import sys
+
+    run = subprocess.Popen([sys.executable, "-m", "tcube.cli", "demo", "--models", "tec-hx", "--qualities", "2", "4"],
+                           stdout=subprocess.PIPE, text=True)
+    first = [run.stdout.readline() for _ in range(3)]  # the cube, the columns, the first row
+    still_running = run.poll() is None  # the other rows (tec-hx, x265, JPEG2000) are still being measured
+    rest = run.stdout.read()
+    assert run.wait(timeout=300) == 0
+    assert first[1].split()[:2] == ["codec", "setting"] and first[2].split()[:3] == ["tec-hx", "quality", "2"]
+    assert still_running and "jpeg2000-pca" in rest
