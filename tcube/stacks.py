@@ -168,20 +168,26 @@ def json_safe(value: Any) -> Any:
 
 
 def _as_json_text(var: xr.Variable) -> tuple[xr.Variable, str] | None:
-    """An object array whose items are not all text (stackstac's ``proj:transform`` tuples), as one
-    JSON text per item, and what its items were (``"tuple"`` or ``"json"``); None for any other array."""
+    """An array zarr stores as variable-length text, and what it was: fixed-length text (its dtype,
+    ``"<U3"``: zarr 3 has no stable specification for fixed-length text and warns about it), or
+    an object array whose items are not all text (stackstac's ``proj:transform`` tuples: one JSON
+    text per item, ``"tuple"`` or ``"json"``); None for any other array."""
+    if var.dtype.kind == "U":
+        return xr.Variable(var.dims, var.values.astype(object), var.attrs), var.dtype.str
     if var.dtype != object:
         return None
     items = var.values.ravel().tolist()
     if all(isinstance(v, str) for v in items):
         return None
     kind = "tuple" if all(isinstance(v, tuple) for v in items) else "json"
-    text = np.array([json.dumps(json_safe(v)) for v in items], dtype=str).reshape(var.shape)
+    text = np.array([json.dumps(json_safe(v)) for v in items], dtype=object).reshape(var.shape)
     return xr.Variable(var.dims, text, var.attrs), kind
 
 
 def _from_json_text(var: xr.Variable, kind: str) -> xr.Variable:
     """Inverse of :func:`_as_json_text`."""
+    if kind not in ("tuple", "json"):  # fixed-length text, stored as variable-length text
+        return xr.Variable(var.dims, np.asarray(var.values).astype(np.dtype(kind)), var.attrs)
     texts = np.asarray(var.values).ravel()
     items = np.empty(len(texts), dtype=object)
     items[:] = [tuple(v) if kind == "tuple" else v for v in (json.loads(str(t)) for t in texts)]
