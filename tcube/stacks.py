@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -281,11 +282,13 @@ def _nesting(ds: xr.Dataset, grids: set[tuple]) -> dict[tuple, tuple[tuple, int]
     return out
 
 
-def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping],
-               model: str | None = None) -> tuple[list[tuple], list[str]]:
+def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str | None = None,
+               report: bool = False) -> tuple[list[tuple], list[str]]:
     """(name, members, (time, y, x) layout) of every variable to learn-code (by ``model`` unless its
-    rule names another), and the skipped names."""
-    found, skipped = [], []
+    rule names another), and the skipped names. With ``report``, image stacks whose band labels no
+    model knows are said: an :class:`InputError` when a model was asked for and nothing else can be
+    coded with it, else a warning that they are stored losslessly."""
+    found, skipped, unknown = [], [], []
     for name, da in ds.data_vars.items():
         rule = rules_for(rules, name)
         if rule.get("skip"):
@@ -294,23 +297,46 @@ def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping],
         known = vocabulary(coding(rule, model, None)[0])
         bdim = band_dim(da, known)
         layout = _layout(da, bdim)
-        if rule.get("lossless") or layout is None or da.dtype.kind not in "fiu":
+        if rule.get("lossless") or da.dtype.kind not in "fiu":
             continue
-        if bdim is not None:
+        if bdim is not None and layout is not None:
             members = [Member(name, band_name(str(v)), v) for v in da[bdim].values]
         else:
             band = rule.get("band") or band_name(str(name))
-            if band not in known:
+            if band not in known or layout is None:
+                what = _unknown_labels(da, str(name), known) if report else None
+                unknown += [(what, name, rule.get("model", model))] if what else []
                 continue
             members = [Member(name, band)]
         found.append((name, members, layout))
+    for what, name, asked in unknown:
+        fix = (f"label its bands with Sentinel-2 names (ds.assign_coords(band=['B04', ...])), or give it the "
+               f"rule {{{str(name)!r}: {{'lossless': True}}}}")
+        if asked is not None and not found:
+            raise InputError(f"{what}: {asked} cannot code it; {fix}")
+        warnings.warn(f"{what}: stored losslessly (Zstd); to code it with a model, {fix}", UserWarning, stacklevel=5)
     return found, skipped
+
+
+_TIME_NAMES = ("time", "t", "date", "dates", "datetime")
+
+
+def _unknown_labels(da: xr.DataArray, name: str, known: tuple[str, ...]) -> str | None:
+    """What keeps a variable that would be an image stack but for its band labels from a model, or None."""
+    other = _Y_NAMES + _X_NAMES + _TIME_NAMES
+    labelled = [d for d in da.dims if str(d).lower() not in other and d in da.coords
+                and da[d].dtype.kind in "OUSiu" and _layout(da, d) is not None]
+    if not labelled:
+        return None
+    labels = [str(v) for v in da[labelled[0]].values]
+    return (f"{name!r}: its {labelled[0]!r} labels {labels[:8]} are not band names tcube knows "
+            f"({', '.join(known[:3])}, ...)")
 
 
 def plan(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str | None,
          quality: int | None) -> tuple[list[Stack], list[str]]:
     """Which variables go to which stack (coarser grids nest into the finest), and which are skipped."""
-    found, skipped = candidates(ds, rules, model)
+    found, skipped = candidates(ds, rules, model, report=True)
     nesting = _nesting(ds, {layout for *_, layout in found})
     stacks: dict[tuple, Stack] = {}
     for name, members, layout in found:

@@ -229,3 +229,16 @@ def test_error_bound_and_per_variable_modes(synthetic):
     group = zarr.open_group(store, mode="r")
     settings = {k: (v.serializer.max_error, v.serializer.model) for k, v in group.arrays() if k.startswith("tcube_")}
     assert sorted(settings.values()) == [(0, "tec-hx"), (16, "tec-hx")]
+
+
+@pytest.mark.parametrize("labels", [["R", "G", "B", "N"], [1, 2, 3, 4]])
+def test_band_labels_no_model_knows_are_said(small, tmp_path, labels):
+    """Such a stack is refused when a model was asked for by name (nothing else to code with it), and
+    stored losslessly with a warning that names the fix otherwise; never silently."""
+    ds = xr.DataArray(small[:2, :4, :32, :32], dims=("time", "band", "y", "x"), coords={"band": labels},
+                      name="refl").to_dataset()
+    with pytest.raises(tcube.errors.InputError, match=r"'refl': its 'band' labels .* tec-hx cannot code it"):
+        tcube.xarray2tec(ds, str(tmp_path / "named.zarr"), model="tec-hx")
+    with pytest.warns(UserWarning, match=r"stored losslessly .*'lossless': True"):
+        tcube.xarray2tec(ds, str(tmp_path / "default.zarr"))
+    np.testing.assert_array_equal(tcube.tec2xarray(str(tmp_path / "default.zarr"))["refl"].values, ds["refl"].values)
