@@ -25,8 +25,8 @@ import numpy as np
 from common import write_rows
 
 from tcube.bands import L2A_BANDS
-from tcube.bench import load_cubes
 from tcube.gapfill import inpaint, interpolate_time
+from tcube.io import load_cubes
 from tcube.metrics import psnr_10k
 
 ROOT = Path(__file__).resolve().parents[1]

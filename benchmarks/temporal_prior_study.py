@@ -27,8 +27,7 @@ import torch
 from torch import nn
 
 from tcube.bands import L2A_BANDS
-from tcube.bench import load_cubes
-from tcube.io import open_dataset
+from tcube.io import load_cubes, open_dataset
 from tcube.models import load_model
 from tcube.xarray import band_planes, stand_in
 

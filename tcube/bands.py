@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import xarray
 
 L2A_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
@@ -87,3 +91,17 @@ L2A_FILL_COV = (
     (22030, 95457, 134840, 203934, 205728, 148116, 143971, 166560, 184218, 143397, 669325, 515009),
     (76443, 129976, 146764, 234813, 192577, 32866, -214, 11330, 15425, 6366, 515009, 464091),
 )
+
+
+def band_dim(da: xarray.DataArray, bands: tuple[str, ...] = L2A_BANDS) -> str | None:
+    """The dimension of ``da`` whose labels are all names of ``bands`` (``B04``, ``red``...), if any.
+
+    A band dimension with other labels (unknown names, numbers, B10 for a model of the 12 L2A
+    bands) does not qualify: such a variable is stored losslessly, like any variable whose name is
+    not a band's.
+    """
+    for dim in da.dims:
+        labels = da[dim].values if dim in da.coords else None
+        if labels is not None and all(band_name(str(v)) in bands for v in labels):
+            return dim
+    return None

@@ -19,10 +19,8 @@ import numpy as np
 
 import tcube
 from tcube.baselines import BASELINES, Baseline
-from tcube.demo import timed
-from tcube.errors import InputError
-from tcube.io import find_cubes, read_cube
-from tcube.metrics import bd_interval, bd_rate, bpppb, psnr_10k, psnr_full, rate_at_psnr, ssim
+from tcube.io import load_cubes, place_name
+from tcube.metrics import bd_interval, bd_rate, bpppb, psnr_10k, psnr_full, rate_at_psnr, ssim, timed
 from tcube.models.registry import weights_path
 
 TARGETS = (35.0, 40.0, 45.0, 50.0)
@@ -48,34 +46,6 @@ class Codec:
     encode: Callable[[np.ndarray, float], bytes]
     decode: Callable[[bytes, tuple], np.ndarray]
 
-
-def _place(path: Path) -> str:
-    """Files of one place over dates share a name up to a short trailing _<index> (terracodec seasons)."""
-    return re.sub(r"_\d{1,3}$", "", path.stem)
-
-
-def load_cubes(paths: list[str | Path], holdout: str | None = None) -> list[tuple[str, np.ndarray]]:
-    """(name, uint16 (T, 12, H, W) cube) per place: the dates of a place (``*_0.tif``, ``*_1.tif``...)
-    stack along time; a folder of per-band files is one date. ``holdout`` keeps names containing it.
-
-    Examples
-    --------
-    >>> from tcube.data import sample_cube_path
-    >>> [(n, c.shape) for n, c in load_cubes([sample_cube_path()])]
-    [('sample_l2a_0080717', (4, 12, 128, 128))]
-    """
-    groups: dict[str, list[Path]] = {}
-    for path in find_cubes([str(p) for p in paths]):
-        if holdout is None or holdout in str(path):
-            groups.setdefault(_place(path) if path.is_file() else path.name, []).append(path)
-    if not groups:
-        where = ", ".join(map(str, paths)) + (f" matching {holdout!r}" if holdout else "")
-        raise InputError(f"no cube found in {where}")
-    cubes = []
-    for name, files in groups.items():
-        cube = np.concatenate([read_cube(p) for p in sorted(files)])
-        cubes.append((name, np.clip(np.round(cube), 0, 65535).astype(np.uint16)))
-    return cubes
 
 
 def _tcube_codec(model: str, qualities: tuple) -> Codec:
@@ -160,7 +130,7 @@ def training_data(model: str) -> str:
     sets: dict[str, list[str]] = {}
     for f in files:
         p = Path(f)
-        sets.setdefault(p.parent.name, []).append(_place(p) if p.suffix else p.name)
+        sets.setdefault(p.parent.name, []).append(place_name(p) if p.suffix else p.name)
     parts = [f"{folder} ({len(dict.fromkeys(v))}: {', '.join(dict.fromkeys(v))})" for folder, v in sets.items()]
     return "; ".join(parts) + (f"; held out: {meta['holdout']}" if meta.get("holdout") else "")
 
@@ -274,4 +244,4 @@ def benchmark(paths: list[str | Path], out: str | Path, *, name: str = "rd", hol
     return write(rows, Path(out), name, models + (list(MODE_CODECS) if modes else []), f"{name}: {shapes}"[:110])
 
 
-__all__ = ["Codec", "benchmark", "codecs", "curves", "load_cubes", "measure", "report", "run", "training_data"]
+__all__ = ["Codec", "benchmark", "codecs", "curves", "measure", "report", "run", "training_data"]

@@ -5,7 +5,6 @@ classical pipelines it must beat: per-date KLT + x265 intra (``x265-intra-pca``)
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,7 +12,7 @@ import numpy as np
 import tcube
 from tcube.data import load_sample_cube
 from tcube.defaults import DEFAULT_MODEL
-from tcube.metrics import bpppb, psnr_10k, psnr_full
+from tcube.metrics import bpppb, psnr_10k, psnr_full, timed
 
 
 def _row(codec: str, setting: str, cube: np.ndarray, n_bytes: int, decoded: np.ndarray,
@@ -23,13 +22,6 @@ def _row(codec: str, setting: str, cube: np.ndarray, n_bytes: int, decoded: np.n
             "bpppb": round(bpppb(n_bytes, cube.shape), 4), "psnr_10k": round(psnr_10k(cube, decoded), 2),
             "psnr_full": round(psnr_full(cube, decoded), 2), "enc_MBps": round(mb / t_enc, 1),
             "dec_MBps": round(mb / t_dec, 1)}
-
-
-def timed(fn, *args):
-    """``fn(*args)`` and the seconds it took."""
-    t = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t
 
 
 def tcube_rows(cube: np.ndarray, models: list[str], qualities: list[int]) -> Iterator[dict]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from tcube.bands import L1C_BANDS, L2A_BANDS, band_name
+from tcube.bands import L1C_BANDS, L2A_BANDS, band_dim, band_name
 from tcube.errors import InputError
 
 #: Pixels per side of the dask chunks GeoTIFFs are read in (a region reads only the windows it needs).
@@ -184,7 +184,6 @@ def _bands_of(ds: xr.Dataset) -> tuple[list[xr.DataArray], list[str]]:
     """The Sentinel-2 bands of ``ds`` on its (y, x) grid (the finest, in the datasets tcube reads) as
     (time?, y, x) arrays in dataset order (a variable with a band dimension gives one per label),
     and the names of the variables left out (other grids, no band)."""
-    from tcube.stacks import band_dim
 
     found, left = [], []
     for name, da in ds.data_vars.items():

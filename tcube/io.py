@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -214,3 +215,38 @@ def open_dataset(path: str | Path):
 
         return open_geotiff_folder(path)
     raise InputError(f"{path}: unsupported file type {suffix!r}")
+
+
+def place_name(path: Path) -> str:
+    """Files of one place over dates share a name up to a short trailing _<index> (terracodec seasons).
+
+    Examples
+    --------
+    >>> place_name(Path("ssl4eos12_val_0080717_2.tif"))
+    'ssl4eos12_val_0080717'
+    """
+    return re.sub(r"_\d{1,3}$", "", path.stem)
+
+
+def load_cubes(paths: list[str | Path], holdout: str | None = None) -> list[tuple[str, np.ndarray]]:
+    """(name, uint16 (T, 12, H, W) cube) per place: the dates of a place (``*_0.tif``, ``*_1.tif``...)
+    stack along time; a folder of per-band files is one date. ``holdout`` keeps names containing it.
+
+    Examples
+    --------
+    >>> from tcube.data import sample_cube_path
+    >>> [(n, c.shape) for n, c in load_cubes([sample_cube_path()])]
+    [('sample_l2a_0080717', (4, 12, 128, 128))]
+    """
+    groups: dict[str, list[Path]] = {}
+    for path in find_cubes([str(p) for p in paths]):
+        if holdout is None or holdout in str(path):
+            groups.setdefault(place_name(path) if path.is_file() else path.name, []).append(path)
+    if not groups:
+        where = ", ".join(map(str, paths)) + (f" matching {holdout!r}" if holdout else "")
+        raise InputError(f"no cube found in {where}")
+    cubes = []
+    for name, files in groups.items():
+        cube = np.concatenate([read_cube(p) for p in sorted(files)])
+        cubes.append((name, np.clip(np.round(cube), 0, 65535).astype(np.uint16)))
+    return cubes

@@ -7,6 +7,8 @@ offset removal, so errors on dark pixels count.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -198,3 +200,17 @@ def bd_interval(psnrs_a: np.ndarray, psnrs_b: np.ndarray, psnr_range: tuple[floa
     if psnr_range is not None:
         lo, hi = max(lo, psnr_range[0]), min(hi, psnr_range[1])
     return (float(lo), float(hi)) if hi > lo else (float("nan"), float("nan"))
+
+
+def timed(fn, *args):
+    """``fn(*args)`` and the seconds it took.
+
+    Examples
+    --------
+    >>> out, seconds = timed(sum, [1, 2, 3])
+    >>> out, seconds >= 0
+    (6, True)
+    """
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t

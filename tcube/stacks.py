@@ -38,7 +38,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN, band_name
+from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN, band_dim, band_name
 from tcube.codecs import TecZarrCodec, resolve_model
 from tcube.defaults import DEFAULT_QUALITY
 from tcube.errors import InputError
@@ -213,20 +213,6 @@ def check_rules(ds: xr.Dataset, rules: Mapping[str, Mapping]) -> None:
 
 def _find_dim(dims: tuple, names: tuple[str, ...]) -> str | None:
     return next((d for d in dims if str(d).lower() in names), None)
-
-
-def band_dim(da: xr.DataArray, bands: tuple[str, ...] = L2A_BANDS) -> str | None:
-    """The dimension of ``da`` whose labels are all names of ``bands`` (``B04``, ``red``...), if any.
-
-    A band dimension with other labels (unknown names, numbers, B10 for a model of the 12 L2A
-    bands) does not qualify: such a variable is stored losslessly, like any variable whose name is
-    not a band's.
-    """
-    for dim in da.dims:
-        labels = da[dim].values if dim in da.coords else None
-        if labels is not None and all(band_name(str(v)) in bands for v in labels):
-            return dim
-    return None
 
 
 def _layout(da: xr.DataArray, bdim: str | None) -> tuple[str | None, str, str] | None:

@@ -4,9 +4,10 @@ import csv
 
 import numpy as np
 
-from tcube.bench import FIELDS, curves, load_cubes, training_data
+from tcube.bench import FIELDS, curves, training_data
 from tcube.cli import main
 from tcube.data import sample_cube_path
+from tcube.io import load_cubes
 
 
 def test_places_group_their_dates(s2_dir):

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+import tcube.models.hevc as hevc
 from tcube.entropy.golomb import BitReader, BitWriter, signed_bits
 from tcube.errors import CorruptBlobError, InputError
-from tcube.models import hevc
 from tcube.models.base import N_QUALITIES, CodecConfig, FramePayload, LearnedCodec, Sink, check_crc
 from tcube.models.pc import MAX_BANDS, spectral_fit
 

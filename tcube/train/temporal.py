@@ -85,7 +85,7 @@ def _dataset_series(path: Path) -> list[tuple[str, np.ndarray]]:
 
 def load_series(paths: list[str], holdout: str) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
     """(training, held-out) series: GeoTIFF places stacked over dates, NetCDF / zarr per grid."""
-    from tcube.bench import load_cubes
+    from tcube.io import load_cubes
 
     series: list[tuple[str, np.ndarray]] = []
     for p in map(Path, paths):
