@@ -50,6 +50,7 @@ def test_float32_output_is_not_rounded(small):
 
 
 @pytest.mark.parametrize("model", MODELS)
+@pytest.mark.slow
 def test_quality_is_monotone(model, sample, s2_dir):
     import tifffile
 
@@ -142,6 +143,7 @@ if what == "decode":
 
 @pytest.mark.parametrize(("model", "bound", "settings"), [
     ("tec-hp", 4.0, {}), ("tec-tt", 4.0, {}), ("tec-pc", 20.0, {}), ("tec-pc", 20.0, {"max_error": 4})])
+@pytest.mark.slow
 def test_memory_stays_bounded_for_a_large_frame(model, bound, settings, tmp_path):
     """One 1 x 12 x 2048 x 2048 uint16 date (96 MiB): the transforms run in tiles, so encoding and
     decoding each peak at under 4 times the array (fresh processes measure their own peaks); tec-pc

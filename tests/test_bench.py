@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 
 from tcube.bench import FIELDS, curves, training_data
 from tcube.cli import main
@@ -48,6 +49,7 @@ def test_quick_bench_from_the_command_line(tmp_path, capsys):
     assert np.all(np.diff(rates) > 0) and np.all(np.diff(psnrs) > 0)
 
 
+@pytest.mark.slow
 def test_quality_modes_join_the_suite(tmp_path, capsys):
     args = ["bench", str(sample_cube_path()), "--holdout", "", "--quick", "--crop", "32", "--out", str(tmp_path),
             "--name", "m", "--models", "tec-pc", "--baselines", "jpegls-near", "--modes", "--quiet"]

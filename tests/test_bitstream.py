@@ -315,6 +315,7 @@ def fuzz(cases: int) -> dict:
     return {"worst_s": worst, "peak_mb": peak, "wrong": wrong[:5], "outcomes": outcomes}
 
 
+@pytest.mark.slow
 def test_fuzzed_blobs_of_every_model_raise_tcube_errors():
     """Random bit flips, truncations, random bytes and CRC-refixed header edits, in a fresh process
     (so that its memory peak is this test's): only tcube errors or the true decode, fast, bounded."""

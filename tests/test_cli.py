@@ -65,6 +65,7 @@ def dates_folder(s2_dir, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_compress_info_preview_decompress(dates_folder, tmp_path, capsys):
     store = tmp_path / "cube.zarr"
     assert main(["compress", str(dates_folder), str(store), "--quality", "6", "--chunks", "1", "128", "128",
@@ -122,6 +123,7 @@ def test_compress_help_teaches(capsys):
 @pytest.mark.parametrize("source", ["nrt_romania/sentinel2_cube_subset_romania_10m.nc",
                                     "worldcereal/S2_L2A_20m_00002806639B424A_32631_2017-08-01_2018-11-30.nc",
                                     "bigearthnet_example/S2A_MSIL2A_20170613T101031_87_48"])
+@pytest.mark.slow
 def test_cli_round_trip_of_real_datasets(s2_dir, tmp_path, source):
     from helpers import assert_same
 
@@ -309,6 +311,7 @@ def test_a_netcdf_with_a_text_band_coordinate_goes_there_and_back(tmp_path, smal
         assert list(back["band"].values) == ["B02", "B03", "B04", "B08"]
 
 
+@pytest.mark.slow
 def test_demo_prints_its_table_as_it_goes():
     import subprocess
     import sys

@@ -99,6 +99,7 @@ def _fresh_read(kind, tmp_path, store):
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
 @pytest.mark.parametrize("kind", ["local", "zip", "memory"])
+@pytest.mark.slow
 def test_write_and_reopen_in_fresh_process(real, tmp_path, kind, zarr_format):
     store = _store(kind, tmp_path)
     arr = _create(store, real, zarr_format)

@@ -77,6 +77,7 @@ def series(s2_dir) -> Path:
     return s2_dir / "nrt_romania" / "sentinel2_cube_subset_romania_10m.nc"
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_compress(series, tmp_path):
     """SIGINT while `tcube compress` writes: one line, exit 130, a store marked unfinished that
     `info` and the readers refuse, and a rerun that completes it to the uninterrupted bytes."""

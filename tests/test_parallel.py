@@ -79,6 +79,7 @@ def monkeypatch_module():
         yield mp
 
 
+@pytest.mark.slow
 def test_compress_writes_what_xarray2tec_writes(coded):
     out, report = coded
     _same(tec2xarray(out / "par.zarr"), tec2xarray(out / "ser.zarr"))
@@ -140,6 +141,7 @@ def test_another_job_needs_overwrite(coded, client, source, tmp_path):
     assert (folder / "thesis.tex").read_text() == "precious"
 
 
+@pytest.mark.slow
 def test_decompress_then_recompress(coded, client, tmp_path):
     out, _ = coded
     plain = tmp_path / "plain.zarr"
@@ -201,6 +203,7 @@ def _cli(*args: str, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_killed_job_resumes_to_the_uninterrupted_result(sample, tmp_path):
     """kill -9 of the whole job (client, scheduler, workers) half way; the rerun completes it."""
     src = tmp_path / "src.zarr"
@@ -241,6 +244,7 @@ def test_cli_refuses_what_dask_runs_cannot_do(source, tmp_path, capsys):
     assert not (tmp_path / "a.zarr").exists()
 
 
+@pytest.mark.slow
 def test_serial_and_dask_runs_give_the_same_store_and_dtypes(client, s2_dir, tmp_path):
     """The README's Romania example through `tcube compress` with and without dask, and back."""
     from tcube.cli import main
@@ -268,6 +272,7 @@ def test_serial_and_dask_runs_give_the_same_store_and_dtypes(client, s2_dir, tmp
         assert {n: v.dtype for n, v in plain.data_vars.items()} == {n: v.dtype for n, v in source.data_vars.items()}
 
 
+@pytest.mark.slow
 def test_compress_with_an_error_bound_on_the_cluster(client, source, tmp_path):
     report = parallel.compress(source, tmp_path / "bounded.zarr", client=client, max_error=8, rules=RULES)
     assert report.written == report.chunks

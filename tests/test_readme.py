@@ -17,6 +17,7 @@ def test_the_readme_has_python_examples():
 
 
 @pytest.mark.parametrize("code", BLOCKS, ids=lambda code: code.strip().splitlines()[-1][:40])
+@pytest.mark.slow
 def test_readme_example_runs(code, tmp_path):
     pytest.importorskip("distributed")
     (tmp_path / "example.py").write_text(code)

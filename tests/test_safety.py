@@ -120,6 +120,7 @@ def test_2_overwrite_deletes_only_zarr_entries(victim, tmp_path, capsys):
 
 # 3. A killed job leaves a store that plain readers take as complete
 @pytest.mark.parametrize("delay", [1.5, 3.0, 4.5])
+@pytest.mark.slow
 def test_3_kill_9_at_any_point_never_leaves_a_store_that_looks_complete(victim, tmp_path, delay):
     store = tmp_path / "k.zarr"
     proc = subprocess.Popen([sys.executable, "-m", "tcube.cli", "compress", str(victim), str(store), "--quiet",
@@ -141,6 +142,7 @@ def test_3_kill_9_at_any_point_never_leaves_a_store_that_looks_complete(victim, 
 
 
 # 4. Two jobs on one output
+@pytest.mark.slow
 def test_4_two_jobs_on_one_output_one_waits_its_turn(victim, tmp_path):
     store = tmp_path / "two.zarr"
     script = textwrap.dedent(f"""
@@ -192,6 +194,7 @@ def test_4_a_store_locked_by_another_process_is_refused_at_once(victim, tmp_path
     assert main(["compress", str(victim), str(store), "--quiet", "--model", "tec-fp"]) == 0  # the lock died with it
 
 
+@pytest.mark.slow
 def test_4_a_lock_left_by_a_killed_job_is_taken_over(victim, tmp_path):
     store = tmp_path / "k.zarr"
     proc = subprocess.Popen([sys.executable, "-m", "tcube.cli", "compress", str(victim), str(store), "--quiet",
@@ -346,6 +349,7 @@ def test_9_a_forged_shape_is_refused_at_once(sample):
         assert seconds < 0.5 and peak < 50e6
 
 
+@pytest.mark.slow
 def test_9_huge_sparse_cubes_pad_to_stay_decodable():
     from tcube import bitstream
 

@@ -1,10 +1,12 @@
 import numpy as np
+import pytest
 import torch
 
 from tcube.models.registry import read_weights
 from tcube.train import TrainConfig, train
 
 
+@pytest.mark.slow
 def test_train_export_resume(s2_dir, tmp_path):
     logs = []
     cfg = TrainConfig(arch="hp", name="tec-test", data=[str(s2_dir / "terracodec")], holdout="0080717",

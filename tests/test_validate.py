@@ -122,6 +122,7 @@ def _valid(cube: np.ndarray, nodata) -> np.ndarray:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cubes())
+@pytest.mark.slow
 def test_round_trips_keep_their_promises(case):
     cube, nodata, model, quality = case
     try:

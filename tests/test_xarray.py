@@ -46,6 +46,7 @@ def test_worldcereal_round_trip(s2_dir, tmp_path, which):
     assert scale == 1e-4  # reflectance 0..1 (10 m) or raw integers (20 m), coded as digital numbers
 
 
+@pytest.mark.slow
 def test_terracodec_folder_of_dates(s2_dir, tmp_path):
     folder = tmp_path / "dates"
     folder.mkdir()
@@ -90,6 +91,7 @@ def test_any_band_model_codes_four_bands_natively(s2_dir, tmp_path):
     assert_same(ds, tec2xarray(_store(tmp_path)), min_psnr=30)
 
 
+@pytest.mark.slow
 def test_any_band_model_keeps_b10_of_l1c_in_the_stack(s2_dir, tmp_path):
     """13 L1C bands at 10, 20 and 60 m: one stack on the 10 m grid, B10 learned-coded with the rest."""
     # the files' grids start at different edges: crop where the 10, 20 and 60 m pixels line up
