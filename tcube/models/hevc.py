@@ -114,9 +114,19 @@ def nal_units(data: bytes) -> list[bytes]:
     return [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)])]
 
 
+def _body(unit: bytes) -> bytes:
+    """A NAL unit from :func:`nal_units` without its start code."""
+    return unit[unit.index(b"\x00\x00\x01") + 3:]
+
+
+def _type(body: bytes) -> int:
+    """The type of a NAL unit without its start code (from its header's first byte)."""
+    return (body[0] >> 1) & 0x3F
+
+
 def nal_type(unit: bytes) -> int:
     """The type of a NAL unit from :func:`nal_units`."""
-    return (unit[unit.index(b"\x00\x00\x01") + 3] >> 1) & 0x3F
+    return _type(_body(unit))
 
 
 def _once(stream: bytes) -> bytes:
@@ -125,7 +135,7 @@ def _once(stream: bytes) -> bytes:
     seen: set[bytes] = set()
     out = []
     for unit in nal_units(stream):
-        key = unit.lstrip(b"\x00")
+        key = _body(unit)
         if nal_type(unit) in PARAMETER_SETS:
             if key in seen:
                 continue
@@ -194,11 +204,6 @@ def dictionary() -> bytes:
     return data
 
 
-def _body(unit: bytes) -> bytes:
-    """A NAL unit from :func:`nal_units` without its start code."""
-    return unit[unit.index(b"\x00\x00\x01") + 3:]
-
-
 def compact(stream: bytes) -> bytes:
     """A stream of :func:`encode` in fewer bytes: the leading parameter sets deflated against
     :func:`dictionary` (a length, then the deflated bytes), then per NAL unit a LEB128 of twice its
@@ -213,7 +218,7 @@ def compact(stream: bytes) -> bytes:
     """
     units = [_body(u) for u in nal_units(stream)]
     n = 0
-    while n < len(units) and nal_type(b"\x00\x00\x01" + units[n]) in PARAMETER_SETS:
+    while n < len(units) and _type(units[n]) in PARAMETER_SETS:
         n += 1
     deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=dictionary())
     block = deflate.compress(_parameter_block(units[:n])) + deflate.flush()
