@@ -26,8 +26,8 @@ from common import write_rows
 
 from tcube.bands import L2A_BANDS
 from tcube.gapfill import inpaint, interpolate_time
-from tcube.io import load_cubes
 from tcube.metrics import psnr_10k
+from tcube.readers import load_cubes
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "s2"

@@ -31,7 +31,7 @@ import zarr
 from common import write_rows
 
 from tcube.bands import L2A_BANDS
-from tcube.io import read_cube
+from tcube.readers import read_cube
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared/data/s2/terracodec"
@@ -108,7 +108,7 @@ def _serial(src: Path, dst: Path, batch: int) -> dict:
     """Baseline: xarray2tec in a fresh process (2 torch threads), timed inside it (into a new store:
     the same job again would find every chunk done)."""
     shutil.rmtree(dst, ignore_errors=True)
-    code = ("import json, time, tcube, torch; from tcube.io import open_dataset; torch.set_num_threads(2); "
+    code = ("import json, time, tcube, torch; from tcube.readers import open_dataset; torch.set_num_threads(2); "
             f"ds = open_dataset({str(src)!r}); t = time.perf_counter(); "
             f"tcube.xarray2tec(ds, {str(dst)!r}, batch_chunks={batch}); print(json.dumps(time.perf_counter() - t))")
     job = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -11,7 +11,7 @@ bytes) under tec-hp's hyperprior and under the temporal prior. This bounds what 
 built on tec-hp's transforms could save; it is not a codec (no integer network, no bitstream).
 
 Data: training series are the three terracodec training places (4 seasons each) and the first
-100 dates of nrt_romania 10 m (missing bands stood in as in tcube.xarray); evaluation series are
+100 dates of nrt_romania 10 m (missing bands stood in as in tcube.datasets); evaluation series are
 the held-out terracodec place 0080717 and the last 40 dates of nrt_romania 10 m. Writes
 ``benchmarks/results/temporal_prior_study.md``.
 """
@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from tcube.bands import L2A_BANDS
-from tcube.io import load_cubes, open_dataset
+from tcube.datasets import band_planes, stand_in
 from tcube.models import load_model
-from tcube.xarray import band_planes, stand_in
+from tcube.readers import load_cubes, open_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "s2"

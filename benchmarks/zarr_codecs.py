@@ -34,8 +34,8 @@ from numcodecs import Zstd
 from zarr.storage import LocalStore
 
 from tcube.codecs import TecCodec, TecZarrCodec
-from tcube.io import find_cubes, read_cube
 from tcube.metrics import bpppb, psnr_10k, psnr_full, rate_at_psnr
+from tcube.readers import find_cubes, read_cube
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "s2" / "terracodec"

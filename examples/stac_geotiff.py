@@ -20,7 +20,7 @@ import xarray as xr
 
 import tcube
 from tcube.cli import main as tcube_cli
-from tcube.io import open_dataset
+from tcube.readers import open_dataset
 
 
 def stac_cube(side: int = 128) -> xr.DataArray:

@@ -18,9 +18,9 @@ __all__ = ["TcubeError", "data", "decode", "encode", "errors", "info", "inpaint"
 def __getattr__(name: str):
     """``xarray2tec`` / ``tec2xarray`` import xarray, ``inpaint`` its module, only when first used."""
     if name in ("xarray2tec", "tec2xarray", "repair_store"):
-        from tcube import xarray as _xarray
+        from tcube import datasets as _datasets
 
-        return getattr(_xarray, name)
+        return getattr(_datasets, name)
     if name == "inpaint":
         from tcube.gapfill import inpaint
 

@@ -19,9 +19,9 @@ import numpy as np
 
 import tcube
 from tcube.baselines import BASELINES, Baseline
-from tcube.io import load_cubes, place_name
 from tcube.metrics import bd_interval, bd_rate, bpppb, psnr_10k, psnr_full, rate_at_psnr, ssim, timed
 from tcube.models.registry import weights_path
+from tcube.readers import load_cubes, place_name
 
 TARGETS = (35.0, 40.0, 45.0, 50.0)
 #: PSNR interval (dB) of the second BD-rate table.

@@ -149,8 +149,8 @@ def _rules(args: argparse.Namespace) -> dict:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from tcube.io import open_dataset
-    from tcube.xarray import format_stats, store_stats
+    from tcube.datasets import format_stats, store_stats
+    from tcube.readers import open_dataset
 
     if args.append is not None:
         return _cmd_append(args)
@@ -182,8 +182,8 @@ def _cmd_repair(args: argparse.Namespace) -> int:
 def _cmd_append(args: argparse.Namespace) -> int:
     """``tcube compress new.nc store.zarr --append``: the new dates, coded with the store's settings."""
     from tcube import jobs
-    from tcube.io import open_dataset
-    from tcube.xarray import describe_store
+    from tcube.datasets import describe_store
+    from tcube.readers import open_dataset
 
     coding = [f for f in ("model", "quality", "max_error", "psnr", "rules", "chunks", "scale")
               if getattr(args, f, None) is not None]
@@ -206,7 +206,7 @@ def _run_serial(ds: xarray.Dataset, source: tuple[str, str], args: argparse.Name
                 quality: int) -> tuple[dict, str]:
     """Run a job in this process with the command's flags; its summary (dict and text)."""
     from tcube import jobs
-    from tcube.xarray import describe_store
+    from tcube.datasets import describe_store
 
     start = time.perf_counter()
     job = jobs.prepare(ds, source, args.output, rules, model, quality, batch=args.batch, overwrite=args.overwrite)
@@ -292,7 +292,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     import tcube
-    from tcube.io import existing
+    from tcube.readers import existing
 
     target = args.target
     if not target:
@@ -300,7 +300,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return EXIT_OK
     path = existing(target)
     if path.is_dir():
-        from tcube.xarray import describe_store
+        from tcube.datasets import describe_store
 
         summary = describe_store(target)
         _emit(summary, args.json, _summary_text(summary))
@@ -317,10 +317,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
-    from tcube.io import open_dataset
+    from tcube.datasets import tec2xarray
     from tcube.outputs import PNG, check_file_output, writing_file
     from tcube.preview import preview
-    from tcube.xarray import tec2xarray
+    from tcube.readers import open_dataset
 
     path = check_file_output(args.output, PNG, [args.original, args.compressed], overwrite=args.overwrite)
     original, decoded = open_dataset(args.original), tec2xarray(args.compressed)

@@ -39,7 +39,6 @@ import zarr
 
 from tcube.codecs import TecZarrCodec, check_settings, read_stored_chunk, stored_chunk_problem, write_stored_chunk
 from tcube.errors import InputError
-from tcube.io import open_dataset
 from tcube.models.registry import default_device
 from tcube.outputs import (
     JOB_ATTR,
@@ -54,6 +53,7 @@ from tcube.outputs import (
     store_target,
     write_hidden,
 )
+from tcube.readers import open_dataset
 from tcube.stacks import (
     STACK_PREFIX,
     Member,
@@ -170,7 +170,7 @@ def _open_source(kind: str, path: str, fingerprint: str) -> xr.Dataset:
 
 
 def open_source(kind: str, path: str) -> xr.Dataset:
-    """Open a job's source: ``"dataset"`` (anything :func:`tcube.io.open_dataset` reads) or ``"store"``
+    """Open a job's source: ``"dataset"`` (anything :func:`tcube.readers.open_dataset` reads) or ``"store"``
     (a zarr store, decoded when tcube wrote it)."""
     return _OPENERS[kind](path)
 

@@ -1,6 +1,6 @@
 """Scale out with dask: code whole stores chunk by chunk on every worker, resumably.
 
-- :func:`compress` reads anything :func:`tcube.io.open_dataset` opens (zarr, NetCDF, GeoTIFF) or
+- :func:`compress` reads anything :func:`tcube.readers.open_dataset` opens (zarr, NetCDF, GeoTIFF) or
   an ``xarray.Dataset``; :func:`recompress` reads a zarr store coded any way (zstd, or tcube at
   other settings); :func:`decompress` writes a tcube store back losslessly (zarr defaults, Zstd).
   Outputs are the stores :func:`tcube.xarray2tec` writes (the same :mod:`tcube.jobs`, the same
@@ -31,9 +31,9 @@ from distributed import WorkerPlugin
 
 from tcube import jobs
 from tcube.errors import InputError
-from tcube.io import open_dataset
 from tcube.jobs import Report
 from tcube.models import load_model
+from tcube.readers import open_dataset
 from tcube.stacks import with_modes
 
 #: Tasks in flight per worker: one running, one queued.
@@ -201,7 +201,7 @@ def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model:
     Parameters
     ----------
     src : path or xarray.Dataset
-        Anything :func:`tcube.io.open_dataset` opens (workers open it themselves: the path must
+        Anything :func:`tcube.readers.open_dataset` opens (workers open it themselves: the path must
         be valid on every worker), or a Dataset (sent once to each worker: lazily backed ones
         stay lazy; the job is known by the dask token of its data).
     dst : path or URL

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from tcube.datasets import band_planes
 from tcube.errors import InputError, TcubeError
 from tcube.metrics import psnr_full
-from tcube.xarray import band_planes
 
 RGB = ("B04", "B03", "B02")
 

@@ -22,7 +22,7 @@ f x f block on reading, so every band of a tile helps the model. On the BigEarth
 took 11.8 kB at 33.0-54.8 dB (10k) against 16.7 kB at 27.9-44.3 dB with each resolution coded on
 its own grid (rule ``native_grid``).
 
-:mod:`tcube.jobs` writes stores with this layout; :mod:`tcube.xarray` is the public face.
+:mod:`tcube.jobs` writes stores with this layout; :mod:`tcube.datasets` is the public face.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN, band_
 from tcube.codecs import TecZarrCodec, resolve_model
 from tcube.defaults import DEFAULT_QUALITY
 from tcube.errors import InputError
-from tcube.io import existing
 from tcube.masks import CODED_RANGE
 from tcube.models.registry import codes_any_bands
 from tcube.outputs import JOB_ATTR, check_finished, local_path
+from tcube.readers import existing
 
 STACK_PREFIX = "tcube_"
 ORDER_ATTR = "tcube:variables"

@@ -190,7 +190,7 @@ def test_psnr_mode_meets_its_target_on_every_date(sample, target, metric):
 
 
 def _snow_and_cloud(s2_dir):
-    from tcube.io import read_cube
+    from tcube.readers import read_cube
 
     snow = read_cube(s2_dir / "terracodec" / "ssl4eos12_val_0193833_0.tif")[:, :, 100:164, 100:164]
     clouds = np.load(s2_dir / "s2cloudless" / "input_arrays.npz")["s2_im"][0, 300:364, 200:264]  # (y, x, 13)

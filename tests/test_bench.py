@@ -8,7 +8,7 @@ import pytest
 from tcube.bench import FIELDS, curves, training_data
 from tcube.cli import main
 from tcube.data import sample_cube_path
-from tcube.io import load_cubes
+from tcube.readers import load_cubes
 
 
 def test_places_group_their_dates(s2_dir):

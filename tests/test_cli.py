@@ -127,7 +127,7 @@ def test_compress_help_teaches(capsys):
 def test_cli_round_trip_of_real_datasets(s2_dir, tmp_path, source):
     from helpers import assert_same
 
-    from tcube.io import open_dataset
+    from tcube.readers import open_dataset
 
     store, out = tmp_path / "c.zarr", tmp_path / "back.nc"
     assert main(["compress", str(s2_dir / source), str(store), "--quiet", "--json"]) == 0
@@ -200,7 +200,7 @@ def test_float_reflectance_needs_scale_and_stats_never_print_inf(s2_dir, tmp_pat
     with --scale; the statistics of lossy variables are finite (undefined ones read n/a)."""
     import xarray as xr
 
-    from tcube.io import open_dataset
+    from tcube.readers import open_dataset
 
     ds = open_dataset(s2_dir / "nrt_romania" / "sentinel2_cube_subset_romania_10m.nc").isel(time=slice(40, 46))
     bands = ["B2", "B3", "B4", "B8"]

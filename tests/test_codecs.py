@@ -15,8 +15,8 @@ from zarr.storage import LocalStore, MemoryStore, ZipStore
 import tcube.codecs
 from tcube.codecs import TecCodec, TecZarrCodec
 from tcube.errors import BitstreamError, CorruptBlobError, InputError, TruncatedBlobError, UnknownModelError
-from tcube.io import read_cube
 from tcube.metrics import psnr_10k
+from tcube.readers import read_cube
 
 CHUNKS = (2, 12, 64, 64)
 

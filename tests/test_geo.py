@@ -14,11 +14,11 @@ from rasterio.transform import Affine
 from zarr.storage import MemoryStore
 
 from tcube.cli import main
+from tcube.datasets import tec2xarray, xarray2tec
 from tcube.errors import InputError
 from tcube.geo import open_geotiff
-from tcube.io import open_dataset
+from tcube.readers import open_dataset
 from tcube.stacks import stacks_in
-from tcube.xarray import tec2xarray, xarray2tec
 
 BANDS = ("B02", "B03", "B04", "B08")
 CUSTOM_WKT = CRS.from_proj4("+proj=tmerc +lat_0=0 +lon_0=15.5 +k=0.9996 +x_0=500000 +y_0=0 +ellps=GRS80 "

@@ -172,9 +172,9 @@ def test_refinements_lift_the_top_of_bright_scenes_and_decode_exactly(s2_dir, re
     residual (listed in the side information), which a decoder reproduces bit for bit."""
     import tcube.models.pc as pc
     from tcube.bitstream import unpack
-    from tcube.io import read_cube
     from tcube.metrics import psnr_10k
     from tcube.models.registry import load_model
+    from tcube.readers import read_cube
 
     snow = np.ascontiguousarray(read_cube(s2_dir / "terracodec" / "ssl4eos12_val_0193833_0.tif")[:, :, :96, :128])
     snow = snow.astype("uint16")

@@ -18,9 +18,9 @@ distributed = pytest.importorskip("distributed")
 from tcube import jobs, parallel  # noqa: E402
 from tcube.bands import L2A_BANDS  # noqa: E402
 from tcube.codecs import TecZarrCodec  # noqa: E402
+from tcube.datasets import tec2xarray, xarray2tec  # noqa: E402
 from tcube.errors import InputError, UnknownModelError  # noqa: E402
 from tcube.metrics import psnr_10k  # noqa: E402
-from tcube.xarray import tec2xarray, xarray2tec  # noqa: E402
 
 RULES = {"*": {"chunks": (1, 48, 48)}}
 SETTINGS = dict(model="tec-fp", quality=6, rules=RULES)
@@ -248,8 +248,8 @@ def test_cli_refuses_what_dask_runs_cannot_do(source, tmp_path, capsys):
 def test_serial_and_dask_runs_give_the_same_store_and_dtypes(client, s2_dir, tmp_path):
     """The README's Romania example through `tcube compress` with and without dask, and back."""
     from tcube.cli import main
-    from tcube.io import open_dataset
-    from tcube.xarray import describe_store
+    from tcube.datasets import describe_store
+    from tcube.readers import open_dataset
 
     src = s2_dir / "nrt_romania" / "sentinel2_cube_subset_romania_10m.nc"
     address = client.scheduler.address

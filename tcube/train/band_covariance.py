@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tcube.io import read_cube
+from tcube.readers import read_cube
 
 HOLDOUT = "0080717"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tcube.bands import band_name
-from tcube.io import _resample
+from tcube.readers import _resample
 
 #: Held out of training by default: the validation place of the 12-band models, the second
 #: held-out set (a 4-band 10 m + 6-band 20 m WorldCereal series) and a cloudy tile whose licence

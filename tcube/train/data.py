@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from tcube.errors import InputError
-from tcube.io import find_cubes, read_cube
+from tcube.readers import find_cubes, read_cube
 
 
 def load_frames(

@@ -64,7 +64,7 @@ class TemporalConfig:
 
 def _dataset_series(path: Path) -> list[tuple[str, np.ndarray]]:
     """(name, (T, 12, H, W)) per grid of a NetCDF / zarr time series; missing bands stood in."""
-    from tcube.io import open_dataset
+    from tcube.readers import open_dataset
     from tcube.stacks import plan, read_block, variable_meta
 
     ds = open_dataset(path)
@@ -85,7 +85,7 @@ def _dataset_series(path: Path) -> list[tuple[str, np.ndarray]]:
 
 def load_series(paths: list[str], holdout: str) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
     """(training, held-out) series: GeoTIFF places stacked over dates, NetCDF / zarr per grid."""
-    from tcube.io import load_cubes
+    from tcube.readers import load_cubes
 
     series: list[tuple[str, np.ndarray]] = []
     for p in map(Path, paths):

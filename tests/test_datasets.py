@@ -9,10 +9,10 @@ from zarr.storage import MemoryStore
 
 import tcube.codecs
 from tcube import jobs
+from tcube.datasets import tec2xarray, xarray2tec
 from tcube.errors import InputError
-from tcube.io import open_dataset
 from tcube.metrics import psnr_full
-from tcube.xarray import tec2xarray, xarray2tec
+from tcube.readers import open_dataset
 
 
 def _store(tmp_path, name="out.zarr"):

@@ -3,7 +3,7 @@ import pytest
 
 from tcube.bands import L2A_BANDS
 from tcube.errors import InputError
-from tcube.io import band_name, find_cubes, read_cube
+from tcube.readers import band_name, find_cubes, read_cube
 
 
 def test_band_names():
