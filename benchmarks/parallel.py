@@ -110,7 +110,7 @@ def _serial(src: Path, dst: Path, batch: int) -> dict:
     shutil.rmtree(dst, ignore_errors=True)
     code = ("import json, time, tcube, torch; from tcube.readers import open_dataset; torch.set_num_threads(2); "
             f"ds = open_dataset({str(src)!r}); t = time.perf_counter(); "
-            f"tcube.xarray2tec(ds, {str(dst)!r}, batch_chunks={batch}); print(json.dumps(time.perf_counter() - t))")
+            f"tcube.xarray2tec(ds, {str(dst)!r}, batch={batch}); print(json.dumps(time.perf_counter() - t))")
     job = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with PeakMemory(job.pid) as memory:
         out, err = job.communicate()

@@ -147,9 +147,9 @@ def _prepare(cube: object, codec: LearnedCodec, base: dict, nodata: float | None
     return _Prepared(checked, invalid, header, masks)
 
 
-def _passes(refs: list, pixels: int, batch_size: int) -> Iterator[list]:
-    """``refs`` in runs of at most ``batch_size`` frames and (but for one frame) :data:`CALL_PIXELS`."""
-    n = max(1, min(batch_size, CALL_PIXELS // max(pixels, 1)))
+def _passes(refs: list, pixels: int, batch: int) -> Iterator[list]:
+    """``refs`` in runs of at most ``batch`` frames and (but for one frame) :data:`CALL_PIXELS`."""
+    n = max(1, min(batch, CALL_PIXELS // max(pixels, 1)))
     for start in range(0, len(refs), n):
         yield refs[start: start + n]
 
@@ -166,7 +166,7 @@ def encode(cube: np.ndarray, model: str | None = None, quality: int | None = Non
            max_error: int | None = None, psnr: float | None = None, metric: str = "10k",
            nodata: float | None = None, scale: float | None = None,
            offset: float | None = None, band_names: Sequence[str] | None = None, device: str | None = None,
-           batch_size: int = 8) -> bytes:
+           batch: int = 8) -> bytes:
     """Compress a Sentinel-2 cube into a self-describing blob.
 
     Parameters
@@ -204,7 +204,7 @@ def encode(cube: np.ndarray, model: str | None = None, quality: int | None = Non
         (:func:`info` shows them).
     device : str, optional
         Torch device for the transforms; default CUDA when present. The blob decodes anywhere.
-    batch_size : int
+    batch : int
         Frames per forward pass (large frames go through the model in tiles: memory stays bounded).
 
     Examples
@@ -221,14 +221,14 @@ def encode(cube: np.ndarray, model: str | None = None, quality: int | None = Non
     True
     """
     return encode_batch([cube], model, quality, max_error=max_error, psnr=psnr, metric=metric, nodata=nodata,
-                        scale=scale, offset=offset, band_names=band_names, device=device, batch_size=batch_size)[0]
+                        scale=scale, offset=offset, band_names=band_names, device=device, batch=batch)[0]
 
 
 def encode_batch(cubes: Sequence[np.ndarray], model: str | None = None, quality: int | None = None, *,
                  max_error: int | None = None, psnr: float | None = None, metric: str = "10k",
                  nodata: float | None = None, scale: float | None = None,
                  offset: float | None = None, band_names: Sequence[str] | None = None, device: str | None = None,
-                 batch_size: int = 8) -> list[bytes]:
+                 batch: int = 8) -> list[bytes]:
     """:func:`encode` several cubes, sharing forward passes between cubes of equal height and width.
 
     Examples
@@ -238,7 +238,7 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str | None = None, quality:
     >>> [len(tcube.decode(b)) for b in tcube.api.encode_batch(cubes, model="tec-fp", quality=2)]
     [12, 12, 12]
     """
-    batch_size = check_count(batch_size, "batch_size")
+    batch = check_count(batch, "batch")
     if psnr is not None:
         if quality is not None or max_error is not None:
             raise InputError("psnr chooses the quality and the error bound itself: give psnr, or quality and "
@@ -248,7 +248,7 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str | None = None, quality:
             raise InputError(f"psnr needs a model that decodes exactly ({', '.join(exact_models())}); {model} does "
                              "not (its decoded PSNR could differ on another machine)")
         units = {"nodata": nodata, "scale": scale, "offset": offset, "band_names": band_names, "device": device,
-                 "batch_size": batch_size}
+                 "batch": batch}
         return [_meet_psnr(c, model or BOUNDED_MODEL, target, metric, units) for c in cubes]
     model = model if model is not None else (BOUNDED_MODEL if max_error is not None else DEFAULT_MODEL)
     codec = load_model(model, device)
@@ -264,7 +264,7 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str | None = None, quality:
             "tcube": package_version()}
     prepared = [_prepare(c, codec, base, nodata, scale, offset, band_names) for c in cubes]
     if max_error is None:
-        return [_pack(p, frames) for p, frames in zip(prepared, _base_payloads(codec, prepared, batch_size))]
+        return [_pack(p, frames) for p, frames in zip(prepared, _base_payloads(codec, prepared, batch))]
     bound = check_max_error(max_error)
     for p in prepared:
         check_whole_numbers(p.cube.values, None if p.invalid is None else ~p.invalid, p.header["scale"],
@@ -273,8 +273,8 @@ def encode_batch(cubes: Sequence[np.ndarray], model: str | None = None, quality:
     for q in qualities:
         for p in prepared:
             p.header.update(quality=int(q), max_error=float(bound))
-        payloads = _base_payloads(codec, prepared, batch_size)
-        for i, blob in enumerate(_bounded(codec, prepared, payloads, bound, device, batch_size)):
+        payloads = _base_payloads(codec, prepared, batch)
+        for i, blob in enumerate(_bounded(codec, prepared, payloads, bound, device, batch)):
             if best[i] is None or len(blob) < len(best[i]):
                 best[i] = blob
     return best
@@ -339,7 +339,7 @@ def _valid_pixels(values: np.ndarray, h: dict) -> np.ndarray:
     return np.ones(values.shape, bool) if invalid is None else ~invalid
 
 
-def _base_payloads(codec: LearnedCodec, prepared: list[_Prepared], batch_size: int) -> list[list[FramePayload]]:
+def _base_payloads(codec: LearnedCodec, prepared: list[_Prepared], batch: int) -> list[list[FramePayload]]:
     """Per cube, per frame, the learned codec's streams (checksums seeded by each cube's header);
     none at quality 0."""
     quality = prepared[0].header["quality"]
@@ -357,7 +357,7 @@ def _base_payloads(codec: LearnedCodec, prepared: list[_Prepared], batch_size: i
         refs = [(i, t) for i in members for t in range(len(prepared[i].masks))]
         c, h, w = prepared[members[0]].cube.values.shape[-3:]
         fill = codec.background(c)
-        for run in _passes(refs, h * w, batch_size):
+        for run in _passes(refs, h * w, batch):
             coded = codec.compress(_model_input(prepared, run, fill), quality, [seeds[i][t] for i, t in run])
             for (i, _), payload in zip(run, coded):
                 payloads[i].append(payload)
@@ -378,12 +378,12 @@ def _pack(p: _Prepared, frames: list[FramePayload], extra: list[dict] | None = N
 
 
 def _bounded(codec: LearnedCodec, prepared: list[_Prepared], payloads: list[list[FramePayload]], bound: int,
-             device: str | None, batch_size: int) -> list[bytes]:
+             device: str | None, batch: int) -> list[bytes]:
     """Blobs of error-bounded cubes: decode the base as a decoder will, then code the residual."""
     containers = [_container(p, frames) for p, frames in zip(prepared, payloads)]
     outputs = [_Output(c, residual=False) for c in containers]
     with_base = [i for i, c in enumerate(containers) if c.header["quality"]]
-    _decode_into([containers[i] for i in with_base], [outputs[i] for i in with_base], device, batch_size,
+    _decode_into([containers[i] for i in with_base], [outputs[i] for i in with_base], device, batch,
                  lambda i: None)
     blobs = []
     for p, frames, out in zip(prepared, payloads, outputs):
@@ -491,7 +491,7 @@ def to_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
     return out
 
 
-def decode(blob: bytes, *, device: str | None = None, batch_size: int = 8) -> np.ndarray:
+def decode(blob: bytes, *, device: str | None = None, batch: int = 8) -> np.ndarray:
     """Decompress a blob from :func:`encode`: same shape, dtype and units as the encoded cube (a
     masked array when a masked array was encoded).
 
@@ -505,7 +505,7 @@ def decode(blob: bytes, *, device: str | None = None, batch_size: int = 8) -> np
     >>> tcube.decode(tcube.encode(cube, quality=16)).dtype
     dtype('int16')
     """
-    return decode_batch([blob], device=device, batch_size=batch_size)[0]
+    return decode_batch([blob], device=device, batch=batch)[0]
 
 
 def _named(exc: TcubeError, name: str | None) -> TcubeError:
@@ -595,7 +595,7 @@ class _Output:
         return values if self.masked is None else np.ma.MaskedArray(values, self.masked.reshape(shape))
 
 
-def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_size: int = 8,
+def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch: int = 8,
                  names: Sequence[str] | None = None,
                  positions: Sequence[Sequence[int] | None] | None = None) -> list[np.ndarray]:
     """:func:`decode` several blobs, sharing forward passes between blobs of one model, quality and size.
@@ -610,7 +610,7 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
     >>> [c.shape for c in tcube.api.decode_batch(blobs)]
     [(12, 32, 32), (12, 32, 32)]
     """
-    batch_size = check_count(batch_size, "batch_size")
+    batch = check_count(batch, "batch")
     label = (lambda i: names[i]) if names is not None else (lambda i: None)
     containers = []
     for i, blob in enumerate(blobs):
@@ -619,11 +619,11 @@ def decode_batch(blobs: Sequence[bytes], *, device: str | None = None, batch_siz
         except TcubeError as exc:
             raise _named(exc, label(i)) from exc
     outputs = [_Output(c) for c in containers]
-    _decode_into(containers, outputs, device, batch_size, label)
+    _decode_into(containers, outputs, device, batch, label)
     return [o.result() for o in outputs]
 
 
-def _decode_into(containers: list[Container], outputs: list[_Output], device: str | None, batch_size: int,
+def _decode_into(containers: list[Container], outputs: list[_Output], device: str | None, batch: int,
                  label: Callable[[int], str | None]) -> None:
     """Decode every frame of ``containers`` into ``outputs``, sharing passes between blobs of one
     model, weights, quality and size."""
@@ -640,7 +640,7 @@ def _decode_into(containers: list[Container], outputs: list[_Output], device: st
         if getattr(codec, "temporal", False):  # one blob's dates per call, in order
             runs = [[r for r in refs if r[0] == i] for i in members]
         else:
-            runs = list(_passes(refs, height * width, batch_size))
+            runs = list(_passes(refs, height * width, batch))
         for run in runs:
             def sink(frames: slice, rows: slice, cols: slice, piece: torch.Tensor, run=run) -> None:
                 for (i, t), frame in zip(run[frames], piece.cpu().numpy()):

@@ -63,7 +63,7 @@ def resolve_model(model: str | None, max_error: int | None = None, psnr: float |
 
 
 def check_settings(model: str, quality: int | None, nodata: float | None, scale: float | None = None,
-                   offset: float | None = None, batch_frames: int = 16, max_error: int | None = None,
+                   offset: float | None = None, batch: int = 16, max_error: int | None = None,
                    psnr: float | None = None, metric: str = "10k") -> None:
     """Fail early on a configuration no chunk could be coded with.
 
@@ -96,7 +96,7 @@ def check_settings(model: str, quality: int | None, nodata: float | None, scale:
                              f"({', '.join(exact_models())}); {model} does not")
     check_nodata(nodata, np.float64)
     check_units(scale, offset)
-    check_count(batch_frames, "batch_frames")
+    check_count(batch, "batch")
 
 
 def check_layout(model: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
@@ -124,17 +124,17 @@ def check_layout(model: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tu
 
 
 def _code(chunks: list[np.ndarray], codec: TecCodec | TecZarrCodec, nodata: float | None, device: str | None,
-          batch_frames: int) -> list[bytes]:
+          batch: int) -> list[bytes]:
     with _MODEL_LOCK:
         return encode_batch(chunks, codec.model, codec.quality, max_error=codec.max_error, psnr=codec.psnr,
                             metric=codec.metric, nodata=nodata, scale=codec.scale, offset=codec.offset,
-                            device=device, batch_size=batch_frames)
+                            device=device, batch=batch)
 
 
-def _uncode(blobs: list[bytes], names: list[str], device: str | None, batch_frames: int,
+def _uncode(blobs: list[bytes], names: list[str], device: str | None, batch: int,
             positions: list | None = None) -> list[np.ndarray]:
     with _MODEL_LOCK:
-        return decode_batch(blobs, device=device, batch_size=batch_frames, names=names, positions=positions)
+        return decode_batch(blobs, device=device, batch=batch, names=names, positions=positions)
 
 
 def chunk_position(key: str, ndim: int) -> tuple[int, ...] | None:
@@ -186,7 +186,7 @@ class TecCodec(Codec):
         Units of float32 arrays, as in :func:`tcube.encode` (e.g. ``scale=1e-4`` for reflectance).
     device : str, optional
         Run-time only, not part of the config (see the module docstring).
-    batch_frames : int
+    batch : int
         Frames per forward pass; run-time only.
 
     Creating a zarr format 2 array with this compressor checks its dtype and chunks, as format 3
@@ -208,25 +208,25 @@ class TecCodec(Codec):
     def __init__(self, model: str | None = None, quality: int | None = None, nodata: float | None = 0,
                  scale: float | None = None, offset: float | None = None, max_error: int | None = None,
                  psnr: float | None = None, metric: str = "10k", *, device: str | None = None,
-                 batch_frames: int = 16) -> None:
+                 batch: int = 16) -> None:
         model = resolve_model(model, max_error, psnr)
         if quality is None and max_error is None and psnr is None:
             quality = DEFAULT_QUALITY
-        check_settings(model, quality, nodata, scale, offset, batch_frames, max_error, psnr, metric)
+        check_settings(model, quality, nodata, scale, offset, batch, max_error, psnr, metric)
         self.model, self.nodata, self.scale, self.offset = model, nodata, scale, offset
         self.quality = None if quality is None else int(quality)
         self.max_error = None if max_error is None else int(max_error)
         self.psnr, self.metric = (None if psnr is None else float(psnr)), metric
-        self._device, self._batch_frames = device, batch_frames
+        self._device, self._batch = device, batch
         self._order = "C"  # the memory order of the zarr format 2 array it codes (set when zarr opens it)
 
     def encode(self, buf: Any) -> bytes:
         chunk = _check_chunk(ensure_ndarray_like(buf))
-        return _code([np.ascontiguousarray(chunk)], self, self.nodata, self._device, self._batch_frames)[0]
+        return _code([np.ascontiguousarray(chunk)], self, self.nodata, self._device, self._batch)[0]
 
     def decode(self, buf: Any, out: Any = None) -> np.ndarray:
         chunk = _uncode([bytes(ensure_contiguous_ndarray(buf))], ["zarr format 2 chunk"], self._device,
-                        self._batch_frames)[0]
+                        self._batch)[0]
         if self._order == "F":  # zarr reads the chunk's memory in the array's order
             chunk = np.asfortranarray(chunk)
         return ndarray_copy(chunk, out) if out is not None else chunk
@@ -306,7 +306,7 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodecPartialEnco
         fill value, so edge chunks and unwritten pixels cost (almost) nothing.
     device : str, optional
         Run-time only, not stored (see the module docstring).
-    batch_frames : int
+    batch : int
         Frames per forward pass; run-time only.
 
     Examples
@@ -330,13 +330,13 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodecPartialEnco
     psnr: float | None = None
     metric: str = "10k"
     device: str | None = field(default=None, compare=False)
-    batch_frames: int = field(default=16, compare=False)
+    batch: int = field(default=16, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", resolve_model(self.model, self.max_error, self.psnr))
         if self.quality is None and self.max_error is None and self.psnr is None:
             object.__setattr__(self, "quality", DEFAULT_QUALITY)
-        check_settings(self.model, self.quality, self.nodata, self.scale, self.offset, self.batch_frames,
+        check_settings(self.model, self.quality, self.nodata, self.scale, self.offset, self.batch,
                        self.max_error, self.psnr, self.metric)
 
     @classmethod
@@ -386,7 +386,7 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodecPartialEnco
         for i, fill in enumerate(fill_values):
             by_nodata.setdefault(self.nodata_for(fill), []).append(i)
         for nodata, members in by_nodata.items():
-            blobs = _code([_check_chunk(chunks[i]) for i in members], self, nodata, self.device, self.batch_frames)
+            blobs = _code([_check_chunk(chunks[i]) for i in members], self, nodata, self.device, self.batch)
             for i, blob in zip(members, blobs):
                 position = positions[i] if positions is not None else None
                 out[i] = blob if position is None else with_position(blob, position)
@@ -394,7 +394,7 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodecPartialEnco
 
     def _decode_arrays(self, blobs: list[bytes], names: list[str], specs: list[Any],
                        positions: list | None = None) -> list[np.ndarray]:
-        arrays = _uncode(blobs, names, self.device, self.batch_frames, positions)
+        arrays = _uncode(blobs, names, self.device, self.batch, positions)
         for name, array, spec in zip(names, arrays, specs):
             native = spec.dtype.to_native_dtype()
             if array.shape != tuple(spec.shape) or array.dtype != native:

@@ -39,7 +39,7 @@ DATAARRAY_NAME = "reflectance"
 
 def xarray2tec(ds: xr.Dataset | xr.DataArray, store: Any, rules: Mapping[str, Mapping] | None = None, *,
                model: str | None = None, quality: int | None = None, max_error: int | None = None,
-               psnr: float | None = None, metric: str = "10k", compute_stats: bool = False, batch_chunks: int = 8,
+               psnr: float | None = None, metric: str = "10k", compute_stats: bool = False, batch: int = 8,
                progress: Callable[[int, int], None] | None = None, overwrite: bool = False,
                append_dim: str | None = None) -> list[dict] | None:
     """Write ``ds`` to a zarr store: reflectance learned-coded, everything else lossless.
@@ -69,7 +69,7 @@ def xarray2tec(ds: xr.Dataset | xr.DataArray, store: Any, rules: Mapping[str, Ma
         model defaults to the one of the mode).
     compute_stats : bool
         Decode again and return (and print) per variable: bytes, bpppb, ratio, PSNR, SSIM.
-    batch_chunks : int
+    batch : int
         Chunks per model call.
     progress : callable, optional
         Called as ``progress(done, total)`` (chunks) after each batch.
@@ -100,10 +100,10 @@ def xarray2tec(ds: xr.Dataset | xr.DataArray, store: Any, rules: Mapping[str, Ma
                                 "psnr": psnr, "overwrite": overwrite or None}.items() if v is not None]
         if given:
             raise InputError(f"append_dim codes new dates with the store's own settings: give no {', '.join(given)}")
-        job = jobs.prepare_append(ds, (None, None), store, append_dim, batch=batch_chunks)
+        job = jobs.prepare_append(ds, (None, None), store, append_dim, batch=batch)
     else:
         rules = with_modes(rules, max_error, psnr, metric)
-        job = jobs.prepare(ds, (None, None), store, rules, model, quality, batch=batch_chunks, overwrite=overwrite)
+        job = jobs.prepare(ds, (None, None), store, rules, model, quality, batch=batch, overwrite=overwrite)
     jobs.run(job, ds, progress)
     if not compute_stats:
         return None

@@ -209,7 +209,7 @@ def _fill_stack(ds: xr.Dataset, dst: Any, target: Target, coords: list[tuple]) -
     read = read_block(ds, target.stack, target.meta, union)  # one read: each source chunk decoded once
     blocks = [_padded(read[_cut(target, union, c)], arr.chunks) for c in todo]
     # the job decided the units (digital numbers) once for the whole source: no chunk decides again
-    codec: TecZarrCodec = dataclasses.replace(arr.serializer, batch_frames=sum(len(b) for b in blocks), scale=1.0,
+    codec: TecZarrCodec = dataclasses.replace(arr.serializer, batch=sum(len(b) for b in blocks), scale=1.0,
                                               offset=0.0)
     blobs = codec.encode_chunks(blocks, [arr.fill_value] * len(blocks), positions=[target.stored(c) for c in todo])
     for c, blob in zip(todo, blobs):

@@ -27,12 +27,12 @@ def check_count(value: object, name: str) -> int:
 
     Examples
     --------
-    >>> check_count(8, "batch_size")
+    >>> check_count(8, "batch")
     8
-    >>> check_count(0, "batch_size")
+    >>> check_count(0, "batch")
     Traceback (most recent call last):
     ...
-    tcube.errors.InputError: batch_size must be a whole number of at least 1, got 0
+    tcube.errors.InputError: batch must be a whole number of at least 1, got 0
     """
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")

@@ -181,7 +181,7 @@ def test_dask_input_is_never_loaded_whole(sample, monkeypatch):
     bands = {b: dask_array.from_array(cube[:, i], chunks=(1, 64, 64)).map_blocks(load, dtype=cube.dtype)
              for i, b in enumerate(tcube.bands.L2A_BANDS)}
     ds = xr.Dataset({b: (("time", "y", "x"), a) for b, a in bands.items()})
-    xarray2tec(ds, MemoryStore(), rules={"*": {"chunks": (1, 64, 64)}}, batch_chunks=2)
+    xarray2tec(ds, MemoryStore(), rules={"*": {"chunks": (1, 64, 64)}}, batch=2)
     assert seen and max(seen) <= 64 * 64
     # every block read once, none whole; the first spatial chunk of each band at up to 8 dates spread
     # over the series (here all 4) once more, by the check that decides the units before the store is touched
@@ -190,7 +190,7 @@ def test_dask_input_is_never_loaded_whole(sample, monkeypatch):
 
 def test_progress_callback(synthetic):
     calls = []
-    xarray2tec(synthetic, MemoryStore(), rules={"*": {"chunks": (1, 48, 48)}}, batch_chunks=2,
+    xarray2tec(synthetic, MemoryStore(), rules={"*": {"chunks": (1, 48, 48)}}, batch=2,
                progress=lambda done, total: calls.append((done, total)))
     assert [done for done, _ in calls] == [2 * i for i in range(1, 9)] and {total for _, total in calls} == {16}
 

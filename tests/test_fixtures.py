@@ -54,7 +54,7 @@ def test_blob_fixture_decodes(path):
 @pytest.mark.parametrize("path", [p for p in BLOBS if "tec-pc" in p.stem or "tec-hx" in p.stem], ids=lambda p: p.stem)
 def test_exact_model_fixture_decodes_to_the_committed_bytes(path):
     """tec-pc's and tec-hx's decoders are exact: the same bytes on any machine, thread count and batch split."""
-    decoded = np.ma.getdata(tcube.decode(path.read_bytes(), batch_size=1))
+    decoded = np.ma.getdata(tcube.decode(path.read_bytes(), batch=1))
     with np.load(path.with_suffix(".npz"), allow_pickle=False) as ref:
         assert decoded.tobytes() == ref["decoded"].tobytes()
 

@@ -67,7 +67,7 @@ def test_an_interrupted_job_is_unfinished_everywhere_until_its_rerun(sample, tmp
         zarr.open_array(store, path="tcube_y_x", mode="r")
     missing = damaged_chunks(open_array(store, "tcube_y_x", mode="r"))
     assert len(missing) == 2 and all("did not finish" in v for v in missing.values())
-    report = tcube.xarray2tec(ds, store, model="tec-fp", quality=4, batch_chunks=1)
+    report = tcube.xarray2tec(ds, store, model="tec-fp", quality=4, batch=1)
     assert report is None and not is_unfinished(store)
     assert tcube.tec2xarray(store)["B04"].shape == (4, 64, 80)
 

@@ -145,14 +145,14 @@ def test_shipped_model_decodes_the_same_bytes_on_any_thread_count_and_batch(rest
     outs = []
     for threads, batch in ((1, 1), (2, 8), (2, 3)):
         torch.set_num_threads(threads)
-        outs.append(tcube.decode(blob, batch_size=batch).tobytes())
+        outs.append(tcube.decode(blob, batch=batch).tobytes())
     assert outs[0] == outs[1] == outs[2]
     floats = _frames(4, n=3, h=33, w=41, seed=4).numpy().astype("float32") * np.float32(1e-4)
     fblob = tcube.encode(floats, model="tec-pc", quality=14, scale=1e-4)
     torch.set_num_threads(1)
-    one = tcube.decode(fblob, batch_size=1).tobytes()
+    one = tcube.decode(fblob, batch=1).tobytes()
     torch.set_num_threads(2)
-    assert tcube.decode(fblob, batch_size=8).tobytes() == one  # float32 too, to the last bit
+    assert tcube.decode(fblob, batch=8).tobytes() == one  # float32 too, to the last bit
 
 
 def test_bright_and_saturated_values_never_decode_to_zero_or_no_data():
@@ -187,7 +187,7 @@ def test_refinements_lift_the_top_of_bright_scenes_and_decode_exactly(s2_dir, re
     outs = []
     for threads, batch in ((1, 1), (2, 8)):
         torch.set_num_threads(threads)
-        outs.append(tcube.decode(blob, batch_size=batch))
+        outs.append(tcube.decode(blob, batch=batch))
     assert outs[0].tobytes() == outs[1].tobytes()
     monkeypatch.setattr(pc, "REFINE_FROM", 99.0)  # an encoder that never refines
     plain = tcube.encode(snow, model="tec-pc", quality=16)

@@ -71,10 +71,10 @@ def test_decoding_does_not_depend_on_threads_or_batching(crop, quality):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = tcube.decode(blob, batch_size=1)
-        blob_1 = tcube.encode(crop, max_error=4, quality=quality, batch_size=1)
+        one = tcube.decode(blob, batch=1)
+        blob_1 = tcube.encode(crop, max_error=4, quality=quality, batch=1)
         torch.set_num_threads(2)
-        two = tcube.decode(blob, batch_size=8)
+        two = tcube.decode(blob, batch=8)
     finally:
         torch.set_num_threads(before)
     assert np.array_equal(one, two)

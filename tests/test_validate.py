@@ -18,10 +18,10 @@ USUAL_ERROR = 2000
 
 
 @pytest.mark.parametrize("call", [
-    lambda c: tcube.encode(c, batch_size=-1), lambda c: tcube.encode(c, batch_size=0),
-    lambda c: tcube.decode(tcube.encode(c), batch_size=-1), lambda c: tcube.decode(tcube.encode(c), batch_size=0),
-    lambda c: TecZarrCodec(batch_frames=-1), lambda c: TecCodec(batch_frames=0),
-    lambda c: TecZarrCodec(batch_frames=True), lambda c: tcube.xarray2tec(None, None, batch_chunks=0),
+    lambda c: tcube.encode(c, batch=-1), lambda c: tcube.encode(c, batch=0),
+    lambda c: tcube.decode(tcube.encode(c), batch=-1), lambda c: tcube.decode(tcube.encode(c), batch=0),
+    lambda c: TecZarrCodec(batch=-1), lambda c: TecCodec(batch=0),
+    lambda c: TecZarrCodec(batch=True), lambda c: tcube.xarray2tec(None, None, batch=0),
 ])
 def test_counts_are_checked_at_the_call(call):
     cube = np.full((12, 16, 16), 900, np.uint16)
