@@ -1,7 +1,7 @@
 """tcube: learned compression of Sentinel-2 datacubes.
 
 >>> import numpy as np, tcube
->>> blob = tcube.encode(np.full((12, 32, 32), 1500, dtype=np.uint16), model="tec-hp", quality=8)
+>>> blob = tcube.encode(np.full((12, 32, 32), 1500, dtype=np.uint16), model="tec-hp", quality=4)
 >>> tcube.decode(blob).shape
 (12, 32, 32)
 """

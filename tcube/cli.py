@@ -24,6 +24,11 @@ from tcube.errors import (
 if TYPE_CHECKING:
     import xarray
 
+    from tcube.settings import Settings
+
+#: Rules of a job that stores every variable as it is (decompressing to plain zarr).
+LOSSLESS = {"*": {"lossless": True}}
+
 #: Exit codes: 0 success, 2 bad usage (argparse), 3 bad input, 4 damaged or unfinished data, 1 any other tcube
 #: error, 130 interrupted (Ctrl-C), 141 the reader of the output went away (a closed pipe, as SIGPIPE reports it).
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT, EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 4, 130, 141
@@ -114,9 +119,12 @@ def _gpu_ids(text: str) -> list[str]:
     return ids
 
 
-def _run_parallel(func, args: argparse.Namespace, *params, **options) -> int:
-    """Run a :mod:`tcube.parallel` job with the command's flags; print its report."""
+def _run_parallel(args: argparse.Namespace, ds: xarray.Dataset, source: tuple[str, str], rules: dict,
+                  settings: Settings) -> int:
+    """Run a job on a dask cluster (:func:`tcube.parallel.convert`) with the command's flags; print its report."""
     import contextlib
+
+    from tcube import parallel
 
     with contextlib.ExitStack() as stack:
         client = None
@@ -124,28 +132,36 @@ def _run_parallel(func, args: argparse.Namespace, *params, **options) -> int:
             from distributed import Client
 
             client = stack.enter_context(Client(args.scheduler))
-        report = func(args.input, args.output, *params, client=client, workers=args.workers,
-                      gpus=_gpu_ids(args.gpus) if args.gpus else None, batch=args.batch, overwrite=args.overwrite,
-                      progress=Progress(func.__name__, not (args.json or args.quiet)), **options)
+        report = parallel.convert(ds, source, args.output, rules, settings, client=client, workers=args.workers,
+                                  gpus=_gpu_ids(args.gpus) if args.gpus else None, overwrite=args.overwrite,
+                                  progress=Progress(args.command, not (args.json or args.quiet)))
     _emit(report.to_dict(), args.json, str(report))
     return EXIT_OK
 
 
 def _cmd_recompress(args: argparse.Namespace) -> int:
-    from tcube import parallel
+    from tcube import jobs
 
-    return _run_parallel(parallel.recompress, args, args.model, args.quality, _rules(args))
+    source = ("store", args.input)
+    return _run_parallel(args, jobs.open_source(*source), source, _rules(args), _settings(args))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The coding settings of a command's flags (decompress: the defaults and its batch)."""
+    from tcube.settings import Settings
+
+    coding = [getattr(args, k, None) for k in ("model", "quality", "max_error", "psnr")]
+    bound = 0 if getattr(args, "lossless", False) else coding[2]
+    return Settings.make(*coding[:2], bound, coding[3], getattr(args, "metric", "10k"), args.batch)
 
 
 def _rules(args: argparse.Namespace) -> dict:
-    from tcube.stacks import with_modes
-
     rules = _load_rules(args.rules)
     if args.chunks:
         rules.setdefault("*", {})["chunks"] = args.chunks
     if args.scale is not None:
         rules.setdefault("*", {})["scale"] = args.scale
-    return with_modes(rules, 0 if args.lossless else args.max_error, args.psnr, args.metric)
+    return rules
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
@@ -155,14 +171,12 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     if args.append is not None:
         return _cmd_append(args)
     if _parallel_requested(args):
-        from tcube import parallel
-
         if args.stats:
             raise InputError("--stats decodes the whole store in this process: not with --workers, --gpus or "
                              "--scheduler (run tcube compress --stats on a sample instead)")
-        return _run_parallel(parallel.compress, args, args.model, args.quality, _rules(args))
+        return _run_parallel(args, open_dataset(args.input), ("dataset", args.input), _rules(args), _settings(args))
     ds = open_dataset(args.input)
-    summary, text = _run_serial(ds, ("dataset", args.input), args, _rules(args), args.model, args.quality)
+    summary, text = _run_serial(ds, ("dataset", args.input), args, _rules(args), _settings(args))
     if args.stats:
         summary["variables"] = store_stats(ds, args.output)
         text += "\n" + format_stats(summary["variables"])
@@ -202,14 +216,14 @@ def _cmd_append(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_serial(ds: xarray.Dataset, source: tuple[str, str], args: argparse.Namespace, rules: dict, model: str,
-                quality: int) -> tuple[dict, str]:
+def _run_serial(ds: xarray.Dataset, source: tuple[str, str], args: argparse.Namespace, rules: dict,
+                settings: Settings) -> tuple[dict, str]:
     """Run a job in this process with the command's flags; its summary (dict and text)."""
     from tcube import jobs
     from tcube.datasets import describe_store
 
     start = time.perf_counter()
-    job = jobs.prepare(ds, source, args.output, rules, model, quality, batch=args.batch, overwrite=args.overwrite)
+    job = jobs.prepare(ds, source, args.output, rules, settings, overwrite=args.overwrite)
     report = jobs.run(job, ds, Progress(args.command, not (args.json or args.quiet)))
     summary = {"input": args.input, "output": args.output, "seconds": time.perf_counter() - start,
                "chunks": report.chunks, "written": report.written, **describe_store(args.output)}
@@ -241,15 +255,12 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     if _parallel_requested(args):
         if out.suffix.lower() != ".zarr":
             raise InputError(f"{out}: --workers, --gpus and --scheduler write plain zarr (.zarr) only")
-        from tcube import parallel
-
-        return _run_parallel(parallel.decompress, args)
+        return _run_parallel(args, open_store(args.input), ("store", args.input), LOSSLESS, _settings(args))
     ds = open_store(args.input)
     if geotiff:
         return _decompress_geotiff(ds, args, out)
     if out.suffix.lower() == ".zarr":
-        summary, text = _run_serial(ds, ("store", args.input), args, {"*": {"lossless": True}}, DEFAULT_MODEL,
-                                     DEFAULT_QUALITY)
+        summary, text = _run_serial(ds, ("store", args.input), args, LOSSLESS, _settings(args))
         _emit(summary, args.json, text)
         return EXIT_OK
     path = check_file_output(out, NETCDF, [args.input], overwrite=args.overwrite)

@@ -36,67 +36,24 @@ from zarr.core.common import concurrent_map, parse_named_configuration
 from zarr.core.config import config as zarr_config
 from zarr.core.sync import sync
 
-from tcube.api import check_blob, decode_batch, encode_batch
+from tcube.api import Units, check_blob, modes
+from tcube.api.core import decode_blobs
 from tcube.bitstream import with_position
-from tcube.defaults import BOUNDED_MODEL, DEFAULT_QUALITY
 from tcube.errors import InputError, TcubeError
-from tcube.models import DEFAULT_MODEL, exact_models, load_model
+from tcube.models import load_model
 from tcube.outputs import is_unfinished
-from tcube.validate import DTYPES, check_count, check_max_error, check_nodata, check_psnr, check_units
+from tcube.settings import CODING_KEYS, Settings
+from tcube.validate import DTYPES, check_nodata, check_units
 
 CODEC_ID = "tcube"
 #: One model call at a time per process: bounded memory, no oversubscribed cores or GPU.
 _MODEL_LOCK = threading.Lock()
 
 
-def resolve_model(model: str | None, max_error: int | None = None, psnr: float | None = None) -> str:
-    """The model a configuration means: the one it names, else the default of its mode.
-
-    Examples
-    --------
-    >>> resolve_model(None), resolve_model(None, max_error=4), resolve_model("tec-fp")
-    ('tec-hx', 'tec-hx', 'tec-fp')
-    """
-    if model is not None:
-        return model
-    return BOUNDED_MODEL if max_error is not None or psnr is not None else DEFAULT_MODEL
-
-
-def check_settings(model: str, quality: int | None, nodata: float | None, scale: float | None = None,
-                   offset: float | None = None, batch: int = 16, max_error: int | None = None,
-                   psnr: float | None = None, metric: str = "10k") -> None:
-    """Fail early on a configuration no chunk could be coded with.
-
-    Examples
-    --------
-    >>> check_settings("tec-hp", 17, None)
-    Traceback (most recent call last):
-    ...
-    tcube.errors.InputError: quality must be an integer from 1 to 16, got 17
-    >>> check_settings("tec-hp", None, None, max_error=4)
-    Traceback (most recent call last):
-    ...
-    tcube.errors.InputError: max_error needs a model that decodes exactly (tec-hx, tec-pc); tec-hp does not
-    """
-    codec = load_model(model, "cpu")
-    if quality is not None:
-        if isinstance(quality, bool) or not isinstance(quality, int | np.integer):
-            raise InputError(f"quality must be an integer from 1 to 16, got {quality!r}")
-        if not (quality == 0 and max_error is not None):  # 0: an error bound without a learned base
-            codec.quality_index(int(quality), 1)
-    if psnr is not None:
-        if quality is not None or max_error is not None:
-            raise InputError("psnr chooses the quality and the error bound itself: give psnr, or quality and "
-                             "max_error, not both")
-        check_psnr(psnr, metric)
-    if max_error is not None or psnr is not None:
-        check_max_error(max_error)
-        if not codec.exact:
-            raise InputError(f"{'max_error' if psnr is None else 'psnr'} needs a model that decodes exactly "
-                             f"({', '.join(exact_models())}); {model} does not")
+def check_units_of(nodata: float | None, scale: float | None, offset: float | None) -> None:
+    """Fail early on units no chunk could be coded with (each chunk's dtype is checked when coded)."""
     check_nodata(nodata, np.float64)
     check_units(scale, offset)
-    check_count(batch, "batch")
 
 
 def check_layout(model: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
@@ -123,18 +80,15 @@ def check_layout(model: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tu
                          f"in every chunk (chunk size {bands} on axis {len(shape) - 3})")
 
 
-def _code(chunks: list[np.ndarray], codec: TecCodec | TecZarrCodec, nodata: float | None, device: str | None,
-          batch: int) -> list[bytes]:
+def _code(chunks: list[np.ndarray], settings: Settings, units: Units) -> list[bytes]:
     with _MODEL_LOCK:
-        return encode_batch(chunks, codec.model, codec.quality, max_error=codec.max_error, psnr=codec.psnr,
-                            metric=codec.metric, nodata=nodata, scale=codec.scale, offset=codec.offset,
-                            device=device, batch=batch)
+        return modes.encode(chunks, settings, units)
 
 
-def _uncode(blobs: list[bytes], names: list[str], device: str | None, batch: int,
+def _uncode(blobs: list[bytes], names: list[str], settings: Settings,
             positions: list | None = None) -> list[np.ndarray]:
     with _MODEL_LOCK:
-        return decode_batch(blobs, device=device, batch=batch, names=names, positions=positions)
+        return decode_blobs(blobs, settings, names, positions)
 
 
 def chunk_position(key: str, ndim: int) -> tuple[int, ...] | None:
@@ -163,12 +117,12 @@ def _units(scale: float | None, offset: float | None) -> dict:
     return {k: v for k, v in (("scale", scale), ("offset", offset)) if v is not None}
 
 
-def _modes(codec: TecCodec | TecZarrCodec) -> dict:
-    """The quality settings of a codec's config that are set (``metric`` with ``psnr`` only)."""
-    out = {k: getattr(codec, k) for k in ("quality", "max_error", "psnr") if getattr(codec, k) is not None}
-    if codec.psnr is not None:
-        out["metric"] = codec.metric
-    return out
+def _config(settings: Settings, nodata: dict, scale: float | None, offset: float | None) -> dict:
+    """A codec's configuration: the model, its first mode setting, ``nodata`` (a dict: empty when
+    not recorded), the units, then the other mode settings (the order stores were written in)."""
+    recorded = settings.recorded()
+    first = dict(list(recorded.items())[:2])
+    return {**first, **nodata, **_units(scale, offset), **{k: v for k, v in recorded.items() if k not in first}}
 
 
 class TecCodec(Codec):
@@ -209,24 +163,23 @@ class TecCodec(Codec):
                  scale: float | None = None, offset: float | None = None, max_error: int | None = None,
                  psnr: float | None = None, metric: str = "10k", *, device: str | None = None,
                  batch: int = 16) -> None:
-        model = resolve_model(model, max_error, psnr)
-        if quality is None and max_error is None and psnr is None:
-            quality = DEFAULT_QUALITY
-        check_settings(model, quality, nodata, scale, offset, batch, max_error, psnr, metric)
-        self.model, self.nodata, self.scale, self.offset = model, nodata, scale, offset
-        self.quality = None if quality is None else int(quality)
-        self.max_error = None if max_error is None else int(max_error)
-        self.psnr, self.metric = (None if psnr is None else float(psnr)), metric
-        self._device, self._batch = device, batch
+        self.settings = Settings.make(model, quality, max_error, psnr, metric, batch, device)
+        check_units_of(nodata, scale, offset)
+        self.nodata, self.scale, self.offset = nodata, scale, offset
         self._order = "C"  # the memory order of the zarr format 2 array it codes (set when zarr opens it)
+
+    def __getattr__(self, name: str) -> Any:
+        settings = self.__dict__.get("settings")
+        if name in CODING_KEYS and settings is not None:  # model, quality, max_error, psnr, metric
+            return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def encode(self, buf: Any) -> bytes:
         chunk = _check_chunk(ensure_ndarray_like(buf))
-        return _code([np.ascontiguousarray(chunk)], self, self.nodata, self._device, self._batch)[0]
+        return _code([np.ascontiguousarray(chunk)], self.settings, Units(self.nodata, self.scale, self.offset))[0]
 
     def decode(self, buf: Any, out: Any = None) -> np.ndarray:
-        chunk = _uncode([bytes(ensure_contiguous_ndarray(buf))], ["zarr format 2 chunk"], self._device,
-                        self._batch)[0]
+        chunk = _uncode([bytes(ensure_contiguous_ndarray(buf))], ["zarr format 2 chunk"], self.settings)[0]
         if self._order == "F":  # zarr reads the chunk's memory in the array's order
             chunk = np.asfortranarray(chunk)
         return ndarray_copy(chunk, out) if out is not None else chunk
@@ -236,12 +189,12 @@ class TecCodec(Codec):
         check_layout(self.model, shape, np.dtype(dtype), chunks, bool(_units(self.scale, self.offset)))
 
     def get_config(self) -> dict:
-        modes = _modes(self)
-        return {"id": self.codec_id, "model": self.model, **{k: modes.pop(k) for k in list(modes)[:1]},
-                "nodata": self.nodata, **_units(self.scale, self.offset), **modes}
+        return {"id": self.codec_id, **_config(self.settings, {"nodata": self.nodata}, self.scale, self.offset)}
 
     def __repr__(self) -> str:
-        settings = "".join(f", {k}={v!r}" for k, v in {**_modes(self), **_units(self.scale, self.offset)}.items())
+        recorded = self.settings.recorded()
+        settings = "".join(f", {k}={v!r}" for k, v in {**recorded, **_units(self.scale, self.offset)}.items()
+                           if k != "model")
         return f"TecCodec(model={self.model!r}{settings}, nodata={self.nodata!r})"
 
 
@@ -331,28 +284,33 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodecPartialEnco
     metric: str = "10k"
     device: str | None = field(default=None, compare=False)
     batch: int = field(default=16, compare=False)
+    settings: Settings = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "model", resolve_model(self.model, self.max_error, self.psnr))
-        if self.quality is None and self.max_error is None and self.psnr is None:
-            object.__setattr__(self, "quality", DEFAULT_QUALITY)
-        check_settings(self.model, self.quality, self.nodata, self.scale, self.offset, self.batch,
-                       self.max_error, self.psnr, self.metric)
+        settings = Settings.make(self.model, self.quality, self.max_error, self.psnr, self.metric, self.batch,
+                                 self.device)
+        check_units_of(self.nodata, self.scale, self.offset)
+        for name in CODING_KEYS:
+            object.__setattr__(self, name, getattr(settings, name))
+        object.__setattr__(self, "settings", settings)
+
+    @classmethod
+    def of(cls, settings: Settings, **units: float | None) -> TecZarrCodec:
+        """The codec of ``settings`` (and ``nodata``, ``scale``, ``offset`` as keywords)."""
+        return cls(**{k: getattr(settings, k) for k in CODING_KEYS}, **units, device=settings.device,
+                   batch=settings.batch)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TecZarrCodec:
         _, config = parse_named_configuration(data, CODEC_ID)
-        unknown = set(config) - {"model", "quality", "nodata", "scale", "offset", "max_error", "psnr", "metric"}
+        unknown = set(config) - {*CODING_KEYS, "nodata", "scale", "offset"}
         if unknown:
             raise InputError(f"unknown tcube codec settings {sorted(unknown)} (a newer tcube wrote them?)")
         return cls(**config)
 
     def to_dict(self) -> dict[str, Any]:
-        modes = _modes(self)
-        config: dict[str, Any] = {"model": self.model, **{k: modes.pop(k) for k in list(modes)[:1]}}
-        if self.nodata is not None:
-            config["nodata"] = self.nodata
-        return {"name": CODEC_ID, "configuration": {**config, **_units(self.scale, self.offset), **modes}}
+        nodata = {} if self.nodata is None else {"nodata": self.nodata}
+        return {"name": CODEC_ID, "configuration": _config(self.settings, nodata, self.scale, self.offset)}
 
     def validate(self, *, shape: tuple[int, ...], dtype: Any, chunk_grid: Any) -> None:
         check_layout(self.model, shape, dtype.to_native_dtype(), getattr(chunk_grid, "chunk_shape", None),
@@ -386,7 +344,8 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodecPartialEnco
         for i, fill in enumerate(fill_values):
             by_nodata.setdefault(self.nodata_for(fill), []).append(i)
         for nodata, members in by_nodata.items():
-            blobs = _code([_check_chunk(chunks[i]) for i in members], self, nodata, self.device, self.batch)
+            blobs = _code([_check_chunk(chunks[i]) for i in members], self.settings,
+                          Units(nodata, self.scale, self.offset))
             for i, blob in zip(members, blobs):
                 position = positions[i] if positions is not None else None
                 out[i] = blob if position is None else with_position(blob, position)
@@ -394,7 +353,7 @@ class TecZarrCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodecPartialEnco
 
     def _decode_arrays(self, blobs: list[bytes], names: list[str], specs: list[Any],
                        positions: list | None = None) -> list[np.ndarray]:
-        arrays = _uncode(blobs, names, self.device, self.batch, positions)
+        arrays = _uncode(blobs, names, self.settings, positions)
         for name, array, spec in zip(names, arrays, specs):
             native = spec.dtype.to_native_dtype()
             if array.shape != tuple(spec.shape) or array.dtype != native:
@@ -588,7 +547,7 @@ def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, st
             continue
         name = f"zarr format {array.metadata.zarr_format} chunk {key}"
         try:
-            chunk = _uncode([blob], [name], device or getattr(codec, "device", None), 1, [coords])[0]
+            chunk = _uncode([blob], [name], codec.settings.run_time(batch=1, device=device), [coords])[0]
             if (chunk.shape, chunk.dtype) != expected:
                 raise TcubeError(f"{name}: holds {chunk.dtype} {chunk.shape}, the array has {expected[1]} chunks "
                                  f"{expected[0]}")

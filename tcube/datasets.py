@@ -19,6 +19,7 @@ from tcube.codecs import TecCodec, TecZarrCodec
 from tcube.errors import InputError
 from tcube.metrics import psnr_10k, psnr_full, ssim
 from tcube.outputs import check_finished
+from tcube.settings import Settings
 from tcube.stacks import (
     band_dim,
     candidates,
@@ -26,7 +27,6 @@ from tcube.stacks import (
     stacks_in,
     stand_in,
     to_dn_params,
-    with_modes,
 )
 
 __all__ = ["band_planes", "describe_store", "format_stats", "repair_store", "stand_in", "store_stats", "tec2xarray",
@@ -102,8 +102,8 @@ def xarray2tec(ds: xr.Dataset | xr.DataArray, store: Any, rules: Mapping[str, Ma
             raise InputError(f"append_dim codes new dates with the store's own settings: give no {', '.join(given)}")
         job = jobs.prepare_append(ds, (None, None), store, append_dim, batch=batch)
     else:
-        rules = with_modes(rules, max_error, psnr, metric)
-        job = jobs.prepare(ds, (None, None), store, rules, model, quality, batch=batch, overwrite=overwrite)
+        settings = Settings.make(model, quality, max_error, psnr, metric, batch)
+        job = jobs.prepare(ds, (None, None), store, rules, settings, overwrite=overwrite)
     jobs.run(job, ds, progress)
     if not compute_stats:
         return None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tcube.defaults import DEFAULT_QUALITY
 from tcube.errors import InputError
 from tcube.masks import fill_invalid
 from tcube.models import load_model
@@ -86,8 +87,8 @@ def interpolate_time(cube: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def inpaint(cube: np.ndarray, mask: np.ndarray, *, model: str = "tec-tt", quality: int = 8, steps: int = 60,
-            device: str | None = None) -> np.ndarray:
+def inpaint(cube: np.ndarray, mask: np.ndarray, *, model: str = "tec-tt", quality: int = DEFAULT_QUALITY,
+            steps: int = 60, device: str | None = None) -> np.ndarray:
     """Fill the ``mask`` pixels of a (T, 12, H, W) cube from its other dates with the temporal prior.
 
     Parameters

@@ -37,7 +37,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from tcube.codecs import TecZarrCodec, check_settings, read_stored_chunk, stored_chunk_problem, write_stored_chunk
+from tcube.codecs import TecZarrCodec, read_stored_chunk, stored_chunk_problem, write_stored_chunk
 from tcube.errors import InputError
 from tcube.models.registry import default_device
 from tcube.outputs import (
@@ -54,6 +54,7 @@ from tcube.outputs import (
     write_hidden,
 )
 from tcube.readers import open_dataset
+from tcube.settings import Settings
 from tcube.stacks import (
     STACK_PREFIX,
     Member,
@@ -324,8 +325,16 @@ def _file_signature(path: str | None) -> list | None:
 
 def _codec_id(stack: Stack) -> list:
     """A stack's codec in a job's fingerprint ([model, quality] without a mode, as earlier releases wrote it)."""
-    modes = [stack.max_error, stack.psnr, stack.metric] if stack.max_error is not None or stack.psnr is not None else []
-    return [stack.model, stack.quality, *modes]
+    s = stack.settings
+    return [s.model, s.quality, *([s.max_error, s.psnr, s.metric] if s.mode != "quality" else [])]
+
+
+def _recorded_rules(rules: Mapping, settings: Settings) -> dict:
+    """``rules`` as a job's fingerprint records them: with the error bound or PSNR target of the
+    settings as the default of every variable (as releases before :class:`Settings` wrote them, so
+    their unfinished jobs resume)."""
+    modes = {k: v for k, v in settings.recorded().items() if k in ("max_error", "psnr", "metric")}
+    return {**rules, "*": {**modes, **rules.get("*", {})}} if modes else dict(rules)
 
 
 def _fingerprint(ds: xr.Dataset, source: tuple[str | None, str | None], rules: Mapping,
@@ -437,7 +446,7 @@ def _lock_id(job: Job) -> tuple:
 
 
 def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rules: Mapping | None,
-            model: str | None, quality: int | None, *, batch: int = 8, overwrite: bool = False) -> Job:
+            settings: Settings, *, overwrite: bool = False) -> Job:
     """Plan a job, lock and check its target and write the skeleton of its store (or find the same job there).
 
     The job holds the store's :class:`~tcube.outputs.OutputLock` until :func:`finish` or
@@ -451,25 +460,23 @@ def prepare(ds: xr.Dataset, source: tuple[str | None, str | None], dst: Any, rul
         How tasks open ``ds`` again (``"dataset"`` or ``"store"`` and its path), or ``(None, None)``:
         tasks are given ``ds`` (in this process, or scattered to dask workers).
     dst : path, URL, fsspec mapper or zarr store
-    rules, model, quality
+    rules : dict
         As in :func:`tcube.xarray2tec`.
-    batch : int
-        Chunks per task.
+    settings : Settings
+        How variables are coded unless their rules say otherwise; its ``batch``: chunks per task.
     overwrite : bool
         Replace a zarr store that holds another job.
     """
-    batch = check_count(batch, "batch")
+    batch = settings.batch
     rules = dict(rules or {})
     check_rules(ds, rules)
-    stacks, skipped = plan(ds, rules, model, quality)
-    for s in stacks:  # unknown model, quality or mode: fail before any work
-        check_settings(s.model, s.quality, None, max_error=s.max_error, psnr=s.psnr, metric=s.metric)
+    stacks, skipped = plan(ds, rules, settings)  # each stack's settings are checked as they are made
     sources = sources_of(ds, source[1])
     check_not_source(dst, sources)
     rest = rest_of(ds, stacks, skipped, rules)
     metas = {s.name: variable_meta(ds, s, rules) for s in stacks}
     targets = _targets(ds, stacks, metas, rest, rules, batch)
-    fingerprint = _fingerprint(ds, source, rules, targets)
+    fingerprint = _fingerprint(ds, source, _recorded_rules(rules, settings), targets)
     _preflight(ds, targets)
     check_store_output(dst, sources, fingerprint=fingerprint, overwrite=overwrite)  # before a lock file is made
     job = Job(store_target(dst), tuple(targets), fingerprint, *source)
@@ -579,8 +586,7 @@ def _store_stack(arr: zarr.Array, name: str) -> tuple[Stack, dict]:
     names = {index: var for var, v in info["variables"].items() for index in v["bands"].values()}
     tdim, _, ydim, xdim = arr.metadata.dimension_names
     codec = arr.serializer
-    stack = Stack(name, info["time_dim"], ydim, xdim, codec.model, codec.quality, codec.max_error, codec.psnr,
-                  codec.metric, (arr.chunks[0], *arr.chunks[2:]),
+    stack = Stack(name, info["time_dim"], ydim, xdim, codec.settings, (arr.chunks[0], *arr.chunks[2:]),
                   [Member(names.get(i, ""), band) for i, band in enumerate(info["bands"])])
     if not stack.native:  # a stack of the 12 L2A bands lists only the members it holds
         stack.members = [m for m in stack.members if m.name]

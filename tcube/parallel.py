@@ -34,7 +34,7 @@ from tcube.errors import InputError
 from tcube.jobs import Report
 from tcube.models import load_model
 from tcube.readers import open_dataset
-from tcube.stacks import with_modes
+from tcube.settings import Settings
 
 #: Tasks in flight per worker: one running, one queued.
 TASKS_PER_WORKER = 2
@@ -168,17 +168,20 @@ def _run(client: Any, job: jobs.Job, dataset: xr.Dataset | None, progress: Calla
     return rows
 
 
-def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | os.PathLike, rules: Mapping | None,
-             model: str | None, quality: int | None, *, client: Any = None, workers: int | None = None,
-             gpus: Sequence | None = None, batch: int = 8, overwrite: bool = False,
-             progress: Callable | None = None) -> Report:
+def convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | os.PathLike, rules: Mapping | None,
+             settings: Settings, *, client: Any = None, workers: int | None = None, gpus: Sequence | None = None,
+             overwrite: bool = False, progress: Callable | None = None) -> Report:
+    """Write ``ds`` (opened again by tasks from ``source``, or sent to workers when it is ``(None,
+    None)``) to the tcube store ``dst``, coded with ``settings`` under ``rules``: the job behind
+    :func:`compress`, :func:`recompress`, :func:`decompress` and the command line's dask runs.
+    Other arguments as in :func:`compress`."""
     start = time.perf_counter()
     if client is not None and (workers is not None or gpus):
         raise InputError("workers and gpus start a local cluster: give them or a client, not both")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InputError(f"workers must be a whole number, at least 1; got {workers!r}")
-    job = jobs.prepare(ds, source, str(dst), rules, model, quality, batch=batch, overwrite=overwrite)
-    models = sorted({t.stack.model for t in job.targets if t.stack} |
+    job = jobs.prepare(ds, source, str(dst), rules, settings, overwrite=overwrite)
+    models = sorted({t.stack.settings.model for t in job.targets if t.stack} |
                     set(jobs.source_models(source[1] if source[0] == "store" else None)))
     try:
         with _client(client, workers, gpus, models) as c:
@@ -191,8 +194,8 @@ def _convert(ds: xr.Dataset, source: tuple[str | None, str | None], dst: str | o
     return jobs.report(job.dst, rows, time.perf_counter() - start - setup, setup)
 
 
-def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model: str | None = None,
-             quality: int | None = None, rules: Mapping[str, Mapping] | None = None, *, max_error: int | None = None,
+def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, rules: Mapping[str, Mapping] | None = None,
+             *, model: str | None = None, quality: int | None = None, max_error: int | None = None,
              psnr: float | None = None, metric: str = "10k", client: Any = None, workers: int | None = None,
              gpus: Sequence[int | str] | None = None, batch: int = 8, overwrite: bool = False,
              progress: Callable[[int, int], None] | None = None) -> Report:
@@ -209,7 +212,7 @@ def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model:
         never a source, and its folder must exist. Rerunning the same job resumes it; a zarr store
         holding anything else is replaced only with ``overwrite``, and nothing that is not a zarr
         store ever.
-    model, quality, rules, max_error, psnr, metric
+    rules, model, quality, max_error, psnr, metric
         As in :func:`tcube.xarray2tec`.
     client : distributed.Client, optional
         Run on this cluster; by default a :func:`local_cluster` of ``workers`` or ``gpus``.
@@ -235,14 +238,14 @@ def compress(src: str | os.PathLike | xr.Dataset, dst: str | os.PathLike, model:
     """
     ds = src if isinstance(src, xr.Dataset) else open_dataset(src)
     source = (None, None) if isinstance(src, xr.Dataset) else ("dataset", str(src))
-    rules = with_modes(rules, max_error, psnr, metric)
-    return _convert(ds, source, dst, rules, model, quality, client=client, workers=workers, gpus=gpus, batch=batch,
-                    overwrite=overwrite, progress=progress)
+    settings = Settings.make(model, quality, max_error, psnr, metric, batch)
+    return convert(ds, source, dst, rules, settings, client=client, workers=workers, gpus=gpus, overwrite=overwrite,
+                    progress=progress)
 
 
-def recompress(src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None, quality: int | None = None,
-               rules: Mapping[str, Mapping] | None = None, *, max_error: int | None = None, psnr: float | None = None,
-               metric: str = "10k", **kwargs: Any) -> Report:
+def recompress(src: str | os.PathLike, dst: str | os.PathLike, rules: Mapping[str, Mapping] | None = None, *,
+               model: str | None = None, quality: int | None = None, max_error: int | None = None,
+               psnr: float | None = None, metric: str = "10k", batch: int = 8, **kwargs: Any) -> Report:
     """Re-code a zarr store (Zstd or any codec, or tcube at other settings) into a tcube store.
 
     Keyword arguments as in :func:`compress`. A tcube source is decoded first (read through
@@ -253,8 +256,8 @@ def recompress(src: str | os.PathLike, dst: str | os.PathLike, model: str | None
     >>> recompress("archive.zstd.zarr", "archive.tcube.zarr", quality=6, workers=2)  # doctest: +SKIP
     """
     options = _run_options(kwargs)
-    rules = with_modes(rules, max_error, psnr, metric)
-    return _convert(jobs.open_source("store", str(src)), ("store", str(src)), dst, rules, model, quality, **options)
+    settings = Settings.make(model, quality, max_error, psnr, metric, batch)
+    return convert(jobs.open_source("store", str(src)), ("store", str(src)), dst, rules, settings, **options)
 
 
 def decompress(src: str | os.PathLike, dst: str | os.PathLike, **kwargs: Any) -> Report:
@@ -269,8 +272,8 @@ def decompress(src: str | os.PathLike, dst: str | os.PathLike, **kwargs: Any) ->
     from tcube.stacks import open_store
 
     options = _run_options(kwargs)
-    lossless = {"*": {"lossless": True}}
-    return _convert(open_store(str(src)), ("store", str(src)), dst, lossless, None, None, **options)
+    settings = Settings.make(batch=options.pop("batch", 8))
+    return convert(open_store(str(src)), ("store", str(src)), dst, {"*": {"lossless": True}}, settings, **options)
 
 
 def _run_options(kwargs: dict) -> dict:

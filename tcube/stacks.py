@@ -39,13 +39,13 @@ import xarray as xr
 import zarr
 
 from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN, band_dim, band_name
-from tcube.codecs import TecZarrCodec, resolve_model
-from tcube.defaults import DEFAULT_QUALITY
+from tcube.codecs import TecZarrCodec
 from tcube.errors import InputError
 from tcube.masks import CODED_RANGE
 from tcube.models.registry import codes_any_bands
 from tcube.outputs import JOB_ATTR, check_finished, local_path
 from tcube.readers import existing
+from tcube.settings import Settings
 
 STACK_PREFIX = "tcube_"
 ORDER_ATTR = "tcube:variables"
@@ -78,65 +78,19 @@ class Stack:
     tdim: str | None
     ydim: str
     xdim: str
-    model: str
-    quality: int | None
-    max_error: int | None
-    psnr: float | None
-    metric: str
+    settings: Settings
     chunks: tuple[int, int, int]
     members: list[Member] = field(default_factory=list)
 
     @property
-    def settings(self) -> dict:
-        """The codec settings of the stack (as :class:`~tcube.codecs.TecZarrCodec` takes them)."""
-        return {"model": self.model, "quality": self.quality, "max_error": self.max_error, "psnr": self.psnr,
-                "metric": self.metric}
-
-    @property
     def native(self) -> bool:
         """Whether the stack holds exactly its members' bands (a model of any band set)."""
-        return codes_any_bands(self.model)
+        return codes_any_bands(self.settings.model)
 
     @property
     def band_names(self) -> tuple[str, ...]:
         """The bands along the stack's band axis."""
         return tuple(m.band for m in self.members) if self.native else L2A_BANDS
-
-
-def coding(rule: Mapping, model: str | None, quality: int | None) -> tuple:
-    """(model, quality, max_error, psnr, metric) of a variable's rule over the defaults: a rule with an
-    error bound or a PSNR target takes the default quality only if it names one, and the default
-    model of its mode unless a model is named.
-
-    Examples
-    --------
-    >>> coding({}, None, None), coding({"max_error": 4}, None, 8)
-    (('tec-hx', 8, None, None, '10k'), ('tec-hx', None, 4, None, '10k'))
-    """
-    bound, target = rule.get("max_error"), rule.get("psnr")
-    moded = bound is not None or target is not None
-    q = rule.get("quality", None if moded else (DEFAULT_QUALITY if quality is None else quality))
-    return (resolve_model(rule.get("model", model), bound, target), None if q is None else int(q), bound, target,
-            rule.get("metric", "10k"))
-
-
-def with_modes(rules: Mapping[str, Mapping] | None, max_error: int | None = None, psnr: float | None = None,
-               metric: str = "10k") -> dict:
-    """``rules`` with an error bound or a PSNR target as the default of every variable (a variable's
-    own rule, or the ``"*"`` rule, still wins).
-
-    Examples
-    --------
-    >>> with_modes({"B01": {"quality": 4}}, max_error=8)
-    {'B01': {'quality': 4}, '*': {'max_error': 8}}
-    """
-    rules = {k: dict(v) for k, v in (rules or {}).items()}
-    modes = {"max_error": max_error} if max_error is not None else {}
-    if psnr is not None:
-        modes.update(psnr=psnr, metric=metric)
-    if modes:
-        rules["*"] = {**modes, **rules.get("*", {})}
-    return rules
 
 
 def vocabulary(model: str) -> tuple[str, ...]:
@@ -268,19 +222,21 @@ def _nesting(ds: xr.Dataset, grids: set[tuple]) -> dict[tuple, tuple[tuple, int]
     return out
 
 
-def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str | None = None,
+def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping], settings: Settings | None = None,
                report: bool = False) -> tuple[list[tuple], list[str]]:
-    """(name, members, (time, y, x) layout) of every variable to learn-code (by ``model`` unless its
-    rule names another), and the skipped names. With ``report``, image stacks whose band labels no
-    model knows are said: an :class:`InputError` when a model was asked for and nothing else can be
+    """(name, members, (time, y, x) layout) of every variable to learn-code (with ``settings``
+    under its rule), and the skipped names. With ``report``, image stacks whose band labels no
+    model knows are said: an :class:`InputError` when a model was named and nothing else can be
     coded with it, else a warning that they are stored losslessly."""
+    settings = settings or Settings.make()
     found, skipped, unknown = [], [], []
     for name, da in ds.data_vars.items():
         rule = rules_for(rules, name)
         if rule.get("skip"):
             skipped.append(name)
             continue
-        known = vocabulary(coding(rule, model, None)[0])
+        own = settings.under({k: v for k, v in rule.items() if k == "model"})
+        known = vocabulary(own.model)
         bdim = band_dim(da, known)
         layout = _layout(da, bdim)
         if rule.get("lossless") or da.dtype.kind not in "fiu":
@@ -291,7 +247,7 @@ def candidates(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str | None =
             band = rule.get("band") or band_name(str(name))
             if band not in known or layout is None:
                 what = _unknown_labels(da, str(name), known) if report else None
-                unknown += [(what, name, rule.get("model", model))] if what else []
+                unknown += [(what, name, own.model if own.model_named else None)] if what else []
                 continue
             members = [Member(name, band)]
         found.append((name, members, layout))
@@ -319,10 +275,10 @@ def _unknown_labels(da: xr.DataArray, name: str, known: tuple[str, ...]) -> str 
             f"({', '.join(known[:3])}, ...)")
 
 
-def plan(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str | None,
-         quality: int | None) -> tuple[list[Stack], list[str]]:
-    """Which variables go to which stack (coarser grids nest into the finest), and which are skipped."""
-    found, skipped = candidates(ds, rules, model, report=True)
+def plan(ds: xr.Dataset, rules: Mapping[str, Mapping], settings: Settings) -> tuple[list[Stack], list[str]]:
+    """Which variables go to which stack (coarser grids nest into the finest), coded with ``settings``
+    under their rules, and which are skipped."""
+    found, skipped = candidates(ds, rules, settings, report=True)
     nesting = _nesting(ds, {layout for *_, layout in found})
     stacks: dict[tuple, Stack] = {}
     for name, members, layout in found:
@@ -331,7 +287,7 @@ def plan(ds: xr.Dataset, rules: Mapping[str, Mapping], model: str | None,
         for m in members:
             m.ydim, m.xdim, m.factor = layout[1], layout[2], factor
         sizes = (ds.sizes[tdim] if tdim else 1, ds.sizes[ydim], ds.sizes[xdim])
-        key = (tdim, ydim, xdim, *coding(rule, model, quality), _chunks(rule, sizes))
+        key = (tdim, ydim, xdim, settings.under(rule), _chunks(rule, sizes))
         if key not in stacks:
             suffix = "" if not any(k[1:3] == (ydim, xdim) for k in stacks) else f"_{len(stacks)}"
             stacks[key] = Stack(f"{STACK_PREFIX}{ydim}_{xdim}{suffix}", *key)
@@ -366,7 +322,7 @@ def variable_meta(ds: xr.Dataset, stack: Stack, rules: Mapping) -> dict:
         da = ds[name]
         m = next(m for m in stack.members if m.name == name)
         scale, offset, nodata = to_dn_params(da, rules_for(rules, name))
-        bdim = band_dim(da, vocabulary(stack.model))
+        bdim = band_dim(da, vocabulary(stack.settings.model))
         meta[name] = {
             "dims": [str(d) for d in da.dims], "dtype": da.dtype.str, "band_dim": bdim,
             "bands": {str(m.label if bdim else m.band): stack.band_names.index(m.band)
@@ -500,7 +456,7 @@ def create_stacks(ds: xr.Dataset, stacks: list[Stack], metas: Mapping[str, dict]
         group.create_array(
             stack.name, shape=(t, n, ds.sizes[stack.ydim], ds.sizes[stack.xdim]), dtype="float32",
             chunks=(stack.chunks[0], n, *stack.chunks[1:]), fill_value=np.nan,
-            serializer=TecZarrCodec(**stack.settings), compressors=None,
+            serializer=TecZarrCodec.of(stack.settings), compressors=None,
             dimension_names=(stack.tdim or f"{stack.name}_time", f"{stack.name}_band", stack.ydim, stack.xdim),
             attributes={"tcube": {"version": 1, "time_dim": stack.tdim, "bands": list(stack.band_names),
                                   "variables": metas[stack.name], **({"store": kept} if kept else {})}})

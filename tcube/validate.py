@@ -126,6 +126,19 @@ def check_whole_numbers(values: np.ndarray, valid: np.ndarray | None, scale: flo
                          "2**24); convert reflectance to digital numbers first")
 
 
+def check_metric(metric: object) -> str:
+    """A PSNR convention: ``"10k"`` or ``"full"`` (see :mod:`tcube.metrics`).
+
+    Examples
+    --------
+    >>> check_metric("full")
+    'full'
+    """
+    if metric not in ("10k", "full"):
+        raise InputError(f"metric must be '10k' or 'full', got {metric!r}")
+    return str(metric)
+
+
 def check_psnr(target: object, metric: object) -> float:
     """A PSNR target (dB, 10 to 150) and its convention (``"10k"`` or ``"full"``), checked.
 
@@ -138,8 +151,7 @@ def check_psnr(target: object, metric: object) -> float:
     ...
     tcube.errors.InputError: metric must be '10k' or 'full', got 'rgb'
     """
-    if metric not in ("10k", "full"):
-        raise InputError(f"metric must be '10k' or 'full', got {metric!r}")
+    check_metric(metric)
     ok = not isinstance(target, bool) and isinstance(target, int | float | np.integer | np.floating)
     if not ok or not 10.0 <= float(target) <= 150.0:
         raise InputError(f"psnr must be a number of decibels from 10 to 150, got {target!r}")

@@ -18,6 +18,7 @@ from tcube.cli import main
 from tcube.codecs import damaged_chunks
 from tcube.errors import InputError, UnfinishedStoreError
 from tcube.outputs import is_unfinished, job_record, open_array
+from tcube.settings import Settings
 
 
 def _dataset(sample: np.ndarray, shift: int = 0) -> xr.Dataset:
@@ -33,9 +34,9 @@ def _chunks(store: Path) -> dict[str, bytes]:
 def test_a_rerun_of_a_finished_job_writes_nothing_and_says_so(sample, tmp_path):
     ds = _dataset(sample)
     store = tmp_path / "s.zarr"
-    first = jobs.run(jobs.prepare(ds, (None, None), store, {"*": {"chunks": (1, 32, 32)}}, "tec-fp", 4), ds)
+    first = jobs.run(jobs.prepare(ds, (None, None), store, {"*": {"chunks": (1, 32, 32)}}, Settings("tec-fp", 4)), ds)
     assert first.written == first.chunks == 4 * 2 * 3 and not is_unfinished(store)
-    again = jobs.run(jobs.prepare(ds, (None, None), store, {"*": {"chunks": (1, 32, 32)}}, "tec-fp", 4), ds)
+    again = jobs.run(jobs.prepare(ds, (None, None), store, {"*": {"chunks": (1, 32, 32)}}, Settings("tec-fp", 4)), ds)
     assert again.written == 0 and "nothing to write" in str(again) and "nan" not in str(again)
     with pytest.raises(InputError, match="holds another job"):  # same sizes, other values: another job
         tcube.xarray2tec(_dataset(sample, shift=1), store, {"*": {"chunks": (1, 32, 32)}}, model="tec-fp", quality=4)
@@ -44,7 +45,7 @@ def test_a_rerun_of_a_finished_job_writes_nothing_and_says_so(sample, tmp_path):
 def test_an_interrupted_job_is_unfinished_everywhere_until_its_rerun(sample, tmp_path, monkeypatch):
     ds = _dataset(sample)
     store = tmp_path / "s.zarr"
-    job = jobs.prepare(ds, (None, None), store, None, "tec-fp", 4, batch=1)
+    job = jobs.prepare(ds, (None, None), store, None, Settings("tec-fp", 4, batch=1))
     calls = []
     real_fill = jobs.fill
 

@@ -109,6 +109,9 @@ class LearnedCodec(nn.Module):
     #: Whether decoding gives bit-identical values on every thread count, batch split and device
     #: (what error-bounded coding builds on).
     exact: bool = False
+    #: Whether a date's coding depends on the previous dates of its cube (then the coder hands the
+    #: model one cube's dates per call, in order); else frames of any cubes share passes.
+    temporal: bool = False
 
     def __init__(self, config: CodecConfig):
         super().__init__()

@@ -47,7 +47,7 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     if name not in MODELS:
         raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     return name
@@ -61,7 +61,7 @@ def codes_any_bands(name: str) -> bool:
     >>> codes_any_bands("tec-pc"), codes_any_bands("tec-hp")
     (True, False)
     """
-    return ARCHITECTURES[MODELS[_check_name(name)]].any_bands
+    return ARCHITECTURES[MODELS[check_name(name)]].any_bands
 
 
 def exact_models() -> list[str]:
@@ -85,13 +85,13 @@ def _weights_dir() -> Path:
 
 def weights_path(name: str) -> Path:
     """Path of the shipped (current) weights of model ``name``."""
-    return _weights_dir() / f"{_check_name(name)}.safetensors"
+    return _weights_dir() / f"{check_name(name)}.safetensors"
 
 
 def earlier_weights_path(name: str, digest: str) -> Path:
     """Where earlier weights of ``name`` whose SHA-256 starts with ``digest`` are kept (blobs of format
     version 9 record fewer digits than the file name has: the one file they start, if one does)."""
-    folder, prefix = _weights_dir() / "earlier", f"{_check_name(name)}-{digest[:EARLIER_DIGEST]}"
+    folder, prefix = _weights_dir() / "earlier", f"{check_name(name)}-{digest[:EARLIER_DIGEST]}"
     if len(digest) < EARLIER_DIGEST:
         found = sorted(folder.glob(f"{prefix}*.safetensors"))
         if len(found) == 1:
@@ -200,7 +200,7 @@ def load_model(name: str, device: str | None = None, weights: str | None = None)
     """
     device = device or default_device()
     if weights is None or model_digest(name).startswith(weights.lower()):
-        return _cached(_check_name(name), device)[0]
+        return _cached(check_name(name), device)[0]
     return _cached(name, device, weights.lower()[:EARLIER_DIGEST])[0]
 
 
@@ -233,7 +233,7 @@ def lineage(spec: str) -> list[str]:
 
 def model_digest(name: str) -> str:
     """SHA-256 (hex) of the shipped weights of ``name``: blobs record it."""
-    return _cached(_check_name(name), "cpu")[1]
+    return _cached(check_name(name), "cpu")[1]
 
 
 def model_card_summary(name: str) -> dict:
