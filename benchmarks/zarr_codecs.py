@@ -33,9 +33,9 @@ from common import write_rows
 from numcodecs import Zstd
 from zarr.storage import LocalStore
 
-from tcube.codecs import TecCodec, TecZarrCodec
 from tcube.metrics import bpppb, psnr_10k, psnr_full, rate_at_psnr
 from tcube.readers import find_cubes, read_cube
+from tcube.zarr_codecs import TecCodec, TecZarrCodec
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "s2" / "terracodec"

@@ -12,7 +12,7 @@ import xarray as xr
 import zarr
 
 import tcube
-from tcube.codecs import TecCodec, TecZarrCodec
+from tcube.zarr_codecs import TecCodec, TecZarrCodec
 
 
 def main(out: Path) -> None:

@@ -15,7 +15,6 @@ import xarray as xr
 import zarr
 
 from tcube import jobs
-from tcube.codecs import TecCodec, TecZarrCodec
 from tcube.errors import InputError
 from tcube.metrics import psnr_10k, psnr_full, ssim
 from tcube.outputs import check_finished
@@ -28,6 +27,7 @@ from tcube.stacks import (
     stand_in,
     to_dn_params,
 )
+from tcube.zarr_codecs import TecCodec, TecZarrCodec
 
 __all__ = ["band_planes", "describe_store", "format_stats", "repair_store", "stand_in", "store_stats", "tec2xarray",
            "xarray2tec"]

@@ -37,7 +37,6 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from tcube.codecs import TecZarrCodec, read_stored_chunk, stored_chunk_problem, write_stored_chunk
 from tcube.errors import InputError
 from tcube.models.registry import default_device
 from tcube.outputs import (
@@ -70,6 +69,7 @@ from tcube.stacks import (
     variable_meta,
 )
 from tcube.validate import check_coded_range, check_count, check_reflectance
+from tcube.zarr_codecs import TecZarrCodec, read_stored_chunk, stored_chunk_problem, write_stored_chunk
 
 #: Variables (not coded by a model) up to this size are written with the skeleton.
 SMALL_BYTES = 1 << 20

@@ -5,7 +5,7 @@ A store is a zarr format 3 group:
 - reflectance bands (variables named like Sentinel-2 bands, L2A or L1C spelling, or variables
   with a ``band`` dimension whose labels are band names) are stacked per grid into one array
   ``tcube_<y>_<x>`` of dims (time, band, y, x), float32 digital numbers, coded by
-  :class:`~tcube.codecs.TecZarrCodec`. Its ``tcube`` attribute records the stack's bands and every
+  :class:`~tcube.zarr_codecs.TecZarrCodec`. Its ``tcube`` attribute records the stack's bands and every
   original variable: name, band, dims, dtype, scale and offset to digital numbers, no-data,
   attributes, encoding.
 - a model that codes any band set (``tec-pc``) gets a stack of exactly the dataset's bands, in
@@ -39,13 +39,13 @@ import xarray as xr
 import zarr
 
 from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN, band_dim, band_name
-from tcube.codecs import TecZarrCodec
 from tcube.errors import InputError
 from tcube.masks import CODED_RANGE
 from tcube.models.registry import codes_any_bands
 from tcube.outputs import JOB_ATTR, check_finished, local_path
 from tcube.readers import existing
 from tcube.settings import Settings
+from tcube.zarr_codecs import TecZarrCodec
 
 STACK_PREFIX = "tcube_"
 ORDER_ATTR = "tcube:variables"

@@ -152,7 +152,7 @@ def readme_stores(sample, tmp_path_factory):
     import xarray as xr
     import zarr
 
-    from tcube.codecs import TecCodec, TecZarrCodec
+    from tcube.zarr_codecs import TecCodec, TecZarrCodec
 
     root = tmp_path_factory.mktemp("readme")
     cube = sample[:2, :, :64, :64]

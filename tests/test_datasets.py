@@ -7,7 +7,7 @@ import zarr
 from helpers import assert_same
 from zarr.storage import MemoryStore
 
-import tcube.codecs
+import tcube.zarr_codecs
 from tcube import jobs
 from tcube.datasets import tec2xarray, xarray2tec
 from tcube.errors import InputError

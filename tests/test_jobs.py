@@ -15,10 +15,10 @@ import tcube
 from tcube import jobs
 from tcube.bands import L2A_BANDS
 from tcube.cli import main
-from tcube.codecs import damaged_chunks
 from tcube.errors import InputError, UnfinishedStoreError
 from tcube.outputs import is_unfinished, job_record, open_array
 from tcube.settings import Settings
+from tcube.zarr_codecs import damaged_chunks
 
 
 def _dataset(sample: np.ndarray, shift: int = 0) -> xr.Dataset:

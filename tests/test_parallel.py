@@ -17,10 +17,10 @@ distributed = pytest.importorskip("distributed")
 
 from tcube import jobs, parallel  # noqa: E402
 from tcube.bands import L2A_BANDS  # noqa: E402
-from tcube.codecs import TecZarrCodec  # noqa: E402
 from tcube.datasets import tec2xarray, xarray2tec  # noqa: E402
 from tcube.errors import InputError, UnknownModelError  # noqa: E402
 from tcube.metrics import psnr_10k  # noqa: E402
+from tcube.zarr_codecs import TecZarrCodec  # noqa: E402
 
 RULES = {"*": {"chunks": (1, 48, 48)}}
 SETTINGS = dict(model="tec-fp", quality=6, rules=RULES)

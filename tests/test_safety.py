@@ -22,9 +22,9 @@ from helpers import legacy_header
 import tcube
 from tcube.bands import L2A_BANDS
 from tcube.cli import main
-from tcube.codecs import TecCodec, TecZarrCodec, damaged_chunks
 from tcube.errors import BitstreamError, CorruptBlobError, InputError
 from tcube.outputs import job_record, locate
+from tcube.zarr_codecs import TecCodec, TecZarrCodec, damaged_chunks
 
 
 def _tree(path: Path) -> dict[str, str]:

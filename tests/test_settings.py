@@ -11,11 +11,11 @@ import zarr
 from zarr.storage import MemoryStore
 
 import tcube
-from tcube.codecs import TecCodec, TecZarrCodec
 from tcube.defaults import BOUNDED_MODEL, BOUNDED_QUALITIES, DEFAULT_MODEL, DEFAULT_QUALITY
 from tcube.errors import InputError, UnknownModelError
 from tcube.settings import Settings
 from tcube.stacks import stacks_in
+from tcube.zarr_codecs import TecCodec, TecZarrCodec
 
 PACKAGE = Path(tcube.__file__).parent
 

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tcube
-from tcube.codecs import TecCodec, TecZarrCodec
 from tcube.errors import InputError
 from tcube.masks import CODED_RANGE
+from tcube.zarr_codecs import TecCodec, TecZarrCodec
 
 #: Largest error at a valid pixel of real Sentinel-2 content, any model and quality (the clean
 #: held-out sample crop reaches 1190 DN at quality 1; an outlier's smooth fill costs its

@@ -12,11 +12,11 @@ import pytest
 import zarr
 from zarr.storage import LocalStore, MemoryStore, ZipStore
 
-import tcube.codecs
-from tcube.codecs import TecCodec, TecZarrCodec
+import tcube.zarr_codecs
 from tcube.errors import BitstreamError, CorruptBlobError, InputError, TruncatedBlobError, UnknownModelError
 from tcube.metrics import psnr_10k
 from tcube.readers import read_cube
+from tcube.zarr_codecs import TecCodec, TecZarrCodec
 
 CHUNKS = (2, 12, 64, 64)
 
@@ -124,7 +124,7 @@ def test_configs_round_trip_and_register_in_fresh_process():
               "z = zarr.registry.get_codec_class('tcube'); "
               "print(json.dumps([type(c).__module__, c.get_config(), z.__name__]))")
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
-    assert json.loads(out) == ["tcube.codecs", {"id": "tcube", "model": "tec-fp", "quality": 3, "nodata": 0},
+    assert json.loads(out) == ["tcube.zarr_codecs", {"id": "tcube", "model": "tec-fp", "quality": 3, "nodata": 0},
                                "TecZarrCodec"]
 
 
@@ -209,13 +209,13 @@ def test_nan_and_fill_values_survive(clouded, zarr_format):
 
 def _count_decoded(monkeypatch):
     calls = []
-    original = tcube.codecs._uncode
+    original = tcube.zarr_codecs._uncode
 
     def counting(blobs, *args, **kwargs):
         calls.append(len(blobs))
         return original(blobs, *args, **kwargs)
 
-    monkeypatch.setattr(tcube.codecs, "_uncode", counting)
+    monkeypatch.setattr(tcube.zarr_codecs, "_uncode", counting)
     return calls
 
 
@@ -270,13 +270,13 @@ def test_corrupt_chunk_in_format_2(real):
 @pytest.mark.parametrize("zarr_format, key", [(2, "1.0.1.0"), (3, "c/1/0/1/0")])
 def test_damaged_chunks_lists_the_keys(real, zarr_format, key):
     arr = _create(MemoryStore(), real, zarr_format)
-    assert tcube.codecs.damaged_chunks(arr) == {}
+    assert tcube.zarr_codecs.damaged_chunks(arr) == {}
     _damage(arr, key, "flip")
-    found = tcube.codecs.damaged_chunks(arr)
+    found = tcube.zarr_codecs.damaged_chunks(arr)
     assert list(found) == [key] and "checksum" in found[key]
     plain = zarr.create_array(MemoryStore(), shape=(12, 8, 8), dtype="uint16")
     with pytest.raises(InputError, match="not coded by tcube alone"):
-        tcube.codecs.damaged_chunks(plain)
+        tcube.zarr_codecs.damaged_chunks(plain)
 
 
 def test_device_comes_from_the_environment(monkeypatch):
