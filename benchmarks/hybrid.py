@@ -42,8 +42,7 @@ from tcube.baselines.base import pack, unpack
 from tcube.bench import BD_RANGE, QUALITIES, QUICK_QUALITIES, Codec, codecs, curves, plot, run
 from tcube.metrics import bd_rate
 from tcube.models import FramePayload, hevc, load_model
-from tcube.models.base import CodecConfig
-from tcube.models.hx import HybridCodec, Side, _crc
+from tcube.models.hx import HybridCodec, HybridConfig, Side, _crc
 from tcube.models.pc import spectral_fit
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -61,7 +60,7 @@ SVTAV1_CRFS = (60, 55, 50, 45, 40, 35, 30, 25, 20, 15, 10, 5)
 def variant(kind: str, preset: str = "medium") -> HybridCodec:
     """tec-hx as shipped (``learned``), with its predictor zeroed (``ls``) or without the transfer (``off``)."""
     shipped = load_model("tec-hx", "cpu")
-    model = HybridCodec(CodecConfig(arch="hx", steps=list(shipped.config.steps)))
+    model = HybridCodec(HybridConfig(arch="hx", steps=list(shipped.config.steps)))
     if kind == "learned":
         model.predictor.copy_(shipped.predictor)
     model.transfer = kind != "off"

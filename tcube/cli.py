@@ -61,21 +61,8 @@ def _emit(payload: object, as_json: bool, text: str) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.arch == "tt":
-        from tcube.train.temporal import TemporalConfig, train_temporal
-
-        cfg = TemporalConfig(data=args.data, holdout=args.holdout, init=args.init or TemporalConfig.init,
-                             name=args.name or "tec-tt", steps=args.steps, seed=args.seed, threads=args.threads,
-                             export=args.export, lr=args.lr)
-        report = train_temporal(cfg)
-        print(json.dumps(report, indent=2))
-        return EXIT_OK
     from tcube.train import TrainConfig, train
 
-    if args.arch == "pc":
-        from tcube.train.spectral import train_pc as train  # noqa: F811 - one trainer per family
-    if args.arch == "hx":
-        from tcube.train.hybrid import train_hx as train  # noqa: F811 - one trainer per family
     cfg = TrainConfig(arch=args.arch, name=args.name or f"tec-{args.arch}", data=args.data, holdout=args.holdout,
                       out=args.out, steps=args.steps, epoch_steps=args.epoch_steps, batch=args.batch,
                       crop=args.crop, lr=args.lr, max_minutes=args.max_minutes, threads=args.threads,

@@ -1,8 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from tcube.models.registry import read_weights
+from tcube.models.tt import TemporalCodec
 from tcube.train import TrainConfig, train
 
 
@@ -40,12 +43,13 @@ def test_train_from_weights_records_the_stages(tmp_path):
     cfg = TrainConfig(arch="tt", name="tec-tt-ft", data=[str(sample_cube_path())], holdout=None,
                       out=str(tmp_path / "run"), steps=1, batch=1, crop=32, init=str(first),
                       export=str(tmp_path / "ft.safetensors"), command="tcube train --arch tt (fine-tune)")
-    model = train(cfg, log=logs.append)
-    assert any("initialised" in line and f"from {first}" in line for line in logs)
-    assert torch.equal(model.t_prior[0].weight, read_weights(first).t_prior[0].weight)  # not used per frame
+    model = train(cfg, log=logs.append)  # the one entry point: tt goes to the temporal trainer
+    assert isinstance(model, TemporalCodec) and json.loads(logs[-1])["steps"] == 1
+    assert read_weights(tmp_path / "ft.safetensors").config == model.config
     stages = lineage(str(tmp_path / "ft.safetensors"))
     assert len(stages) == 3 and stages[0].startswith("tcube train --arch fp")  # tec-fp's own training
-    assert stages[1].startswith("tcube train --arch tt --init tec-fp") and "fine-tune" in stages[2]
+    assert stages[1].startswith("tcube train --arch tt --init tec-fp")
+    assert stages[2].startswith(f"tcube train --arch tt --init {first}")
     assert "Earlier stage 2: `tcube train --arch tt --init tec-fp" in (tmp_path / "ft.md").read_text()
 
 

@@ -30,7 +30,7 @@ from tcube.errors import (
     WeightsMismatchError,
 )
 from tcube.masks import CODED_RANGE, avoid_nodata, unpack_mask
-from tcube.models import FramePayload, LearnedCodec, has_weights, list_models, load_model, model_digest
+from tcube.models import FramePayload, Model, has_weights, list_models, load_model, model_digest
 from tcube.models.base import N_QUALITIES
 from tcube.settings import Settings
 from tcube.validate import (
@@ -69,7 +69,7 @@ def header_of(settings: Settings, quality: int) -> dict:
 
 # -- encoding ----------------------------------------------------------------------------------
 
-def base_payloads(codec: LearnedCodec, prepared: list[Prepared], batch: int) -> list[list[FramePayload]]:
+def base_payloads(codec: Model, prepared: list[Prepared], batch: int) -> list[list[FramePayload]]:
     """Per cube, per frame, the model's streams (checksums seeded by each cube's header); none at
     quality 0."""
     quality = prepared[0].header["quality"]
@@ -130,7 +130,7 @@ def whole(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 # -- decoding ----------------------------------------------------------------------------------
 
-def _check_header(h: dict) -> LearnedCodec:
+def _check_header(h: dict) -> Model:
     """The model a blob's header names, after checking every field against it and the format's limits."""
     try:
         model, shape, dtype, quality = h["model"], h["shape"], h["dtype"], h["quality"]

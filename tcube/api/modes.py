@@ -28,7 +28,7 @@ from tcube.api.prepare import Prepared, Units, as_frames, coded_pixels, digital_
 from tcube.bitstream import pack, unpack
 from tcube.errors import InputError
 from tcube.metrics import frame_psnr
-from tcube.models import LearnedCodec, load_model
+from tcube.models import Model, load_model
 from tcube.settings import Settings
 from tcube.validate import check_whole_numbers
 
@@ -55,7 +55,7 @@ def encode(cubes: Sequence[np.ndarray], settings: Settings, units: Units) -> lis
     return best
 
 
-def _bounded(codec: LearnedCodec, prepared: list[Prepared], settings: Settings) -> list[bytes]:
+def _bounded(codec: Model, prepared: list[Prepared], settings: Settings) -> list[bytes]:
     """Blobs of error-bounded cubes: the base, decoded as a decoder will, then the residual."""
     payloads = base_payloads(codec, prepared, settings.batch)
     containers = [container_of(p, frames) for p, frames in zip(prepared, payloads)]

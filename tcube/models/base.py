@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -35,25 +35,57 @@ def default_lambdas() -> list[float]:
     return [float(v) for v in np.geomspace(300.0, 150000.0, N_QUALITIES)]
 
 
+#: Fields that weights written before the per-architecture configs recorded for every model.
+_SHARED_FIELDS = frozenset({"bands", "widths", "m", "nh", "nt", "kernels", "mean", "std", "lambdas", "steps", "drop"})
+
+
 @dataclass
-class CodecConfig:
-    """Everything needed to rebuild a model (stored as JSON inside the weights file)."""
+class ModelConfig:
+    """Everything needed to rebuild a model of one architecture (stored as JSON in its weights file).
+
+    Each architecture has its own subclass (:attr:`Model.config_type`) with only its fields.
+    """
 
     arch: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        """The config recorded in weights: fields of this architecture; the fields weights of earlier
+        releases recorded for every architecture are dropped, any other is an error.
+
+        Examples
+        --------
+        >>> TransformConfig.from_dict({"arch": "fp", "m": 96, "steps": []}).m
+        96
+        """
+        own = {f.name for f in fields(cls)}
+        unknown = set(data) - own - _SHARED_FIELDS
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)} in a {cls.__name__}")
+        return cls(**{k: v for k, v in data.items() if k in own})
+
+
+@dataclass
+class TransformConfig(ModelConfig):
+    """A learned analysis / synthesis transform pair over normalised bands."""
+
     bands: int = 12
     widths: list[int] = field(default_factory=lambda: [64, 64, 64])  # hidden channels of the analysis stages
     m: int = 128  # latent channels
-    nh: int = 64  # hyper-latent channels
-    nt: int = 64  # hidden channels of the temporal prior (tec-tt)
     kernels: list[int] = field(default_factory=lambda: [5, 5, 5, 5])  # one stride-2 stage each: latents at 1/16
     mean: list[float] = field(default_factory=lambda: list(L2A_MEAN))
     std: list[float] = field(default_factory=lambda: list(L2A_STD))
     lambdas: list[float] = field(default_factory=default_lambdas)
-    steps: list[int] = field(default_factory=list)  # tec-pc: step exponent per quality (step 2**(e/4) DN)
-    drop: float = -3.0  # tec-pc: components below 2**drop steps of amplitude are not coded
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+@dataclass
+class HyperpriorConfig(TransformConfig):
+    """A transform pair with a hyperprior over its latents."""
+
+    nh: int = 64  # hyper-latent channels
 
 
 @dataclass
@@ -93,16 +125,20 @@ def symbol_crc(arrays: list[np.ndarray], seed: int = 0) -> int:
     return crc
 
 
-class LearnedCodec(nn.Module):
-    """Base class: subclasses define the latent streams, their tables and the two transforms.
+class Model(nn.Module):
+    """What every model is to the coder: declared capabilities, and frames to payloads and back.
 
-    Subclasses implement ``forward`` (training: reconstruction and bits), ``analyse`` (symbols of
-    the analysis transform's output), ``table_index`` (which table codes each symbol of a stream),
-    ``decoded_latents`` (symbols back to the synthesis transform's input), ``latent_shapes`` and
-    ``stream_names``. The transforms run through :meth:`analysis` and :meth:`synthesis`, in
-    pieces of bounded size.
+    A model codes frames (B, C, H, W) of raw digital numbers (floats) at a quality from 1 to
+    :data:`N_QUALITIES` into one :class:`FramePayload` per frame (:meth:`compress`) and decodes
+    them (:meth:`decompress`), with :meth:`reconstruct` the same without entropy coding. It
+    declares which band counts it codes (:attr:`band_counts`; :attr:`any_bands` when they are not
+    a fixed band order), whether decoding is bit-identical everywhere (:attr:`exact`) and whether a
+    date depends on the previous ones (:attr:`temporal`). Its config type
+    (:attr:`config_type`) holds what rebuilds it; :meth:`export_tables` freezes what is saved
+    beside its parameters.
     """
 
+    config_type: type[ModelConfig] = ModelConfig
     stream_names: tuple[str, ...] = ()
     #: Whether frames of any band count in :attr:`band_counts` are native (not a fixed band order).
     any_bands: bool = False
@@ -113,51 +149,80 @@ class LearnedCodec(nn.Module):
     #: model one cube's dates per call, in order); else frames of any cubes share passes.
     temporal: bool = False
 
-    def __init__(self, config: CodecConfig):
+    def __init__(self, config: ModelConfig):
         super().__init__()
+        if not isinstance(config, self.config_type):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_type.__name__}, got {type(config).__name__}")
         self.config = config
+        self.tables: dict[str, TableSet] = {}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters and buffers are."""
+        return next(self.buffers()).device
+
+    @property
+    def band_counts(self) -> range:
+        """Band counts this model codes."""
+        raise NotImplementedError
+
+    def background(self, bands: int) -> np.ndarray:
+        """Per band, the value that stands in for a plane without any valid pixel."""
+        raise NotImplementedError
+
+    def quality_index(self, quality: int, batch: int) -> Tensor:
+        """``quality`` (checked) as a (batch,) tensor of indices from 0."""
+        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= N_QUALITIES:
+            raise InputError(f"quality must be an integer from 1 to {N_QUALITIES}, got {quality!r}")
+        return torch.full((batch,), int(quality) - 1, dtype=torch.long, device=self.device)
+
+    def compress(self, x: Tensor, quality: int, seeds: list[int] | None = None) -> list[FramePayload]:
+        """Code a batch of frames ``x`` (B, C, H, W) in raw units; one payload per frame (its symbol
+        CRC started from ``seeds[b]``, default 0)."""
+        raise NotImplementedError
+
+    def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int,
+                   sink: Sink | None = None, bands: int | None = None) -> Tensor | None:
+        """Decode payloads of :meth:`compress` into (B, C, height, width) float raw units, or piece by
+        piece into ``sink(frames, rows, columns, piece)`` (then nothing is returned); ``bands``
+        matters to models with :attr:`any_bands` only."""
+        raise NotImplementedError
+
+    def reconstruct(self, x: Tensor, quality: int) -> Tensor:
+        """What :meth:`decompress` returns for ``x``, without entropy coding (float, raw units)."""
+        raise NotImplementedError
+
+    def export_tables(self) -> None:
+        """Freeze the probability tables from the current parameters (before saving)."""
+        raise NotImplementedError
+
+
+class TransformCodec(Model):
+    """A learned analysis / synthesis transform pair over normalised frames, run in pieces of
+    bounded size (:meth:`analysis`, :meth:`synthesis`); subclasses code its latents."""
+
+    config_type = TransformConfig
+
+    def __init__(self, config: TransformConfig):
+        super().__init__(config)
         c = config.bands
         self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("lambdas", torch.tensor(config.lambdas, dtype=torch.float32))
         self.stride = 2 ** len(config.kernels)
-        self.g_a = analysis(c, config.widths, config.m, config.kernels)
-        self.g_s = synthesis(config.m, config.widths, c, config.kernels)
-        # quality gains (Cui et al. 2021): per quality and channel, increasing with quality by
-        # construction (a base plus positive steps), so a higher quality quantises every channel finer
-        low, high = np.log(0.25), np.log(6.0)
-        step = (high - low) / (N_QUALITIES - 1)
-        self.gain_base = nn.Parameter(torch.full((1, config.m), low))
-        self.gain_steps = nn.Parameter(torch.full((N_QUALITIES - 1, config.m), float(np.log(np.expm1(step)))))
-        init = torch.linspace(low, high, N_QUALITIES).view(-1, 1).repeat(1, config.m)
-        self.log_inv_gain = nn.Parameter(-init)
-        self.tables: dict[str, TableSet] = {}
+        self.g_a, self.g_s = self.transforms(config)
 
-    # -- helpers -------------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return self.mean.device
+    def transforms(self, config: TransformConfig) -> tuple[nn.Module, nn.Module]:
+        """The analysis and synthesis transforms of ``config``."""
+        return (analysis(config.bands, config.widths, config.m, config.kernels),
+                synthesis(config.m, config.widths, config.bands, config.kernels))
 
     @property
     def band_counts(self) -> range:
-        """Band counts this model codes."""
         return range(self.config.bands, self.config.bands + 1)
 
     def background(self, bands: int) -> np.ndarray:
-        """Per band, the value that stands in for a plane without any valid pixel."""
         return np.asarray(self.config.mean, np.float64)
-
-    @property
-    def log_gain(self) -> Tensor:
-        """Log gain per (quality, channel), shape (16, m)."""
-        steps = torch.cumsum(F.softplus(self.gain_steps), dim=0)
-        return self.gain_base + torch.cat([torch.zeros_like(self.gain_base), steps])
-
-    def gain(self, q: Tensor) -> Tensor:
-        return torch.exp(self.log_gain[q])[:, :, None, None]
-
-    def inv_gain(self, q: Tensor) -> Tensor:
-        return torch.exp(self.log_inv_gain[q])[:, :, None, None]
 
     def normalise(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
@@ -172,11 +237,6 @@ class LearnedCodec(nn.Module):
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         return x
-
-    def quality_index(self, quality: int, batch: int) -> Tensor:
-        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= N_QUALITIES:
-            raise InputError(f"quality must be an integer from 1 to {N_QUALITIES}, got {quality!r}")
-        return torch.full((batch,), int(quality) - 1, dtype=torch.long, device=self.device)
 
     def padded_size(self, h: int, w: int) -> tuple[int, int]:
         return h + (-h % self.stride), w + (-w % self.stride)
@@ -250,6 +310,54 @@ class LearnedCodec(nn.Module):
                 sink(frames, slice(r0, r1), slice(c0, c1), piece)
         return out
 
+    def rd_loss(self, x_hat: Tensor, xn: Tensor, bits: Tensor, q: Tensor,
+                weight: Tensor | None = None) -> dict[str, Tensor]:
+        """Rate (bits per pixel per band), distortion (MSE in units of 10000 DN, over the pixels
+        where ``weight`` is 1 when given) and loss per item."""
+        pixels = xn.shape[1] * xn.shape[2] * xn.shape[3]
+        err = ((x_hat - xn) * self.std / 10000.0) ** 2
+        if weight is None:
+            mse = err.flatten(1).mean(1)
+        else:
+            weight = weight.expand_as(err)
+            mse = (err * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp(min=1)
+        bpppb = bits / pixels
+        return {"loss": (bpppb + self.lambdas[q] * mse).mean(), "bpppb": bpppb, "mse": mse}
+
+
+class LatentCodec(TransformCodec):
+    """A transform codec whose latents, scaled by learned per-quality gains, are entropy coded
+    stream by stream: subclasses define the streams and their tables.
+
+    Subclasses implement ``forward`` (training: reconstruction and bits), ``analyse`` (symbols of
+    the analysis transform's output), ``table_index`` (which table codes each symbol of a stream),
+    ``decoded_latents`` (symbols back to the synthesis transform's input), ``latent_shapes`` and
+    :meth:`export_tables`.
+    """
+
+    def __init__(self, config: TransformConfig):
+        super().__init__(config)
+        # quality gains (Cui et al. 2021): per quality and channel, increasing with quality by
+        # construction (a base plus positive steps), so a higher quality quantises every channel finer
+        low, high = np.log(0.25), np.log(6.0)
+        step = (high - low) / (N_QUALITIES - 1)
+        self.gain_base = nn.Parameter(torch.full((1, config.m), low))
+        self.gain_steps = nn.Parameter(torch.full((N_QUALITIES - 1, config.m), float(np.log(np.expm1(step)))))
+        init = torch.linspace(low, high, N_QUALITIES).view(-1, 1).repeat(1, config.m)
+        self.log_inv_gain = nn.Parameter(-init)
+
+    @property
+    def log_gain(self) -> Tensor:
+        """Log gain per (quality, channel), shape (16, m)."""
+        steps = torch.cumsum(F.softplus(self.gain_steps), dim=0)
+        return self.gain_base + torch.cat([torch.zeros_like(self.gain_base), steps])
+
+    def gain(self, q: Tensor) -> Tensor:
+        return torch.exp(self.log_gain[q])[:, :, None, None]
+
+    def inv_gain(self, q: Tensor) -> Tensor:
+        return torch.exp(self.log_inv_gain[q])[:, :, None, None]
+
     # -- subclass interface -----------------------------------------------------------
     def analyse(self, y: Tensor, q: Tensor) -> dict[str, Tensor]:
         """Symbols (and side tensors) of the analysis transform's output ``y`` at qualities ``q``."""
@@ -318,20 +426,3 @@ class LearnedCodec(nn.Module):
             check_symbol_crc([syms[n][b].cpu().numpy() for n in self.stream_names], p, b)
         return self.synthesis(self.decoded_latents(syms, q), height, width, sink)
 
-    def rd_loss(self, x_hat: Tensor, xn: Tensor, bits: Tensor, q: Tensor,
-                weight: Tensor | None = None) -> dict[str, Tensor]:
-        """Rate (bits per pixel per band), distortion (MSE in units of 10000 DN, over the pixels
-        where ``weight`` is 1 when given) and loss per item."""
-        pixels = xn.shape[1] * xn.shape[2] * xn.shape[3]
-        err = ((x_hat - xn) * self.std / 10000.0) ** 2
-        if weight is None:
-            mse = err.flatten(1).mean(1)
-        else:
-            weight = weight.expand_as(err)
-            mse = (err * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp(min=1)
-        bpppb = bits / pixels
-        return {"loss": (bpppb + self.lambdas[q] * mse).mean(), "bpppb": bpppb, "mse": mse}
-
-    def export_tables(self) -> None:
-        """Freeze the probability tables from the current parameters (before saving)."""
-        raise NotImplementedError

@@ -6,16 +6,16 @@ import torch
 from torch import Tensor
 
 from tcube.entropy import FactorizedDensity
-from tcube.models.base import CodecConfig, LearnedCodec
+from tcube.models.base import LatentCodec, TransformConfig
 from tcube.models.layers import round_ste
 
 
-class FactorizedPriorCodec(LearnedCodec):
+class FactorizedPriorCodec(LatentCodec):
     """Analysis/synthesis transforms with a per-channel factorized prior and quality gains."""
 
     stream_names = ("y",)
 
-    def __init__(self, config: CodecConfig):
+    def __init__(self, config: TransformConfig):
         super().__init__(config)
         self.prior = FactorizedDensity(config.m)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tcube.entropy import FactorizedDensity, GaussianConditional
-from tcube.models.base import CodecConfig, LearnedCodec
+from tcube.models.base import HyperpriorConfig, LatentCodec
 from tcube.models.layers import IntegerConv2d, hyper_analysis, round_ste
 
 #: Hyper-latents are clamped to this magnitude at the input of the hyper-synthesis.
@@ -20,7 +20,7 @@ A_FRAC = 4
 MEAN_STEPS = 16
 
 
-class HyperpriorCodec(LearnedCodec):
+class HyperpriorCodec(LatentCodec):
     """Factorized prior on hyper-latents ``z``; conditional Gaussian on latents ``y`` given ``z``.
 
     The hyper-synthesis maps integer ``z`` to an integer scale-table index and a mean on a 1/16
@@ -28,9 +28,10 @@ class HyperpriorCodec(LearnedCodec):
     bit on any device.
     """
 
+    config_type = HyperpriorConfig
     stream_names = ("z", "y")
 
-    def __init__(self, config: CodecConfig):
+    def __init__(self, config: HyperpriorConfig):
         super().__init__(config)
         m, nh = config.m, config.nh
         self.h_a = hyper_analysis(m, nh)

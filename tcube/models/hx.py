@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import tcube.models.hevc as hevc
 from tcube.entropy.golomb import BitReader, BitWriter, signed_bits
 from tcube.errors import CorruptBlobError, InputError
-from tcube.models.base import N_QUALITIES, CodecConfig, FramePayload, LearnedCodec, Sink, check_crc
+from tcube.models.base import N_QUALITIES, FramePayload, Model, ModelConfig, Sink, check_crc
 from tcube.models.pc import MAX_BANDS, spectral_fit
 
 #: Fractional bits of the transmitted KLT basis: the encoder inverts the basis it sends, so rounding
@@ -219,27 +219,31 @@ def _tiles(h: int, w: int) -> list[tuple[slice, slice]]:
             for c in range(0, w, TILE)]
 
 
-class HybridCodec(LearnedCodec):
+@dataclass
+class HybridConfig(ModelConfig):
+    """Per quality, the QP of a one-DN plane step (:func:`default_steps`)."""
+
+    steps: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.steps = list(self.steps) or default_steps()
+
+
+class HybridCodec(Model):
     """Per-date KLT + HEVC + learned cross-component detail transfer (see the module docstring)."""
 
+    config_type = HybridConfig
     stream_names = ("side", "hevc")
     any_bands = True
     exact = True
 
-    def __init__(self, config: CodecConfig):
-        nn.Module.__init__(self)
-        self.config = config
-        self.tables = {}
+    def __init__(self, config: HybridConfig):
+        super().__init__(config)
         self.preset = PRESET
         #: Whether the encoder sends the detail transfer (off: the streams alone, for ablations).
         self.transfer = True
         # predictor weights of a component's own detail coefficients per (quality, band, feature)
         self.register_buffer("predictor", torch.zeros(N_QUALITIES, len(RADII), FEATURES, dtype=torch.float64))
-        self.stride = 1
-
-    @property
-    def device(self) -> torch.device:
-        return self.predictor.device
 
     @property
     def band_counts(self) -> range:
@@ -250,9 +254,6 @@ class HybridCodec(LearnedCodec):
 
     def export_tables(self) -> None:
         """No probability tables: HEVC and Exp-Golomb codes carry everything."""
-
-    def padded_size(self, h: int, w: int) -> tuple[int, int]:
-        return h, w
 
     # -- rate control ------------------------------------------------------------------------------
     def step_qp(self, quality: int) -> int:

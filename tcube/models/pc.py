@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,10 +29,10 @@ from tcube.errors import CorruptBlobError, InputError
 from tcube.models.base import (
     N_QUALITIES,
     PASS_PIXELS,
-    CodecConfig,
     FramePayload,
-    LearnedCodec,
+    HyperpriorConfig,
     Sink,
+    TransformCodec,
     check_crc,
     check_symbol_range,
     symbol_crc,
@@ -264,22 +264,34 @@ def _analysis(m: int, widths: list[int]) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-class PrincipalComponentCodec(LearnedCodec):
-    """KLT per frame + a learned codec shared by the components (see the module's docstring)."""
+@dataclass
+class ComponentConfig(HyperpriorConfig):
+    """One transform for single-component images in units of the quality step (``bands``, ``mean``,
+    ``std`` and ``kernels`` follow from it), the step exponent per quality, and the amplitude
+    below which components are not coded."""
 
+    steps: list[int] = field(default_factory=list)  # step exponent per quality (step 2**(e/4) DN)
+    drop: float = -3.0  # components below 2**drop steps of amplitude are not coded
+
+    def __post_init__(self) -> None:
+        self.bands, self.mean, self.std = 1, [0.0], [1.0]
+        self.kernels = [5] * (len(self.widths) + 1)
+        self.steps = list(self.steps) or default_steps()
+
+
+class PrincipalComponentCodec(TransformCodec):
+    """KLT per frame + a learned codec shared by the components (see the module's docstring).
+
+    Its quality is a quantiser step (no learned gains): it codes the components itself."""
+
+    config_type = ComponentConfig
     stream_names = ("spectral", "z", "y")
     any_bands = True
     exact = True
 
-    def __init__(self, config: CodecConfig):
-        # one transform for single-component images, in units of the step
-        config = replace(config, bands=1, mean=[0.0], std=[1.0], steps=config.steps or default_steps(),
-                         kernels=[5] * (len(config.widths) + 1))
+    def __init__(self, config: ComponentConfig):
         super().__init__(config)
         m, nh = config.m, config.nh
-        self.g_a = _analysis(m, config.widths)
-        self.g_s = ExactSynthesis(m, config.widths)
-        del self.gain_base, self.gain_steps, self.log_inv_gain  # the step sets the quality
         self.h_a = hyper_analysis(m, nh)
         self.h_s = nn.ModuleList([
             IntegerConv2d(nh, 4 * nh, in_frac=0, out_frac=H_FRAC),
@@ -295,6 +307,9 @@ class PrincipalComponentCodec(LearnedCodec):
         self.prior = FactorizedDensity(nh)
         self.register_buffer("steps", torch.tensor([step_value(e) for e in config.steps], dtype=torch.float64))
         self.register_buffer("step_exponents", torch.tensor(config.steps, dtype=torch.float64))
+
+    def transforms(self, config: ComponentConfig) -> tuple[nn.Module, nn.Module]:
+        return _analysis(config.m, config.widths), ExactSynthesis(config.m, config.widths)
 
     # -- what the application layer asks --------------------------------------------------
     @property

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from tcube.entropy import TableSet
 from tcube.errors import TcubeError, UnknownModelError
-from tcube.models.base import CodecConfig, LearnedCodec
+from tcube.models.base import Model
 from tcube.models.fp import FactorizedPriorCodec
 from tcube.models.hp import HyperpriorCodec
 from tcube.models.hx import HybridCodec
@@ -29,7 +29,7 @@ from tcube.models.pc import PrincipalComponentCodec
 from tcube.models.tt import TemporalCodec
 from tcube.validate import band_counts_text
 
-ARCHITECTURES: dict[str, type[LearnedCodec]] = {"fp": FactorizedPriorCodec, "hp": HyperpriorCodec,
+ARCHITECTURES: dict[str, type[Model]] = {"fp": FactorizedPriorCodec, "hp": HyperpriorCodec,
                                                "tt": TemporalCodec, "pc": PrincipalComponentCodec,
                                                "hx": HybridCodec}
 #: Registered model name -> architecture of its shipped weights.
@@ -113,14 +113,21 @@ def retire_weights(name: str) -> Path | None:
     return target
 
 
-def build_model(arch: str, **overrides) -> LearnedCodec:
-    """A new, untrained model of architecture ``arch`` ("fp" or "hp")."""
+def build_model(arch: str, **overrides) -> Model:
+    """A new, untrained model of architecture ``arch``, its config's defaults but for ``overrides``.
+
+    Examples
+    --------
+    >>> build_model("hp", m=32).config.m
+    32
+    """
     if arch not in ARCHITECTURES:
         raise UnknownModelError(f"unknown architecture {arch!r}; available: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](CodecConfig(arch=arch, **overrides))
+    cls = ARCHITECTURES[arch]
+    return cls(cls.config_type(arch=arch, **overrides))
 
 
-def save_weights(model: LearnedCodec, path: str | Path, metadata: dict[str, str] | None = None) -> str:
+def save_weights(model: Model, path: str | Path, metadata: dict[str, str] | None = None) -> str:
     """Freeze tables and write ``model`` as safetensors; returns the file's SHA-256. Shipped weights
     that ``path`` replaces are kept among the earlier ones first (:func:`retire_weights`)."""
     for name in MODELS:
@@ -140,16 +147,18 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def read_weights(path: str | Path) -> LearnedCodec:
+def read_weights(path: str | Path) -> Model:
     """Load a model from a safetensors file written by :func:`save_weights` (no pickle involved)."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        config = CodecConfig(**json.loads(meta["tcube_config"]))
+        recorded = json.loads(meta["tcube_config"])
+        cls = ARCHITECTURES[recorded["arch"]]
+        config = cls.config_type.from_dict(recorded)
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise TcubeError(f"cannot read tcube weights from {path}: {exc}") from exc
-    model = ARCHITECTURES[config.arch](config)
+    model = cls(config)
     table_names = {k.split(".")[1] for k in tensors if k.startswith("tables.")}
     model.tables = {n: TableSet.from_state_dict(tensors, f"tables.{n}") for n in table_names}
     model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("tables.")})
@@ -157,7 +166,7 @@ def read_weights(path: str | Path) -> LearnedCodec:
 
 
 @cache
-def _cached(name: str, device: str, weights: str | None = None) -> tuple[LearnedCodec, str]:
+def _cached(name: str, device: str, weights: str | None = None) -> tuple[Model, str]:
     path = weights_path(name) if weights is None else earlier_weights_path(name, weights)
     if not path.exists():
         raise TcubeError(f"weights of {name!r} are missing from the installation ({path})")
@@ -189,7 +198,7 @@ def default_device() -> str:
     return os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_model(name: str, device: str | None = None, weights: str | None = None) -> LearnedCodec:
+def load_model(name: str, device: str | None = None, weights: str | None = None) -> Model:
     """The shipped model ``name`` in eval mode, loaded once per process and device: its current
     weights, or the earlier ones whose SHA-256 starts with ``weights`` (hex), if any.
 
@@ -209,12 +218,12 @@ def weights_file(spec: str) -> Path:
     return weights_path(spec) if spec in MODELS else Path(spec)
 
 
-def load_init(spec: str) -> LearnedCodec:
+def load_init(spec: str) -> Model:
     """A fresh CPU copy of the weights ``spec`` (a model name or a path), to start training from."""
     return read_weights(weights_file(spec))
 
 
-def copy_matching(source: LearnedCodec, target: LearnedCodec, keep=lambda key: True) -> list[str]:
+def copy_matching(source: Model, target: Model, keep=lambda key: True) -> list[str]:
     """Copy the parameters and buffers of ``source`` that ``target`` has with the same shape and
     ``keep`` accepts; returns their names."""
     own = target.state_dict()

@@ -14,13 +14,15 @@ in ``benchmarks/temporal_prior_study.py``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from tcube.entropy import decode_symbols, encode_symbols
 from tcube.errors import InputError
-from tcube.models.base import CodecConfig, FramePayload, Sink, check_symbol_crc, check_symbol_range, symbol_crc
+from tcube.models.base import FramePayload, HyperpriorConfig, Sink, check_symbol_crc, check_symbol_range, symbol_crc
 from tcube.models.hp import MEAN_STEPS, HyperpriorCodec
 from tcube.models.layers import IntegerConv2d, round_ste
 
@@ -30,12 +32,20 @@ Y_MAX = 2048.0
 T_FRAC = 4
 
 
+@dataclass
+class TemporalPriorConfig(HyperpriorConfig):
+    """tec-hp's config and the temporal prior's hidden channels."""
+
+    nt: int = 64
+
+
 class TemporalCodec(HyperpriorCodec):
     """Sequences of frames: ``compress``/``decompress`` take the dates of one cube, in order."""
 
+    config_type = TemporalPriorConfig
     temporal = True
 
-    def __init__(self, config: CodecConfig):
+    def __init__(self, config: TemporalPriorConfig):
         super().__init__(config)
         m, hidden = config.m, config.nt
         self.t_prior = nn.ModuleList([
@@ -133,7 +143,7 @@ class TemporalCodec(HyperpriorCodec):
     def decompress(self, payloads: list[FramePayload], quality: int, height: int, width: int,
                    sink: Sink | None = None, bands: int | None = None) -> Tensor | None:
         """Decode the payloads of :meth:`compress` (one cube's dates, in order; ``sink`` as in
-        :meth:`LearnedCodec.synthesis`)."""
+        :meth:`Model.synthesis`)."""
         self._check_sequence(len(payloads))
         q = self.quality_index(quality, len(payloads))
         shapes = self.latent_shapes(*self.padded_size(height, width))

@@ -17,8 +17,8 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from tcube.models.base import N_QUALITIES, CodecConfig
-from tcube.models.hx import FEATURES, RADII, Grams, HybridCodec, default_steps, detail_bands
+from tcube.models.base import N_QUALITIES
+from tcube.models.hx import FEATURES, RADII, Grams, HybridCodec, HybridConfig, default_steps, detail_bands
 from tcube.outputs import SAFETENSORS, check_file_output
 from tcube.train.corpus import Group, corpus, split
 from tcube.train.spectral import data_lines, time_line, validation_tables
@@ -84,7 +84,7 @@ def train_hx(cfg: TrainConfig, log=print) -> HybridCodec:
     started = time.time()
     groups = [g for source in cfg.data for g in corpus(source)]
     train_groups, held = split(groups) if cfg.holdout else (groups, [])
-    model = HybridCodec(CodecConfig(arch="hx", steps=default_steps()))
+    model = HybridCodec(HybridConfig(arch="hx", steps=default_steps()))
     n = len(RADII) * FEATURES
     normal = {q: (np.zeros((n, n)), np.zeros(n)) for q in range(1, N_QUALITIES + 1)}
     frames = sample_frames(train_groups, cfg.steps, cfg.crop, cfg.seed)

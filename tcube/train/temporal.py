@@ -34,7 +34,9 @@ from tcube.models.registry import (
     save_weights,
     weights_file,
 )
+from tcube.models.tt import TemporalCodec
 from tcube.outputs import SAFETENSORS, check_file_output
+from tcube.train.trainer import TrainConfig
 
 QUALITIES = (1, 4, 8, 12, 16)
 #: Models the held-out comparison codes next to the new one.
@@ -94,8 +96,8 @@ def load_series(paths: list[str], holdout: str) -> tuple[list[tuple[str, np.ndar
             series += _dataset_series(f)
         if not netcdf:
             series += [(n, c.astype(np.float32)) for n, c in load_cubes([p]) if len(c) >= 2]
-    train = [(n, c) for n, c in series if holdout not in n]
-    held = [(n, c) for n, c in series if holdout in n]
+    held = [(n, c) for n, c in series if holdout and holdout in n]
+    train = [(n, c) for n, c in series if not (holdout and holdout in n)]
     return train, held
 
 
@@ -162,11 +164,27 @@ def init_from(base, hidden: int):
     return model
 
 
+def train_tt(cfg: TrainConfig, log=print) -> TemporalCodec:
+    """``tcube train --arch tt``: :func:`train_temporal` with the run's data, hold-out, start
+    (default :attr:`TemporalConfig.init`), name, steps, seed, threads, export and learning rate;
+    its report goes to ``log``."""
+    model, report = _train(TemporalConfig(data=cfg.data, holdout=cfg.holdout, init=cfg.init or TemporalConfig.init,
+                                          name=cfg.name, steps=cfg.steps, seed=cfg.seed, threads=cfg.threads,
+                                          export=cfg.export, lr=cfg.lr))
+    log(json.dumps(report, indent=2))
+    return model
+
+
 def train_temporal(cfg: TemporalConfig) -> dict:
-    """Train the entropy model (hyperprior + temporal prior) on ``cfg.init``'s frozen transforms.
+    """Train the entropy model (hyperprior + temporal prior) on ``cfg.init``'s frozen transforms; its
+    report (steps, time, loss log, held-out comparison).
 
     The loss of each window is the log of its estimated bits, so every quality weighs the same.
     """
+    return _train(cfg)[1]
+
+
+def _train(cfg: TemporalConfig) -> tuple[TemporalCodec, dict]:
     if cfg.export:  # before training: replace only weights, in a folder that exists
         check_file_output(cfg.export, SAFETENSORS, overwrite=True)
     if cfg.threads:
@@ -207,7 +225,7 @@ def train_temporal(cfg: TemporalConfig) -> dict:
               "log": log, "comparison": coded_comparison(model, held) if held else []}
     if cfg.export:
         _export(model, cfg, report)
-    return report
+    return model, report
 
 
 def _export(model, cfg: TemporalConfig, report: dict) -> None:
@@ -215,7 +233,7 @@ def _export(model, cfg: TemporalConfig, report: dict) -> None:
     command = (f"tcube train --arch tt --init {cfg.init} --data {' '.join(cfg.data)} --holdout {cfg.holdout} "
                f"--steps {cfg.steps} --lr {cfg.lr} --threads {cfg.threads} --export {cfg.export}")
     earlier, base_digest = lineage(cfg.init), file_digest(weights_file(cfg.init))
-    meta = {"tcube_model": cfg.name, "steps": str(cfg.steps), "holdout": cfg.holdout,
+    meta = {"tcube_model": cfg.name, "steps": str(cfg.steps), "holdout": str(cfg.holdout),
             "train_files": json.dumps(cfg.files), "train_config": json.dumps(asdict(cfg)),
             "base_model": cfg.init, "base_sha256": base_digest, "command": command,
             "lineage": json.dumps(earlier)}

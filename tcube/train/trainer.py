@@ -15,7 +15,7 @@ import torch
 
 from tcube.api import to_dtype
 from tcube.metrics import bpppb, psnr_10k, psnr_full
-from tcube.models.base import N_QUALITIES, LearnedCodec
+from tcube.models.base import N_QUALITIES, Model
 from tcube.models.registry import build_model, copy_matching, lineage, load_init, save_weights
 from tcube.outputs import SAFETENSORS, check_file_output
 from tcube.train.data import CropSampler, load_frames
@@ -42,7 +42,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     export: str | None = None
-    model: dict = field(default_factory=dict)  # CodecConfig overrides (widths, m, nh, kernels)
+    model: dict = field(default_factory=dict)  # model config overrides (widths, m, nh, kernels)
     init: str | None = None  # start from these weights (a model name or a safetensors path)
     lmbda: float = 10.0  # pc: weight of the squared error (in quality steps) against bits per pixel per band
     command: str = field(default_factory=lambda: " ".join(["tcube", *sys.argv[1:]]))
@@ -58,7 +58,7 @@ def _lr(cfg: TrainConfig, step: int) -> float:
 
 
 @torch.no_grad()
-def estimate_rd(model: LearnedCodec, frames: list[np.ndarray], qualities=VAL_QUALITIES) -> list[dict]:
+def estimate_rd(model: Model, frames: list[np.ndarray], qualities=VAL_QUALITIES) -> list[dict]:
     """Validation with likelihood-estimated rates (fast; the export reports real bytes)."""
     model.eval()
     rows = []
@@ -79,7 +79,7 @@ def estimate_rd(model: LearnedCodec, frames: list[np.ndarray], qualities=VAL_QUA
 
 
 @torch.no_grad()
-def coded_rd(model: LearnedCodec, frames: list[np.ndarray], qualities=range(1, N_QUALITIES + 1)) -> list[dict]:
+def coded_rd(model: Model, frames: list[np.ndarray], qualities=range(1, N_QUALITIES + 1)) -> list[dict]:
     """Validation with real entropy-coded payload bytes (tables must be exported)."""
     model.eval()
     rows = []
@@ -128,7 +128,7 @@ def start(cfg: TrainConfig) -> Path:
     return out
 
 
-def resume(ckpt: Path, cfg: TrainConfig, model: LearnedCodec, opt: torch.optim.Optimizer, log=print
+def resume(ckpt: Path, cfg: TrainConfig, model: Model, opt: torch.optim.Optimizer, log=print
            ) -> tuple[int, list, float]:
     """Load ``ckpt`` into ``model`` and ``opt`` when it exists (else start from ``cfg.init``, if
     any); returns (step, history, elapsed seconds) to continue from."""
@@ -144,8 +144,9 @@ def resume(ckpt: Path, cfg: TrainConfig, model: LearnedCodec, opt: torch.optim.O
     return 0, [], 0.0
 
 
-def train(cfg: TrainConfig, log=print) -> LearnedCodec:
-    """Train (or resume) a model as ``cfg`` says; export weights and model card if asked."""
+def train_transforms(cfg: TrainConfig, log=print) -> Model:
+    """Train (or resume) a transform codec (``fp``, ``hp``) as ``cfg`` says; export weights and model
+    card if asked."""
     out = start(cfg)
     frames, val, train_files, val_files = load_frames(cfg.data, cfg.holdout, cfg.crop)
     log(f"training frames: {len(frames)} from {len(train_files)} files; validation frames: {len(val)}")
