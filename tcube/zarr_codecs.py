@@ -73,8 +73,8 @@ def check_layout(model: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tu
         raise InputError(f"scale and offset apply to float32 arrays; a {dtype} array holds digital numbers")
     if len(shape) not in (3, 4):
         raise InputError(f"tcube codes arrays of dims (time, band, y, x) or (band, y, x); got shape {shape}")
-    codec = load_model(model, "cpu")
-    bands = shape[-3] if codec.any_bands else codec.config.bands
+    loaded = load_model(model, "cpu")
+    bands = shape[-3] if loaded.any_bands else loaded.config.bands
     if chunks is not None and chunks[-3] != bands:
         raise InputError(f"chunks {tuple(chunks)} split the band axis: {model} needs all {bands} bands "
                          f"in every chunk (chunk size {bands} on axis {len(shape) - 3})")

@@ -69,7 +69,7 @@ def header_of(settings: Settings, quality: int) -> dict:
 
 # -- encoding ----------------------------------------------------------------------------------
 
-def base_payloads(codec: Model, prepared: list[Prepared], batch: int) -> list[list[FramePayload]]:
+def base_payloads(model: Model, prepared: list[Prepared], batch: int) -> list[list[FramePayload]]:
     """Per cube, per frame, the model's streams (checksums seeded by each cube's header); none at
     quality 0."""
     quality = prepared[0].header["quality"]
@@ -77,18 +77,18 @@ def base_payloads(codec: Model, prepared: list[Prepared], batch: int) -> list[li
     if quality == 0:
         return [[FramePayload({}, seed, seed) for seed in cube_seeds] for cube_seeds in seeds]
     payloads: list[list[FramePayload]] = [[] for _ in prepared]
-    if codec.temporal:  # dates depend on the previous ones: one cube per call
+    if model.temporal:  # dates depend on the previous ones: one cube per call
         for i, p in enumerate(prepared):
-            fill = codec.background(p.cube.values.shape[1])
-            payloads[i] = codec.compress(model_input(prepared, [(i, t) for t in range(len(p.masks))], fill), quality,
+            fill = model.background(p.cube.values.shape[1])
+            payloads[i] = model.compress(model_input(prepared, [(i, t) for t in range(len(p.masks))], fill), quality,
                                          seeds[i])
         return payloads
     for members in groups([p.cube.values.shape[-3:] for p in prepared]).values():
         refs = [(i, t) for i in members for t in range(len(prepared[i].masks))]
         c, h, w = prepared[members[0]].cube.values.shape[-3:]
-        fill = codec.background(c)
+        fill = model.background(c)
         for run in passes(refs, h * w, batch):
-            coded = codec.compress(model_input(prepared, run, fill), quality, [seeds[i][t] for i, t in run])
+            coded = model.compress(model_input(prepared, run, fill), quality, [seeds[i][t] for i, t in run])
             for (i, _), payload in zip(run, coded):
                 payloads[i].append(payload)
     return payloads
@@ -133,30 +133,30 @@ def whole(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def _check_header(h: dict) -> Model:
     """The model a blob's header names, after checking every field against it and the format's limits."""
     try:
-        model, shape, dtype, quality = h["model"], h["shape"], h["dtype"], h["quality"]
+        name, shape, dtype, quality = h["model"], h["shape"], h["dtype"], h["quality"]
     except KeyError as exc:
         raise BitstreamError(f"blob header lacks field {exc}") from exc
-    if model not in list_models():
-        raise UnknownModelError(f"blob was made with model {model!r}, which this installation does not have "
+    if name not in list_models():
+        raise UnknownModelError(f"blob was made with model {name!r}, which this installation does not have "
                                 f"(available: {', '.join(list_models())})")
     weights = h.get("weights")
     if (not isinstance(weights, str) or len(weights) != 2 * digest_length(h.get("version", FORMAT_VERSION))
-            or not has_weights(model, weights)):
+            or not has_weights(name, weights)):
         raise WeightsMismatchError(
-            f"blob was made with other weights of {model!r} (digest {str(weights)[:12]}…, installed "
-            f"{model_digest(model)[:12]}… and no earlier weights with that digest); install the tcube version "
+            f"blob was made with other weights of {name!r} (digest {str(weights)[:12]}…, installed "
+            f"{model_digest(name)[:12]}… and no earlier weights with that digest); install the tcube version "
             f"that wrote it" + (f" ({h['tcube']})" if h.get("tcube") else "")
         )
     if h.get("coder") != CODER:
         raise BitstreamError(f"blob uses entropy coder {h.get('coder')!r}; this package reads {CODER!r}")
-    codec = load_model(model, "cpu", weights)
+    model = load_model(name, "cpu", weights)
     bands = shape[-3] if len(shape) in (3, 4) else None
-    counts = codec.band_counts
+    counts = model.band_counts
     lowest = 0 if h.get("max_error") is not None else 1  # quality 0: an error bound without a learned base
     if (dtype not in DTYPES or bands not in counts or min(shape) < 1 or isinstance(quality, bool)
             or not isinstance(quality, int) or not lowest <= quality <= N_QUALITIES):
         raise BitstreamError(f"blob header is inconsistent: dtype {dtype}, shape {shape}, quality {quality} "
-                             f"({model} codes {band_counts_text(counts)} bands at qualities 1..{N_QUALITIES})")
+                             f"({name} codes {band_counts_text(counts)} bands at qualities 1..{N_QUALITIES})")
     check_size(tuple(shape), BitstreamError)
     try:
         check_nodata(h.get("nodata"), np.dtype(dtype))
@@ -172,10 +172,10 @@ def _check_header(h: dict) -> Model:
             check_max_error(h["max_error"])
         except InputError as exc:
             raise BitstreamError(f"blob header is inconsistent: {exc}") from exc
-        if not codec.exact:
-            raise BitstreamError(f"blob header is inconsistent: an error bound over {model}, which does not "
+        if not model.exact:
+            raise BitstreamError(f"blob header is inconsistent: an error bound over {name}, which does not "
                                  "decode exactly")
-    return codec
+    return model
 
 
 def check_blob(blob: bytes, position: Sequence[int] | None = None) -> Container:
@@ -190,11 +190,11 @@ def check_blob(blob: bytes, position: Sequence[int] | None = None) -> Container:
     if position is not None and h.get("position") is not None and list(h["position"]) != list(position):
         raise CorruptBlobError(f"blob was written for the chunk at grid position {tuple(h['position'])}, not "
                                f"{tuple(position)}: chunk files were moved or swapped")
-    codec = _check_header(h)
+    model = _check_header(h)
     t = h["shape"][0] if len(h["shape"]) == 4 else 1
     if len(container.frames) != t:
         raise BitstreamError(f"blob header announces {t} frames but holds {len(container.frames)}")
-    expected = ((set(codec.stream_names) if h["quality"] else set()) | ({MASK_STREAM} if h["version"] >= 2 else set())
+    expected = ((set(model.stream_names) if h["quality"] else set()) | ({MASK_STREAM} if h["version"] >= 2 else set())
                 | ({RESIDUAL_STREAM} if h.get("max_error") is not None else set()))
     if container.frames and set(container.frames[0]) != expected:
         raise BitstreamError(f"blob has streams {sorted(container.frames[0])}; {h['model']} writes "
@@ -295,7 +295,7 @@ def decode_into(containers: list[Container], outputs: list[Output], settings: Se
     """Decode every frame of ``containers`` into ``outputs``, sharing passes between blobs of one
     model, weights, quality and size; ``label(i)`` names blob ``i`` in errors."""
     keys = [(c.header["model"], c.header["weights"], c.header["quality"], *c.header["shape"][-3:]) for c in containers]
-    for (model, weights, quality, bands, height, width), members in groups(keys).items():
+    for (name, weights, quality, bands, height, width), members in groups(keys).items():
         refs = [(i, t) for i in members for t in range(len(containers[i].frames))]
         if quality == 0:  # no learned base: the residual layer codes every value
             for i, t in refs:
@@ -303,8 +303,8 @@ def decode_into(containers: list[Container], outputs: list[Output], settings: Se
                 with _naming(label, [(i, t)]):
                     outputs[i].finish(t)
             continue
-        codec = load_model(model, settings.device, weights)
-        if codec.temporal:  # one blob's dates per call, in order
+        model = load_model(name, settings.device, weights)
+        if model.temporal:  # one blob's dates per call, in order
             runs = [[r for r in refs if r[0] == i] for i in members]
         else:
             runs = list(passes(refs, height * width, settings.batch))
@@ -314,7 +314,7 @@ def decode_into(containers: list[Container], outputs: list[Output], settings: Se
                     outputs[i].put(t, rows, cols, frame)
 
             with _naming(label, run):
-                codec.decompress([_payload(containers[i], t) for i, t in run], quality, height, width, sink,
+                model.decompress([_payload(containers[i], t) for i, t in run], quality, height, width, sink,
                                  bands=bands)
                 for i, t in run:
                     outputs[i].finish(t)

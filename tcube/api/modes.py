@@ -37,11 +37,11 @@ def encode(cubes: Sequence[np.ndarray], settings: Settings, units: Units) -> lis
     """The blobs of ``cubes`` coded with ``settings``, in its mode."""
     if settings.psnr is not None:
         return [_meet_psnr(cube, settings, units) for cube in cubes]
-    codec = load_model(settings.model, settings.device)
+    model = load_model(settings.model, settings.device)
     qualities = settings.qualities
-    prepared = [prepare(c, codec.band_counts, header_of(settings, qualities[0]), units) for c in cubes]
+    prepared = [prepare(c, model.band_counts, header_of(settings, qualities[0]), units) for c in cubes]
     if settings.max_error is None:
-        return [pack_blob(p, frames) for p, frames in zip(prepared, base_payloads(codec, prepared, settings.batch))]
+        return [pack_blob(p, frames) for p, frames in zip(prepared, base_payloads(model, prepared, settings.batch))]
     for p in prepared:
         check_whole_numbers(p.cube.values, None if p.invalid is None else ~p.invalid, p.header["scale"],
                             p.header["offset"])
@@ -49,15 +49,15 @@ def encode(cubes: Sequence[np.ndarray], settings: Settings, units: Units) -> lis
     for q in qualities:
         for p in prepared:
             p.header.update(header_of(settings, q))
-        for i, blob in enumerate(_bounded(codec, prepared, settings)):
+        for i, blob in enumerate(_bounded(model, prepared, settings)):
             if best[i] is None or len(blob) < len(best[i]):
                 best[i] = blob
     return best
 
 
-def _bounded(codec: Model, prepared: list[Prepared], settings: Settings) -> list[bytes]:
+def _bounded(model: Model, prepared: list[Prepared], settings: Settings) -> list[bytes]:
     """Blobs of error-bounded cubes: the base, decoded as a decoder will, then the residual."""
-    payloads = base_payloads(codec, prepared, settings.batch)
+    payloads = base_payloads(model, prepared, settings.batch)
     containers = [container_of(p, frames) for p, frames in zip(prepared, payloads)]
     outputs = [Output(c, residual=False) for c in containers]
     with_base = [i for i, c in enumerate(containers) if c.header["quality"]]
