@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from tcube import jobs
+import tcube.jobs as jobs
 from tcube.errors import InputError
 from tcube.metrics import psnr_10k, psnr_full, ssim
 from tcube.outputs import check_finished

@@ -29,7 +29,7 @@ from typing import Any
 import xarray as xr
 from distributed import WorkerPlugin
 
-from tcube import jobs
+import tcube.jobs as jobs
 from tcube.errors import InputError
 from tcube.jobs import Report
 from tcube.models import load_model

@@ -89,3 +89,43 @@ def test_no_import_circle():
 
 def test_no_module_shadows_a_library():
     assert sorted(m for m in _modules() if m.split(".")[-1] in LIBRARIES) == []
+
+
+def _tcube_module(frame) -> str | None:
+    name = frame.f_globals.get("__name__", "")
+    return name.removeprefix("tcube").lstrip(".") if name.split(".")[0] == "tcube" else None
+
+
+def test_tcube_compress_calls_down_but_for_the_callbacks_it_hands_down(tmp_path):
+    """Following ``tcube compress`` from the command line to the coder: every call from one tcube
+    module into another goes to the same floor or a lower one, but for the callbacks a caller hands
+    down (the progress bar, the writer of a store's skeleton). Calls that zarr or xarray make are not
+    tcube's."""
+    import sys
+
+    import xarray as xr
+
+    from tcube.bands import L2A_BANDS
+    from tcube.cli import main
+
+    cube = tcube.data.load_sample_cube()[:2, :, :64, :64]
+    xr.Dataset({b: (("time", "y", "x"), cube[:, i]) for i, b in enumerate(L2A_BANDS)}).to_netcdf(tmp_path / "in.nc")
+    climbs, entered = set(), set()
+
+    def profile(frame, event, arg):
+        callee = _tcube_module(frame) if event == "call" else None
+        if callee is None or frame.f_back is None:
+            return
+        caller = _tcube_module(frame.f_back)  # a library in between: its call, not tcube's
+        if caller is not None and caller != callee:
+            entered.add(callee)
+            if _floor(callee) > _floor(caller):
+                climbs.add(f"{caller} -> {callee}.{frame.f_code.co_name}")
+
+    sys.setprofile(profile)
+    try:
+        main(["compress", str(tmp_path / "in.nc"), str(tmp_path / "out.zarr"), "--quality", "4", "--quiet"])
+    finally:
+        sys.setprofile(None)
+    assert {"settings", "jobs", "stacks", "zarr_codecs", "api.modes", "api.core", "bitstream"} <= entered
+    assert climbs <= {"jobs -> cli.__call__", "outputs -> jobs.skeleton"}, climbs
