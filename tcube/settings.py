@@ -11,13 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
 from tcube.defaults import BOUNDED_MODEL, BOUNDED_QUALITIES, DEFAULT_MODEL, DEFAULT_QUALITY
 from tcube.errors import InputError
-from tcube.models.base import N_QUALITIES
 from tcube.models.registry import check_name, exact_models
-from tcube.validate import check_count, check_max_error, check_metric, check_psnr
+from tcube.validate import N_QUALITIES, check_count, check_max_error, check_metric, check_psnr, check_quality
 
 #: The settings a zarr codec's configuration, a store's rules and a blob's header record.
 CODING_KEYS = ("model", "quality", "max_error", "psnr", "metric")
@@ -48,16 +45,6 @@ def mode_name(max_error: float | None, psnr: float | None) -> str:
     if max_error is None:
         return "quality"
     return "lossless" if max_error == 0 else "max_error"
-
-
-def _check_quality(quality: object, bounded: bool) -> int | None:
-    """``quality`` as an int from 1 to 16 (0 too with an error bound: the residual layer alone)."""
-    if quality is None:
-        return None
-    lowest = 0 if bounded else 1
-    if isinstance(quality, bool) or not isinstance(quality, int | np.integer) or not lowest <= quality <= N_QUALITIES:
-        raise InputError(f"quality must be an integer from 1 to {N_QUALITIES}, got {quality!r}")
-    return int(quality)
 
 
 @dataclass(frozen=True)
@@ -132,7 +119,8 @@ class Settings:
             check_metric(self.metric)
         if self.psnr is None and self.quality is None and bound is None:
             raise InputError("give a quality, an error bound (max_error) or a PSNR target (psnr)")
-        object.__setattr__(self, "quality", _check_quality(self.quality, bound is not None))
+        if self.quality is not None:  # 0 with an error bound: the residual layer alone
+            object.__setattr__(self, "quality", check_quality(self.quality, 0 if bound is not None else 1))
         object.__setattr__(self, "max_error", bound)
         if (bound is not None or self.psnr is not None) and self.model not in exact_models():
             raise InputError(f"{'max_error' if self.psnr is None else 'psnr'} needs a model that decodes exactly "

@@ -39,6 +39,28 @@ def check_count(value: object, name: str) -> int:
     return int(value)
 
 
+#: Every model codes qualities 1 (smallest) to this (best).
+N_QUALITIES = 16
+
+
+def check_quality(quality: object, lowest: int = 1) -> int:
+    """``quality`` as an int from ``lowest`` to :data:`N_QUALITIES` (0 is the error-bounded mode's
+    residual layer alone).
+
+    Examples
+    --------
+    >>> check_quality(8)
+    8
+    >>> check_quality(17)
+    Traceback (most recent call last):
+    ...
+    tcube.errors.InputError: quality must be an integer from 1 to 16, got 17
+    """
+    if isinstance(quality, bool) or not isinstance(quality, int | np.integer) or not lowest <= quality <= N_QUALITIES:
+        raise InputError(f"quality must be an integer from 1 to {N_QUALITIES}, got {quality!r}")
+    return int(quality)
+
+
 def band_counts_text(counts: range) -> str:
     """How many bands a model codes, in words.
 

@@ -15,8 +15,8 @@ from tcube.bands import L2A_MEAN, L2A_STD
 from tcube.entropy import TableSet, decode_symbols, encode_symbols
 from tcube.errors import InputError, SymbolChecksumError
 from tcube.models.layers import analysis, synthesis
+from tcube.validate import N_QUALITIES, check_quality
 
-N_QUALITIES = 16
 #: Largest latent magnitude the coder accepts (escapes code up to 2**31).
 SYMBOL_LIMIT = 2**30
 #: Most pixels (frames x padded height x padded width) the transforms take in one pass on the CPU
@@ -172,9 +172,7 @@ class Model(nn.Module):
 
     def quality_index(self, quality: int, batch: int) -> Tensor:
         """``quality`` (checked) as a (batch,) tensor of indices from 0."""
-        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= N_QUALITIES:
-            raise InputError(f"quality must be an integer from 1 to {N_QUALITIES}, got {quality!r}")
-        return torch.full((batch,), int(quality) - 1, dtype=torch.long, device=self.device)
+        return torch.full((batch,), check_quality(quality) - 1, dtype=torch.long, device=self.device)
 
     def compress(self, x: Tensor, quality: int, seeds: list[int] | None = None) -> list[FramePayload]:
         """Code a batch of frames ``x`` (B, C, H, W) in raw units; one payload per frame (its symbol
