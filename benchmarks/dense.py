@@ -1,14 +1,17 @@
-"""Dense time series: per-date tec-pc against the video layouts of x265 and per-date KLT + JPEG2000.
+"""Dense time series: tcube's models against the video layouts of x265 and per-date KLT + JPEG2000.
 
-    python benchmarks/dense.py [CORPUS] [--dates 48] [--out benchmarks/results] [--full]
+    python benchmarks/dense.py [DATA] [--dates 48] [--chunks 0 8 16] [--models tec-hx tec-pc] [--full]
 
-CORPUS: a corpus file of ``python -m tcube.train.corpus`` (default ``data_cache/corpus.npz``). The
-series are ``dates`` consecutive dates of nrt_romania at 10 m (4 bands, 100 x 100; tec-pc saw this
-place in training, so its figures there flatter it) and of the held-out WorldCereal series at 10 m
-(4 bands, 64 x 64). Every codec runs side by side through :mod:`tcube.bench` (real byte lengths,
-PSNR per REFERENCE.md). ``x265-video-pca`` is xarrayvideo's PCA layout (one KLT per cube, one video
-per component over time). Writes ``dense_<series>.csv/.png/.md`` (4 qualities and 5 baseline
-settings unless ``--full``).
+DATA: the ``shared/data/s2`` folder (default ``../shared/data/s2``). The series are the first
+``dates`` dates (every date with 95 % of its values present, clouds included) of the held-out
+WorldCereal series at 10 m (4 bands) and 20 m (6 bands) and of nrt_romania at 10 m (4 bands;
+tec-pc saw this place in training, so its figures there flatter it). Each series is coded whole
+(chunk 0) and in chunks of each ``--chunks`` size, as a user stores it: every codec on the same
+chunks, side by side through :mod:`tcube.bench` (real byte lengths, PSNR per REFERENCE.md).
+``x265-video-pca`` is xarrayvideo's PCA layout (one KLT per cube, one video per component over
+time). Writes ``dense_<series>_<chunking>.csv/.png/.md`` and ``dense.md``: per series and chunking
+the BD-rate of each model against ``x265-video-pca`` over 35-50 dB (10k), and the cost of chunking
+(each codec's BD-rate on chunks against its own whole-series curve).
 """
 
 from __future__ import annotations
@@ -16,29 +19,77 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tcube.bench import codecs, run, write
-from tcube.train.corpus import corpus
+import numpy as np
 
-SERIES = {"nrt_romania_10m": "sentinel2_cube_subset_romania_10m", "worldcereal_10m": "S2_L2A_10m_00002806639B424A"}
+from tcube.bench import BD_RANGE, codecs, curves, run, write
+from tcube.metrics import bd_rate
+from tcube.train.corpus import read_netcdf
+
+#: Series: name -> file under DATA.
+SERIES = {
+    "worldcereal_10m": "worldcereal/S2_L2A_10m_00002806639B424A_32631_2017-08-01_2018-11-30.nc",
+    "worldcereal_20m": "worldcereal/S2_L2A_20m_00002806639B424A_32631_2017-08-01_2018-11-30.nc",
+    "nrt_romania_10m": "nrt_romania/sentinel2_cube_subset_romania_10m.nc",
+}
 BASELINES = ["jpeg2000-pca", "x265-video", "x265-video-pca"]
+REFERENCE = "x265-video-pca"
+
+
+def chunked(name: str, cube: np.ndarray, size: int) -> list[tuple[str, np.ndarray]]:
+    """``cube`` cut into chunks of ``size`` dates (0: whole), each named by its dates."""
+    size = size or len(cube)
+    return [(f"{name}[{t}:{t + size}]", cube[t: t + size]) for t in range(0, len(cube), size)]
+
+
+def _bd(curve: tuple, reference: tuple) -> str:
+    value = bd_rate(*curve, *reference, BD_RANGE)
+    return "no overlap" if value is None or not np.isfinite(value) else f"{value:+.1f}"
+
+
+def summary(results: dict[tuple[str, int], list[dict]], models: list[str]) -> str:
+    """BD-rates against x265-video-pca per series and chunking, and the cost of each chunking."""
+    lines = ["### BD-rate against x265-video-pca on the same chunks (psnr_10k, %, 35-50 dB; negative: fewer bits)",
+             "", "| series | chunk | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for (series, size), rows in results.items():
+        c = curves(rows)
+        lines.append(f"| {series} | {size or 'whole'} | " + " | ".join(_bd(c[m], c[REFERENCE]) for m in models) + " |")
+    codecs_ = [*models, REFERENCE]
+    lines += ["", "### Cost of chunking: each codec on chunks against its own whole-series curve (%, 35-50 dB)", "",
+              "| series | chunk | " + " | ".join(codecs_) + " |", "|---|---|" + "---|" * len(codecs_)]
+    for (series, size), rows in results.items():
+        if size:
+            whole, c = curves(results[(series, 0)]), curves(rows)
+            lines.append(f"| {series} | {size} | " + " | ".join(_bd(c[m], whole[m]) for m in codecs_) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("corpus", nargs="?", default="data_cache/corpus.npz")
+    parser.add_argument("data", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/s2"))
     parser.add_argument("--dates", type=int, default=48)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[0, 8, 16])
+    parser.add_argument("--models", nargs="+", default=["tec-hx", "tec-pc"])
+    parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--full", action="store_true", help="every quality and baseline setting")
     args = parser.parse_args()
-    groups = corpus(args.corpus)
-    for key, needle in SERIES.items():
-        group = next(g for g in groups if needle in g.name)
+    out, results = Path(args.out), {}
+    for key in args.series:
+        [group] = read_netcdf(Path(args.data) / SERIES[key], key)
         cube = group.frames[: args.dates]
-        suite = codecs(["tec-pc"], BASELINES, quick=not args.full)
-        rows = run([(key, cube)], suite, lambda done, total, n=key: print(f"\r{n}: {done}/{total}", end="", flush=True))
-        print()
-        title = f"dense series {key} {cube.shape} ({', '.join(group.bands)}), {args.dates} consecutive dates"
-        print(write(rows, Path(args.out), f"dense_{key}", ["tec-pc"], title))
+        suite = codecs(args.models, BASELINES, quick=not args.full)
+        for size in sorted(set([0, *args.chunks])):
+            label = f"{key}_{size or 'whole'}"
+            rows = run(chunked(key, cube, size), suite,
+                       lambda done, total, n=label: print(f"\r{n}: {done}/{total}", end="", flush=True))
+            print()
+            title = (f"dense series {key} {cube.shape} ({', '.join(group.bands)}), {len(cube)} consecutive dates, "
+                     f"chunks of {size or len(cube)} dates")
+            write(rows, out, f"dense_{label}", args.models, title)
+            results[(key, size)] = rows
+    text = summary(results, args.models)
+    (out / "dense.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
