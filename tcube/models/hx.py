@@ -318,17 +318,20 @@ class HybridCodec(Model):
         """
         self.quality_index(quality, x.shape[0])
         seeds = seeds or [0] * x.shape[0]
-        return [self._compress_frame(frame[None].to(torch.float64).cpu(), quality, seed)
-                for frame, seed in zip(x, seeds)]
+        x = x.to(torch.float64).cpu()
+        fits = zip(*spectral_fit(x, BASIS_FRAC[1])[:3])  # one batched fit (each frame's as on its own)
+        return [self._compress_frame(frame[None], quality, seed, fit) for frame, seed, fit in zip(x, seeds, fits)]
 
-    def code_planes(self, x: Tensor, quality: int) -> Planes:
-        """The spectral transform and the engine's pass over one frame ``x`` (1, C, H, W)."""
+    def code_planes(self, x: Tensor, quality: int, fit: tuple[Tensor, Tensor, Tensor] | None = None) -> Planes:
+        """The spectral transform and the engine's pass over one frame ``x`` (1, C, H, W); ``fit``:
+        its :func:`~tcube.models.pc.spectral_fit` (mean, basis, components), when already made."""
         c, h, w = x.shape[1:]
         dn_qp = self.step_qp(quality)
         dn_step = 2.0 ** ((dn_qp - 4) / QP_PER_OCTAVE)
-        mean, basis, comps, _ = spectral_fit(x, BASIS_FRAC[1])  # one fit; coarser bases are its rounding
-        mean, basis = mean[0].numpy().astype(np.int64), basis[0].numpy().astype(np.int64)
-        comps = comps[0].to(torch.float64).numpy()
+        if fit is None:
+            fit = tuple(part[0] for part in spectral_fit(x, BASIS_FRAC[1])[:3])  # coarser bases: its rounding
+        mean, basis = fit[0].numpy().astype(np.int64), fit[1].numpy().astype(np.int64)
+        comps = fit[2].to(torch.float64).numpy()
         frac = self.basis_precision(basis, float(comps[0].std()), dn_step)
         if frac < BASIS_FRAC[1]:
             basis = np.floor(basis / 2.0 ** (BASIS_FRAC[1] - frac) + 0.5).astype(np.int64)
@@ -365,8 +368,8 @@ class HybridCodec(Model):
             frac += 1  # rounded too coarsely to stay a rotation: the components would be amplified
         return frac
 
-    def _compress_frame(self, x: Tensor, quality: int, seed: int) -> FramePayload:
-        planes = self.code_planes(x, quality)
+    def _compress_frame(self, x: Tensor, quality: int, seed: int, fit: tuple) -> FramePayload:
+        planes = self.code_planes(x, quality, fit)
         if self.transfer:
             planes.side.detail = self._choose_detail(planes.decoded, planes.target, planes.side.qp, quality)
         payload = {"side": planes.side.pack(), "hevc": _join(planes.streams, SIDE_VERSION)}
