@@ -113,6 +113,15 @@ def test_decoding_is_bit_identical_across_batches_and_threads(model):
     assert torch.equal(whole, alone) and torch.equal(whole, single)
 
 
+def test_encoding_a_batch_gives_each_frame_the_payload_it_gets_alone(model):
+    """The spectral fit of a batch is one call; every frame's streams are those it gets on its own."""
+    x = _frames(5, n=6, h=36, w=44, seed=4)
+    batch = model.compress(x, 7, list(range(6)))
+    alone = [model.compress(x[i: i + 1], 7, [i])[0] for i in range(6)]
+    assert [p.streams for p in batch] == [p.streams for p in alone]
+    assert [p.symbol_crc for p in batch] == [p.symbol_crc for p in alone]
+
+
 def test_side_information_round_trips_and_rejects_damage():
     side = Side(2, 30, 9, np.array([1200, -5, 900]), np.array([[600, 500, -3], [2, -700, 40]]), np.array([-40, 7]),
                 [(3, [1, -2, 0, 5]), None])
