@@ -55,7 +55,7 @@ def test_quality_is_monotone(model, sample, s2_dir):
     import tifffile
 
     place = np.moveaxis(tifffile.imread(s2_dir / "terracodec" / "ssl4eos12_val_0080717_2.tif"), -1, 0)
-    for cube in (sample, place[None, :, :128, :128]):
+    for cube in (sample[::2], place[None, :, :128, :128]):  # two seasons of the sample, a summer date there
         sizes, psnrs = [], []
         for q in range(1, 17):
             blob = tcube.encode(cube, model=model, quality=q)
