@@ -127,32 +127,10 @@ def model() -> HybridCodec:
 
 
 # -- HEVC ---------------------------------------------------------------------------------------------
-def _encode_ipb(planes: np.ndarray, qp: int, preset: str, keyint: int) -> bytes:
-    """:func:`hevc.encode` with x265's default QP offsets of I and B frames (ipratio 1.4, pbratio 1.3)."""
-    import io
-
-    import av
-
-    hp, wp = hevc.padded(*planes.shape[1:])
-    planes = np.pad(planes, [(0, 0), (0, hp - planes.shape[1]), (0, wp - planes.shape[2])], mode="edge")
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="hevc") as container:
-        stream = container.add_stream("libx265", rate=1)
-        stream.width, stream.height, stream.pix_fmt = wp, hp, hevc.PIX_FMT
-        stream.options = {"preset": preset, "tune": "psnr",
-                          "x265-params": f"log-level=error:info=0:keyint={keyint}:qp={qp}:{hevc.X265_PARAMS}"}
-        for plane in planes:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(plane), format=hevc.PIX_FMT)):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return hevc._once(buf.getvalue())
-
-
 def _stream(planes: np.ndarray, qp: int, v: Variant, keyint: int) -> bytes:
     planes = np.ascontiguousarray(planes)
-    raw = _encode_ipb(planes, qp, v.preset, keyint) if v.ipb else hevc.encode(planes, qp, v.preset, keyint)
-    return hevc.compact(raw)
+    # ipb: x265's default QP offsets of I and B frames (ipratio 1.4, pbratio 1.3)
+    return hevc.compact(hevc.encode(planes, qp, v.preset, keyint, constant_qp=not v.ipb))
 
 
 def date_groups(v: Variant, cloudy: np.ndarray) -> list[tuple[np.ndarray, int]]:
