@@ -534,7 +534,7 @@ def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, st
     >>> damaged_chunks(arr)
     {'0.0.0': 'zarr format 2 chunk 0.0.0: blob truncated: 196 bytes, header announces 197'}
     """
-    codec = _sole_tcube_codec(array)
+    settings = _sole_tcube_codec(array).settings.run_time(batch=1, device=device)
     expected = (tuple(array.chunks), array.dtype)
     unfinished = is_unfinished(array.store)
     out = {}
@@ -547,7 +547,7 @@ def damaged_chunks(array: zarr.Array, device: str | None = None) -> dict[str, st
             continue
         name = f"zarr format {array.metadata.zarr_format} chunk {key}"
         try:
-            chunk = _uncode([blob], [name], codec.settings.run_time(batch=1, device=device), [coords])[0]
+            chunk = _uncode([blob], [name], settings, [coords])[0]
             if (chunk.shape, chunk.dtype) != expected:
                 raise TcubeError(f"{name}: holds {chunk.dtype} {chunk.shape}, the array has {expected[1]} chunks "
                                  f"{expected[0]}")
