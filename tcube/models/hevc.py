@@ -58,10 +58,12 @@ def padded(h: int, w: int) -> tuple[int, int]:
     return tuple(max(MIN_SIZE, n + -n % PAD) for n in (h, w))
 
 
-def encode(planes: np.ndarray, qp: int, preset: str = "medium", keyint: int = 1, constant_qp: bool = True) -> bytes:
+def encode(planes: np.ndarray, qp: int, preset: str = "medium", keyint: int = 1, constant_qp: bool = True,
+           crf: bool = False) -> bytes:
     """One HEVC stream of ``planes`` (K, H, W) of 12-bit samples at ``qp``; every ``keyint``-th frame
     is intra (1: all intra). ``constant_qp``: every frame type at ``qp`` (else x265's default offsets
-    of I and B frames from P frames).
+    of I and B frames from P frames); ``crf``: x265's constant rate factor ``qp`` instead (its
+    lookahead spends more on frames that later ones reference).
 
     Examples
     --------
@@ -85,9 +87,9 @@ def encode(planes: np.ndarray, qp: int, preset: str = "medium", keyint: int = 1,
         stream = container.add_stream("libx265", rate=1)
         stream.width, stream.height, stream.pix_fmt = wp, hp, PIX_FMT
         # constant QP for every frame type (ipratio/pbratio 1) unless told otherwise, no encoder info SEI
-        ratios = ":ipratio=1:pbratio=1" if constant_qp else ""
+        rate = f"crf={qp}" if crf else f"qp={qp}" + (":ipratio=1:pbratio=1" if constant_qp else "")
         stream.options = {"preset": preset, "tune": "psnr",
-                          "x265-params": f"log-level=error:info=0:keyint={keyint}:qp={qp}{ratios}"
+                          "x265-params": f"log-level=error:info=0:keyint={keyint}:{rate}"
                                           + (f":{X265_PARAMS}" if X265_PARAMS else "")}
         for plane in planes:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(plane), format=PIX_FMT)):

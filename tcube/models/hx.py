@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,7 +46,13 @@ MAX_BASIS_COND = 1.25
 #: HEVC stream as x265 wrote it behind a tile count and lengths; layout 1 stores them compact
 #: (:func:`tcube.models.hevc.compact`) behind the lengths of all but the last.
 SIDE_VERSION = 1
-SIDE_LAYOUTS = (0, 1)
+#: Layout 2: the dates of a chunk coded over time (:meth:`HybridCodec.compress` of a cube's dates). The first
+#: frame of the chunk holds the chunk's transform, which dates are intra and every HEVC stream; the others
+#: hold their own detail transfer, which also borrows the previous date's decoded detail.
+TIME_LAYOUT = 2
+SIDE_LAYOUTS = (0, 1, 2)
+#: Most dates of one chunk coded over time.
+MAX_DATES = 1 << 12
 #: Planes larger than this on a side are cut into tiles, one HEVC stream each.
 TILE = 2048
 #: Leading components whose detail every component borrows.
@@ -67,6 +74,12 @@ FEATURES = 3
 MEAN_ORDER, BASIS_ORDER, LOW_ORDER = 10, 4, 6
 #: x265 preset of the encoder (its speed and size are measured in benchmarks/hybrid.py).
 PRESET = "ultrafast"
+#: x265 preset of chunks coded over time (speed and size against the others: benchmarks/dense.py).
+TIME_PRESET = "medium"
+#: A date of a chunk is coded intra when the mean of its first band exceeds this factor times the
+#: :data:`CLOUD_PERCENTILE`-th percentile of those means over the chunk (clouds, haze, snow: bright
+#: dates that the others predict badly and that would predict the others badly).
+CLOUD_FACTOR, CLOUD_PERCENTILE = 2.0, 20
 #: Quantiser step per unit of QP, as in HEVC: the step doubles every 6.
 QP_PER_OCTAVE = 6
 
@@ -138,9 +151,16 @@ def coefficients(predicted: list[int], shift: int, residuals: list[int]) -> list
     return [max(-COEF_MAX, min(COEF_MAX, p + (r << shift))) for p, r in zip(predicted, residuals)]
 
 
-def sources(k: int, coded: int) -> list[int]:
-    """Components whose detail component ``k`` borrows: the leading ones and itself."""
-    return sorted(set(range(min(LEAD, coded))) | {k})
+def sources(k: int, coded: int, previous: bool = False) -> list[int]:
+    """Planes whose detail component ``k`` borrows: the leading components and itself, and with
+    ``previous`` its plane of the previous date (index ``coded + k``).
+
+    Examples
+    --------
+    >>> sources(5, 6), sources(1, 3, previous=True)
+    ([0, 1, 2, 3, 5], [0, 1, 2, 4])
+    """
+    return sorted(set(range(min(LEAD, coded))) | {k}) + ([coded + k] if previous else [])
 
 
 @dataclass
@@ -155,10 +175,21 @@ class Side:
     low: np.ndarray  # (K,) level offsets
     detail: list[tuple[int, list[int]] | None]  # per component: (shift, residuals) or None
     layout: int = SIDE_VERSION  # of the side information and the HEVC streams behind it
+    dates: int = 1  # layout 2: dates of the chunk in its first frame, 0 in the others
+    intra: list[bool] = field(default_factory=list)  # layout 2, first frame: the dates coded intra
+    previous: bool = False  # layout 2, later dates: whether the detail transfer borrows the previous date's
 
     def pack(self) -> bytes:
         w = BitWriter()
         w.bits(self.layout, 4)
+        if self.layout >= TIME_LAYOUT:
+            w.unsigned([self.dates])
+            if not self.dates:  # a later date of a chunk: its detail transfer only
+                w.bits(self.previous, 1)
+                self._pack_detail(w, self.previous)
+                return w.getvalue()
+            for flag in self.intra:
+                w.bits(flag, 1)
         w.signed([self.plane_exp])
         w.bits(self.qp, 6)
         w.bits(self.frac, 4)
@@ -166,12 +197,43 @@ class Side:
         w.signed(self.mean.tolist(), MEAN_ORDER)
         w.signed(self.basis.ravel().tolist(), max(0, self.frac - BASIS_ORDER))
         w.signed(self.low.tolist(), LOW_ORDER)
-        for d in self.detail:
+        self._pack_detail(w, previous=False)
+        return w.getvalue()
+
+    def _pack_detail(self, w: BitWriter, previous: bool) -> None:
+        for j, d in enumerate(self.detail):
             w.bits(d is not None, 1)
             if d is not None:
+                if len(d[1]) != 2 * len(sources(j, len(self.detail), previous)):
+                    raise ValueError(f"component {j} has {len(d[1])} detail coefficients")
                 w.bits(d[0], SHIFT_BITS)
                 w.signed(d[1])
-        return w.getvalue()
+
+    @staticmethod
+    def _unpack_detail(r: BitReader, k: int, previous: bool) -> list[tuple[int, list[int]] | None]:
+        detail: list[tuple[int, list[int]] | None] = []
+        for j in range(k):
+            if r.bits(1):
+                shift = r.bits(SHIFT_BITS)
+                detail.append((shift, r.signed(2 * len(sources(j, k, previous)))))
+            else:
+                detail.append(None)
+        return detail
+
+    def later(self, data: bytes) -> Side:
+        """The side information of a later date of the chunk this (its first frame's) heads."""
+        r = BitReader(data)
+        if r.bits(4) != TIME_LAYOUT or r.unsigned(1)[0] != 0:
+            raise CorruptBlobError("tec-hx chunk: a later date's side information is not one")
+        previous = bool(r.bits(1))
+        detail = self._unpack_detail(r, len(self.basis), previous)
+        r.check_end()
+        return self.for_date(detail, previous)
+
+    def for_date(self, detail: list[tuple[int, list[int]] | None], previous: bool) -> Side:
+        """The side information of a later date of the chunk this heads, with its own detail transfer."""
+        return Side(self.plane_exp, self.qp, self.frac, self.mean, self.basis, self.low, detail, TIME_LAYOUT, 0,
+                    previous=previous)
 
     @classmethod
     def unpack(cls, data: bytes, bands: int) -> Side:
@@ -179,6 +241,13 @@ class Side:
         if (layout := r.bits(4)) not in SIDE_LAYOUTS:
             raise CorruptBlobError(f"tec-hx side information has layout {layout}; this tcube reads "
                                    f"{', '.join(map(str, SIDE_LAYOUTS))}")
+        dates, intra = 1, []
+        if layout >= TIME_LAYOUT:
+            (dates,) = r.unsigned(1)
+            if not 2 <= dates <= MAX_DATES:
+                raise CorruptBlobError(f"tec-hx chunk side information announces {dates} dates "
+                                       "(a later date without the chunk's first frame?)")
+            intra = [bool(r.bits(1)) for _ in range(dates)]
         (plane_exp,) = r.signed(1)
         qp, frac = r.bits(6), r.bits(4)
         (k,) = r.unsigned(1)
@@ -189,17 +258,11 @@ class Side:
         mean = np.array(r.signed(bands, MEAN_ORDER), np.int64)
         basis = np.array(r.signed(k * bands, max(0, frac - BASIS_ORDER)), np.int64).reshape(k, bands)
         low = np.array(r.signed(k, LOW_ORDER), np.int64)
-        detail: list[tuple[int, list[int]] | None] = []
-        for j in range(k):
-            if r.bits(1):
-                shift = r.bits(SHIFT_BITS)
-                detail.append((shift, r.signed(2 * len(sources(j, k)))))
-            else:
-                detail.append(None)
+        detail = cls._unpack_detail(r, k, previous=False)
         r.check_end()
         if np.abs(mean).max() > 1 << 16 or np.abs(basis).max() > 1 << 15:
             raise CorruptBlobError("tec-hx side information holds means or basis entries out of range")
-        return cls(plane_exp, qp, frac, mean, basis, low, detail, layout)
+        return cls(plane_exp, qp, frac, mean, basis, low, detail, layout, dates, intra)
 
 
 @dataclass
@@ -236,12 +299,23 @@ class HybridCodec(Model):
     stream_names = ("side", "hevc")
     any_bands = True
     exact = True
+    temporal = True
 
     def __init__(self, config: HybridConfig):
         super().__init__(config)
         self.preset = PRESET
+        #: x265 preset of chunks coded over time (their video and their intra dates).
+        self.time_preset = TIME_PRESET
+        #: Whether a cube's dates are coded over time (off: each date on its own, for ablations).
+        self.over_time = True
+        #: Whether a later date's detail transfer borrows the previous date's (off: for ablations).
+        self.cross_date = True
         #: Whether the encoder sends the detail transfer (off: the streams alone, for ablations).
         self.transfer = True
+        #: Rate control of a chunk's video: "cqp" (one QP), "ipb" (x265's I/B offsets) or "crf".
+        self.time_rate = "cqp"
+        #: Factor of :meth:`intra_dates` (inf: no date intra).
+        self.cloud_factor = CLOUD_FACTOR
         # predictor weights of a component's own detail coefficients per (quality, band, feature)
         self.register_buffer("predictor", torch.zeros(N_QUALITIES, len(RADII), FEATURES, dtype=torch.float64))
 
@@ -319,12 +393,69 @@ class HybridCodec(Model):
         self.quality_index(quality, x.shape[0])
         seeds = seeds or [0] * x.shape[0]
         x = x.to(torch.float64).cpu()
+        if self.over_time and 2 <= len(x) <= MAX_DATES:
+            return self._compress_chunk(x, quality, seeds)
         fits = zip(*spectral_fit(x, BASIS_FRAC[1])[:3])  # one batched fit (each frame's as on its own)
         return [self._compress_frame(frame[None], quality, seed, fit) for frame, seed, fit in zip(x, seeds, fits)]
+
+    @staticmethod
+    def intra_dates(x: Tensor, factor: float = CLOUD_FACTOR) -> list[bool]:
+        """Dates of a chunk ``x`` (T, C, H, W) coded intra: those much brighter than the chunk's
+        clear dates (:data:`CLOUD_FACTOR`).
+
+        Examples
+        --------
+        >>> x = torch.full((4, 2, 8, 8), 500.0); x[2] = 3000.0
+        >>> HybridCodec.intra_dates(x)
+        [False, False, True, False]
+        """
+        means = x[:, 0].reshape(len(x), -1).mean(1).numpy()
+        return (means > factor * max(float(np.percentile(means, CLOUD_PERCENTILE)), 1.0)).tolist()
+
+    def _compress_chunk(self, x: Tensor, quality: int, seeds: list[int]) -> list[FramePayload]:
+        """Code the dates ``x`` (T, C, H, W) of one chunk over time: one KLT for all, each component's
+        clear dates one video, the intra dates intra frames; payloads of the first date hold them."""
+        t, c, h, w = x.shape
+        side, levels, target = self.transform(x.permute(1, 0, 2, 3).reshape(1, c, t * h, w), quality)
+        k = len(levels)
+        levels, target = levels.reshape(k, t, h, w), target.reshape(k, t, h, w)
+        side.layout, side.dates, side.intra = TIME_LAYOUT, t, self.intra_dates(x, self.cloud_factor)
+        streams = [s for rows, cols in _tiles(h, w) for s in self._chunk_streams(levels[..., rows, cols], side)]
+        decoded = _decode_chunk(streams, side, k, h, w).astype(np.int64)
+        sides = [side] + [side.for_date([None] * k, self.cross_date) for _ in range(t - 1)]
+        out = []
+        for i, (date_side, seed) in enumerate(zip(sides, seeds)):
+            previous = decoded[:, i - 1] if date_side.previous else None
+            if self.transfer:
+                date_side.detail = self._choose_detail(decoded[:, i], target[:, i], side.qp, quality, previous)
+            payload = {"side": date_side.pack(), "hevc": _join(streams, SIDE_VERSION) if i == 0 else b""}
+            out.append(FramePayload(payload, _crc(payload, seed), seed))
+        return out
+
+    def _chunk_streams(self, levels: np.ndarray, side: Side) -> list[bytes]:
+        """The HEVC streams of one tile of a chunk's levels (K, T, H, W): its clear dates as one video
+        (component after component, each starting intra), then its intra dates as intra frames."""
+        out = []
+        for dates, keyint in _date_runs(side.intra):
+            planes = np.ascontiguousarray(levels[:, dates].reshape(-1, *levels.shape[2:]))
+            out.append(hevc.compact(hevc.encode(planes, side.qp, self.time_preset, keyint, self.time_rate != "ipb",
+                                                self.time_rate == "crf")))
+        return out
 
     def code_planes(self, x: Tensor, quality: int, fit: tuple[Tensor, Tensor, Tensor] | None = None) -> Planes:
         """The spectral transform and the engine's pass over one frame ``x`` (1, C, H, W); ``fit``:
         its :func:`~tcube.models.pc.spectral_fit` (mean, basis, components), when already made."""
+        h, w = x.shape[2:]
+        side, levels, target = self.transform(x, quality, fit)
+        streams = [hevc.compact(hevc.encode(levels[:, rows, cols], side.qp, self.preset))
+                   for rows, cols in _tiles(h, w)]
+        decoded = _decode_tiles(streams, len(levels), h, w, SIDE_VERSION).astype(np.int64)
+        return Planes(side, streams, decoded, target)
+
+    def transform(self, x: Tensor, quality: int, fit: tuple[Tensor, Tensor, Tensor] | None = None
+                  ) -> tuple[Side, np.ndarray, np.ndarray]:
+        """The side information (no detail transfer yet), the 12-bit levels (K, H, W) of the coded
+        components of ``x`` (1, C, H, W) and the exact levels they round (float64)."""
         c, h, w = x.shape[1:]
         dn_qp = self.step_qp(quality)
         dn_step = 2.0 ** ((dn_qp - 4) / QP_PER_OCTAVE)
@@ -351,11 +482,8 @@ class HybridCodec(Model):
         levels = scaled - low[:, None, None]
         if levels.min() < 0 or levels.max() > hevc.LEVELS:  # the plane step holds every range: never clip
             raise InputError(f"tec-hx components span {spread:.0f} DN, beyond 12 bits at the coarsest plane step")
-        levels = levels.astype(np.uint16)
-        streams = [hevc.compact(hevc.encode(levels[:, rows, cols], qp, self.preset)) for rows, cols in _tiles(h, w)]
-        decoded = _decode_tiles(streams, k, h, w, SIDE_VERSION).astype(np.int64)
         side = Side(n, qp, frac, mean, basis[:k], low, [None] * k)
-        return Planes(side, streams, decoded, comps / 2.0**n - low[:, None, None])
+        return side, levels.astype(np.uint16), comps / 2.0**n - low[:, None, None]
 
     @staticmethod
     def basis_precision(basis: np.ndarray, lead: float, dn_step: float) -> int:
@@ -375,21 +503,22 @@ class HybridCodec(Model):
         payload = {"side": planes.side.pack(), "hevc": _join(planes.streams, SIDE_VERSION)}
         return FramePayload(payload, _crc(payload, seed), seed)
 
-    def _choose_detail(self, decoded: np.ndarray, target: np.ndarray, qp: int, quality: int
-                       ) -> list[tuple[int, list[int]] | None]:
+    def _choose_detail(self, decoded: np.ndarray, target: np.ndarray, qp: int, quality: int,
+                       previous: np.ndarray | None = None) -> list[tuple[int, list[int]] | None]:
         """Per component, the coefficient grid and corrections that minimise squared error plus
         rate (at the engine's slope), or None where the transfer does not pay. Squared errors come
-        from the Gram matrix of all detail bands (one pass over the pixels)."""
+        from the Gram matrix of all detail bands (one pass over the pixels); ``previous``: the
+        previous date's decoded levels, whose detail a component may borrow too."""
         k = len(decoded)
-        bands = detail_bands(decoded)
+        bands = detail_bands(decoded if previous is None else np.concatenate([decoded, previous]))
         grams = Grams(bands)
         err = (target - decoded).reshape(k, -1)
-        flat = bands.reshape(k * len(RADII), -1).astype(np.float64)
+        flat = bands.reshape(len(bands) * len(RADII), -1).astype(np.float64)
         gram_all, cross_all = flat @ flat.T, flat @ err.T
         lam = 2 * math.log(2) * max(float((err**2).mean()), 1e-3)  # squared levels per bit
         out: list[tuple[int, list[int]] | None] = []
         for j in range(k):
-            srcs = sources(j, k)
+            srcs = sources(j, k, previous is not None)
             idx = [s * len(RADII) + b for s in srcs for b in range(len(RADII))]
             gram, cross = gram_all[np.ix_(idx, idx)], cross_all[idx, j]
             fit = np.linalg.lstsq(gram + 1e-9 * np.eye(len(gram)) * np.trace(gram), cross, rcond=None)[0]
@@ -415,20 +544,47 @@ class HybridCodec(Model):
         self.quality_index(quality, len(payloads))
         c = bands if bands is not None else self.config.bands
         out = None if sink is not None else torch.empty((len(payloads), c, height, width), dtype=torch.float64)
-        for i, p in enumerate(payloads):
-            check_crc(_crc(p.streams, p.seed), p, i)
-            frame = self._decompress_frame(p, quality, height, width, c)
-            if sink is None:
-                out[i] = frame[0]
-            else:
-                sink(slice(i, i + 1), slice(0, height), slice(0, width), frame.to(torch.float32))
+        i = 0
+        while i < len(payloads):
+            frames = self._decompress_run(payloads, i, quality, height, width, c)
+            for frame in frames:
+                if sink is None:
+                    out[i] = frame[0]
+                else:
+                    sink(slice(i, i + 1), slice(0, height), slice(0, width), frame.to(torch.float32))
+                i += 1
         return out
 
-    def _decompress_frame(self, p: FramePayload, quality: int, h: int, w: int, c: int) -> Tensor:
-        side = Side.unpack(p.streams["side"], c)
+    def _decompress_run(self, payloads: list[FramePayload], i: int, quality: int, h: int, w: int, c: int
+                        ) -> Iterator[Tensor]:
+        """The frames of payload ``i``: one, or the dates of the chunk it heads (payloads i, i + 1, ...)."""
+        check_crc(_crc(payloads[i].streams, payloads[i].seed), payloads[i], i)
+        side = Side.unpack(payloads[i].streams["side"], c)
         k = len(side.basis)
-        levels = _decode_tiles(_unjoin(p.streams["hevc"], len(_tiles(h, w)), side.layout), k, h, w, side.layout)
-        fine = self.enhance(levels, side, quality)
+        if side.layout < TIME_LAYOUT:
+            levels = _decode_tiles(_unjoin(payloads[i].streams["hevc"], len(_tiles(h, w)), side.layout), k, h, w,
+                                   side.layout)
+            yield self._bands(self.enhance(levels, side, quality), side, c)
+            return
+        if i + side.dates > len(payloads):
+            raise CorruptBlobError(f"tec-hx chunk of {side.dates} dates starts at frame {i} of {len(payloads)}")
+        sides = [side]
+        for j in range(i + 1, i + side.dates):
+            check_crc(_crc(payloads[j].streams, payloads[j].seed), payloads[j], j)
+            if payloads[j].streams["hevc"]:
+                raise CorruptBlobError(f"tec-hx chunk: frame {j} is a later date but holds HEVC streams")
+            sides.append(side.later(payloads[j].streams["side"]))
+        runs = len(_date_runs(side.intra))
+        levels = _decode_chunk(_unjoin(payloads[i].streams["hevc"], runs * len(_tiles(h, w)), SIDE_VERSION),
+                               side, k, h, w)
+        for t, date_side in enumerate(sides):
+            previous = levels[:, t - 1] if date_side.previous else None
+            yield self._bands(self.enhance(levels[:, t], date_side, quality, previous), date_side, c)
+
+    @staticmethod
+    def _bands(fine: np.ndarray, side: Side, c: int) -> Tensor:
+        """Bands (1, C, H, W) of enhanced levels ``fine`` (K, H, W) with :data:`OUT_FRAC` fractional bits."""
+        k, h, w = fine.shape
         fine += (side.low * 2**OUT_FRAC).astype(np.float64)[:, None, None]
         # bands = mean + basis^T (fine * 2**(plane_exp - OUT_FRAC)) / 2**BASIS_FRAC: integer products
         # below 2**53, exact in any summation order
@@ -437,21 +593,22 @@ class HybridCodec(Model):
         acc += side.mean.astype(np.float64)[:, None]
         return torch.from_numpy(acc.reshape(1, c, h, w))
 
-    def enhance(self, levels: np.ndarray, side: Side, quality: int) -> np.ndarray:
+    def enhance(self, levels: np.ndarray, side: Side, quality: int, previous: np.ndarray | None = None) -> np.ndarray:
         """Decoded levels (K, H, W) with the detail transfer of ``side`` added, with
-        :data:`OUT_FRAC` fractional bits (integers in float64, exact)."""
+        :data:`OUT_FRAC` fractional bits (integers in float64, exact); ``previous``: the previous
+        date's decoded levels (later dates of a chunk)."""
         k = len(levels)
         out = levels.astype(np.float64) * 2.0**OUT_FRAC
         if not any(d is not None for d in side.detail):
             return out
-        bands = detail_bands(levels)
+        bands = detail_bands(levels if previous is None else np.concatenate([levels, previous]))
         grams = Grams(bands)
         pixels = levels[0].size
         down = 2.0 ** (COEF_FRAC - OUT_FRAC)
         for j, d in enumerate(side.detail):
             if d is None:
                 continue
-            srcs = sources(j, k)
+            srcs = sources(j, k, previous is not None)
             coef = coefficients(self.predict(grams, j, srcs, side.qp, pixels, quality), *d)
             acc = np.zeros(levels[0].shape)
             for a, (s, b) in zip(coef, [(s, b) for s in srcs for b in range(len(RADII))]):
@@ -475,6 +632,27 @@ def _decode_tiles(parts: list[bytes], k: int, h: int, w: int, layout: int) -> np
     for (rows, cols), data in zip(_tiles(h, w), parts):
         stream = hevc.expand(data) if layout >= 1 else data
         levels[:, rows, cols] = hevc.decode(stream, k, rows.stop - rows.start, cols.stop - cols.start)
+    return levels
+
+
+def _date_runs(intra: list[bool]) -> list[tuple[np.ndarray, int]]:
+    """The runs of a chunk's dates its streams code, with their intra period: the clear dates (one
+    video, each component starting intra), then the intra dates."""
+    flags = np.array(intra, bool)
+    clear, cloudy = np.flatnonzero(~flags), np.flatnonzero(flags)
+    return [(d, k) for d, k in ((clear, len(clear)), (cloudy, 1)) if len(d)]
+
+
+def _decode_chunk(parts: list[bytes], side: Side, k: int, h: int, w: int) -> np.ndarray:
+    """The (K, T, H, W) levels of a chunk's streams (per tile, per run of :func:`_date_runs`)."""
+    runs = _date_runs(side.intra)
+    levels = np.empty((k, side.dates, h, w), np.uint16)
+    it = iter(parts)
+    for rows, cols in _tiles(h, w):
+        th, tw = rows.stop - rows.start, cols.stop - cols.start
+        for dates, _ in runs:
+            planes = hevc.decode(hevc.expand(next(it)), k * len(dates), th, tw)
+            levels[:, dates, rows, cols] = planes.reshape(k, len(dates), th, tw)
     return levels
 
 
