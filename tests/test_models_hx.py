@@ -1,10 +1,12 @@
 """tec-hx: the HEVC engine, the side information, exact decoding, any band set, damaged payloads."""
 
 import dataclasses
+import zlib
 
 import numpy as np
 import pytest
 import torch
+from helpers import correlated_frames
 from helpers import correlated_frames as _frames
 
 import tcube
@@ -17,6 +19,22 @@ from tcube.models.hx import Side, detail_bands, sources
 @pytest.fixture(scope="module")
 def model():
     return load_model("tec-hx", "cpu")
+
+
+@pytest.fixture
+def per_date(model, monkeypatch):
+    """tec-hx coding each date of a call on its own (as its blobs before chunks over time)."""
+    monkeypatch.setattr(model, "over_time", False)
+    return model
+
+
+def _series(dates: int = 6, bands: int = 4, h: int = 40, w: int = 48, cloudy: int = 3) -> torch.Tensor:
+    """Dates of one scene that drifts a little, with a bright cloudy date ``cloudy``."""
+    scene = correlated_frames(bands, n=1, h=h, w=w, seed=5)
+    drift = torch.linspace(0.95, 1.05, dates).view(dates, 1, 1, 1)
+    x = (scene * drift + torch.from_numpy(np.random.default_rng(6).normal(0, 15, (dates, bands, h, w)))).round()
+    x[cloudy] = (x[cloudy] * 0.3 + 6000).round()
+    return x.clamp(0, 10000)
 
 
 def test_engine_round_trip_and_damage():
@@ -99,7 +117,8 @@ def test_quality_orders_size_and_error(model):
     assert sizes[0] < sizes[1] < sizes[2] and errors[0] > errors[1] > errors[2]
 
 
-def test_decoding_is_bit_identical_across_batches_and_threads(model):
+def test_decoding_is_bit_identical_across_batches_and_threads(per_date):
+    model = per_date
     x = _frames(5, n=8, h=36, w=44, seed=3)
     payloads = model.compress(x, 9)
     whole = model.decompress(payloads, 9, 36, 44, bands=5)
@@ -113,7 +132,8 @@ def test_decoding_is_bit_identical_across_batches_and_threads(model):
     assert torch.equal(whole, alone) and torch.equal(whole, single)
 
 
-def test_encoding_a_batch_gives_each_frame_the_payload_it_gets_alone(model):
+def test_encoding_a_batch_gives_each_frame_the_payload_it_gets_alone(per_date):
+    model = per_date
     """The spectral fit of a batch is one call; every frame's streams are those it gets on its own."""
     x = _frames(5, n=6, h=36, w=44, seed=4)
     batch = model.compress(x, 7, list(range(6)))
@@ -157,3 +177,54 @@ def test_through_the_api_with_nodata_and_error_bound():
     assert out.shape == cube.shape and np.array_equal(out == 0, cube == 0)
     bounded = tcube.decode(tcube.encode(cube, model="tec-hx", max_error=3, quality=6))
     assert int(np.abs(bounded.astype(int) - cube).max()) <= 3
+
+
+def test_a_chunk_codes_its_dates_over_time_and_decodes_exactly(model, monkeypatch):
+    x = _series()
+    chunk = model.compress(x, 10, list(range(6)))
+    head = Side.unpack(chunk[0].streams["side"], 4)
+    assert head.dates == 6 and head.intra == [False, False, False, True, False, False]
+    assert chunk[0].streams["hevc"] and not any(p.streams["hevc"] for p in chunk[1:])
+    out = model.decompress(chunk, 10, 40, 48, bands=4)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(model.decompress(chunk, 10, 40, 48, bands=4), out)
+    finally:
+        torch.set_num_threads(n)
+    monkeypatch.setattr(model, "over_time", False)
+    dates = model.compress(x, 10, list(range(6)))
+    alone = model.decompress(dates, 10, 40, 48, bands=4)
+    size = sum(len(v) for p in chunk for v in p.streams.values())
+    assert size < 0.8 * sum(len(v) for p in dates for v in p.streams.values())  # time pays on a static scene
+    assert psnr_10k(x.numpy(), out.numpy()) > psnr_10k(x.numpy(), alone.numpy()) - 1.0
+
+
+def test_a_chunk_decodes_only_whole(model):
+    chunk = model.compress(_series(), 8, list(range(6)))
+    with pytest.raises(CorruptBlobError, match="later date without"):
+        model.decompress(chunk[1:], 8, 40, 48, bands=4)
+    with pytest.raises(CorruptBlobError, match="chunk of 6 dates starts at frame 0 of 4"):
+        model.decompress(chunk[:4], 8, 40, 48, bands=4)
+
+    def forged(side: bytes, hevc: bytes) -> FramePayload:
+        return FramePayload({"side": side, "hevc": hevc}, zlib.crc32(hevc, zlib.crc32(side, 2)), 2)
+
+    with pytest.raises(CorruptBlobError, match="frame 2 is a later date but holds HEVC"):
+        model.decompress([*chunk[:2], forged(chunk[2].streams["side"], b"\x00"), *chunk[3:]], 8, 40, 48, bands=4)
+    with pytest.raises(CorruptBlobError, match="not one"):
+        model.decompress([*chunk[:2], forged(chunk[0].streams["side"], b""), *chunk[3:]], 8, 40, 48, bands=4)
+    with pytest.raises(SymbolChecksumError):
+        model.decompress([*chunk[:5], FramePayload(chunk[5].streams, chunk[5].symbol_crc ^ 1, 5)], 8, 40, 48, bands=4)
+
+
+def test_chunk_side_information_round_trips():
+    head = Side(1, 20, 12, np.array([900, 800]), np.array([[3000, 2000]]), np.array([-5]), [(2, [1, -1])],
+                layout=2, dates=3, intra=[False, True, False])
+    back = Side.unpack(head.pack(), 2)
+    assert (back.dates, back.intra, back.detail) == (3, [False, True, False], head.detail)
+    later = head.for_date([(1, [4, 0, -2, 7])], previous=True)
+    again = back.later(later.pack())
+    assert again.previous and again.detail == later.detail and again.basis.tolist() == head.basis.tolist()
+    with pytest.raises(CorruptBlobError, match="dates"):
+        Side.unpack(dataclasses.replace(head, dates=1, intra=[False]).pack(), 2)

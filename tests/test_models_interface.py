@@ -45,7 +45,7 @@ def test_only_fields_of_an_architecture_are_in_its_config():
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_codes_its_band_counts_and_declares_what_it_is(name):
     model = load_model(name, "cpu")
-    assert model.temporal == (name == "tec-tt") and model.exact == (name in ("tec-hx", "tec-pc"))
+    assert model.temporal == (name in ("tec-hx", "tec-tt")) and model.exact == (name in ("tec-hx", "tec-pc"))
     counts = model.band_counts
     assert isinstance(counts, range) and len(counts) >= 1
     for bands in dict.fromkeys((counts[0], counts[-1])):
