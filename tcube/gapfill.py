@@ -29,6 +29,7 @@ from tcube.defaults import DEFAULT_QUALITY
 from tcube.errors import InputError
 from tcube.masks import fill_invalid
 from tcube.models import load_model
+from tcube.models.tt import TemporalCodec
 from tcube.validate import check_cube
 
 __all__ = ["inpaint", "interpolate_time"]
@@ -122,8 +123,8 @@ def inpaint(cube: np.ndarray, mask: np.ndarray, *, model: str = "tec-tt", qualit
     ((4, 12, 48, 48), True)
     """
     codec = load_model(model, device)
-    if not getattr(codec, "temporal", False):
-        raise InputError(f"inpaint needs a temporal model (tec-tt), got {model!r}")
+    if not isinstance(codec, TemporalCodec):  # the prior must be differentiable: tec-hx's HEVC is not
+        raise InputError(f"inpaint needs a model with a learned temporal prior (tec-tt), got {model!r}")
     checked = check_cube(cube, codec.band_counts)
     if checked.masked is not None:
         raise InputError("inpaint takes the gaps as `mask`: pass cube.filled(0) and mask=np.ma.getmaskarray(cube)")

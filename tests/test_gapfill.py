@@ -69,7 +69,7 @@ def test_inpaint_is_deterministic(series):
 @pytest.mark.parametrize("kwargs, message", [
     ({"mask": np.zeros((4, 5, 5), bool)}, "mask must have shape"),
     ({"mask": np.zeros((4, 49, 63), np.uint8)}, "boolean"),
-    ({"model": "tec-hp"}, "temporal model"),
+    ({"model": "tec-hp"}, "learned temporal prior"),
     ({"model": "nope"}, "unknown model"),
     ({"quality": 17}, "quality"),
     ({"steps": -1}, "steps"),
