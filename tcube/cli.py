@@ -224,7 +224,8 @@ def _summary_text(d: dict) -> str:
     lines = [f"{d['store']}: {d['stored_bytes']} bytes stored for {d['raw_bytes']} raw bytes "
              f"(ratio {d['ratio']:.1f})" + (f" in {d['seconds']:.1f} s" if "seconds" in d else "")]
     for a in d["arrays"]:
-        lines.append(f"  {a['name']:>24} {a['codec']:>28} {a['stored_bytes']:>10} B  {a['variables']}")
+        chunks = f" chunks {'x'.join(map(str, a['chunks']))}" if a['codec'].startswith("tcube") else ""
+        lines.append(f"  {a['name']:>24} {a['codec']:>28} {a['stored_bytes']:>10} B  {a['variables']}{chunks}")
     return "\n".join(lines)
 
 
@@ -385,7 +386,8 @@ def _add_coding_flags(p: argparse.ArgumentParser) -> None:
                                                                 "(smallest chunk that does)")
     p.add_argument("--metric", choices=("10k", "full"), default="10k", help="PSNR convention of --psnr")
     p.add_argument("--chunks", type=positive_int, nargs=3, metavar=("T", "Y", "X"),
-                   help="chunk sizes (default: 1 256 256)")
+                   help="chunk sizes (default: 16 256 256 for models that code dates over time, tec-hx and "
+                        "tec-tt; else 1 256 256); the summary prints each array's chunks")
     p.add_argument("--scale", type=float, help="band values are digital numbers x SCALE, e.g. 0.0001 for float "
                                                "reflectance 0..1 without a CF scale_factor (default: from the CF "
                                                "encoding, else 1)")

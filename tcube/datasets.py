@@ -60,7 +60,9 @@ def xarray2tec(ds: xr.Dataset | xr.DataArray, store: Any, rules: Mapping[str, Ma
         only with ``overwrite``; anything that is not a zarr store never.
     rules : dict, optional
         Per variable name (``"*"`` for all): ``model``, ``quality``, ``max_error``, ``psnr`` and
-        ``metric`` (as in :func:`tcube.encode`), ``chunks`` ((time, y, x)),
+        ``metric`` (as in :func:`tcube.encode`), ``chunks`` ((time, y, x); default
+        16 dates for models that code dates over time, one for the others, 256 x 256 pixels:
+        :func:`tcube.stacks.default_chunks`; :func:`describe_store` lists what a store got),
         ``lossless`` (store as is), ``skip`` (leave out), ``band`` (the Sentinel-2 band of a
         variable with another name), ``scale``/``offset`` (value = digital number * scale +
         offset; default from the CF encoding), ``nodata`` (integer variables).
@@ -276,7 +278,8 @@ def describe_store(store: Any) -> dict:
         else:
             raw, names = arr.nbytes, [key]
         arrays.append({"name": key, "codec": codec_text(arr), "stored_bytes": arr.nbytes_stored(),
-                       "raw_bytes": int(raw), "variables": names, "zarr_format": arr.metadata.zarr_format})
+                       "raw_bytes": int(raw), "variables": names, "zarr_format": arr.metadata.zarr_format,
+                       "chunks": list(arr.chunks)})
     stored, raw = sum(a["stored_bytes"] for a in arrays), sum(a["raw_bytes"] for a in arrays)
     return {"store": str(store), "arrays": arrays, "stored_bytes": stored, "raw_bytes": raw,
             "ratio": raw / max(stored, 1)}

@@ -41,7 +41,7 @@ import zarr
 from tcube.bands import L1C_BANDS, L2A_BANDS, L2A_FILL_COV, L2A_FILL_MEAN, band_dim, band_name
 from tcube.errors import InputError
 from tcube.masks import CODED_RANGE
-from tcube.models.registry import codes_any_bands
+from tcube.models.registry import codes_any_bands, codes_over_time
 from tcube.outputs import JOB_ATTR, check_finished, local_path
 from tcube.readers import existing
 from tcube.settings import Settings
@@ -55,6 +55,10 @@ JSON_VALUES_ATTR = "tcube:json_values"  # object arrays stored as JSON text: wha
 RULE_KEYS = frozenset({"model", "quality", "max_error", "psnr", "metric", "chunks", "lossless", "skip", "band",
                        "scale", "offset", "nodata", "native_grid"})
 DEFAULT_CHUNKS = {"time": 1, "y": 256, "x": 256}
+#: Dates per chunk of a model that codes a chunk's dates over time (``tec-hx``, ``tec-tt``): on the
+#: dense series of benchmarks/dense.py, tec-hx in chunks of 16 dates needed a few % more bits than the
+#: whole series in one call, in chunks of 8 more again; reading one date decodes its chunk.
+TIME_CHUNK = 16
 _Y_NAMES = ("y", "lat", "latitude", "row", "rows", "northing")
 _X_NAMES = ("x", "lon", "longitude", "col", "cols", "easting")
 _KEPT_ENCODING = ("dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar", "grid_mapping")
@@ -182,10 +186,23 @@ def _layout(da: xr.DataArray, bdim: str | None) -> tuple[str | None, str, str] |
     return (rest[0] if rest else None), ydim, xdim
 
 
-def _chunks(rule: Mapping, sizes: tuple[int, int, int]) -> tuple[int, int, int]:
-    chunks = rule.get("chunks", DEFAULT_CHUNKS)
+def default_chunks(model: str) -> dict[str, int]:
+    """Chunk sizes of a stack coded by ``model`` when its rules name none: :data:`TIME_CHUNK` dates
+    for a model that codes dates over time, else one.
+
+    Examples
+    --------
+    >>> default_chunks("tec-hx"), default_chunks("tec-pc")["time"]
+    ({'time': 16, 'y': 256, 'x': 256}, 1)
+    """
+    return {**DEFAULT_CHUNKS, "time": TIME_CHUNK if codes_over_time(model) else DEFAULT_CHUNKS["time"]}
+
+
+def _chunks(rule: Mapping, sizes: tuple[int, int, int], model: str) -> tuple[int, int, int]:
+    default = default_chunks(model)
+    chunks = rule.get("chunks", default)
     if isinstance(chunks, Mapping):
-        chunks = (chunks.get("time", 1), chunks.get("y", 256), chunks.get("x", 256))
+        chunks = tuple(chunks.get(d, default[d]) for d in ("time", "y", "x"))
     if len(chunks) != 3 or any(int(c) < 1 for c in chunks):
         raise InputError(f"chunks must be (time, y, x) sizes >= 1, got {chunks!r}")
     return tuple(min(int(c), s) for c, s in zip(chunks, sizes))
@@ -287,7 +304,8 @@ def plan(ds: xr.Dataset, rules: Mapping[str, Mapping], settings: Settings) -> tu
         for m in members:
             m.ydim, m.xdim, m.factor = layout[1], layout[2], factor
         sizes = (ds.sizes[tdim] if tdim else 1, ds.sizes[ydim], ds.sizes[xdim])
-        key = (tdim, ydim, xdim, settings.under(rule), _chunks(rule, sizes))
+        under = settings.under(rule)
+        key = (tdim, ydim, xdim, under, _chunks(rule, sizes, under.model))
         if key not in stacks:
             suffix = "" if not any(k[1:3] == (ydim, xdim) for k in stacks) else f"_{len(stacks)}"
             stacks[key] = Stack(f"{STACK_PREFIX}{ydim}_{xdim}{suffix}", *key)

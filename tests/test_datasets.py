@@ -244,3 +244,21 @@ def test_band_labels_no_model_knows_are_said(small, tmp_path, labels):
     with pytest.warns(UserWarning, match=r"stored losslessly .*'lossless': True"):
         tcube.xarray2tec(ds, str(tmp_path / "default.zarr"))
     np.testing.assert_array_equal(tcube.tec2xarray(str(tmp_path / "default.zarr"))["refl"].values, ds["refl"].values)
+
+
+def test_time_chunks_follow_the_model(s2_dir, tmp_path):
+    """Models that code dates over time get chunks of 16 dates by default, the others one date; the
+    store's description says what each array got."""
+    from tcube.datasets import describe_store
+
+    ds = xr.open_dataset(s2_dir / "nrt_romania" / "sentinel2_cube_subset_romania_10m.nc").isel(
+        time=slice(0, 20), x=slice(0, 24), y=slice(0, 20))[["B2", "B3", "B4", "B8"]]
+    chunks = {}
+    for model in ("tec-hx", "tec-pc"):
+        xarray2tec(ds, _store(tmp_path, model), model=model, quality=8)
+        [stack] = [a for a in describe_store(_store(tmp_path, model))["arrays"] if a["name"].startswith("tcube_")]
+        chunks[model] = stack["chunks"]
+        assert_same(ds, tec2xarray(_store(tmp_path, model)), min_psnr=25)
+    assert chunks == {"tec-hx": [16, 4, 20, 24], "tec-pc": [1, 4, 20, 24]}
+    xarray2tec(ds, _store(tmp_path, "rule"), rules={"*": {"chunks": {"time": 4}}})
+    assert zarr.open_group(_store(tmp_path, "rule"))["tcube_y_x"].chunks == (4, 4, 20, 24)

@@ -64,6 +64,18 @@ def codes_any_bands(name: str) -> bool:
     return ARCHITECTURES[MODELS[check_name(name)]].any_bands
 
 
+def codes_over_time(name: str) -> bool:
+    """Whether model ``name`` codes the dates of one call together (one cube's dates per call), so
+    that a chunk of several dates costs less than its dates alone.
+
+    Examples
+    --------
+    >>> codes_over_time("tec-hx"), codes_over_time("tec-pc")
+    (True, False)
+    """
+    return ARCHITECTURES[MODELS[check_name(name)]].temporal
+
+
 def exact_models() -> list[str]:
     """Models whose decoding is bit-identical everywhere (what error-bounded coding builds on).
 
