@@ -79,7 +79,10 @@ TIME_PRESET = "medium"
 #: A date of a chunk is coded intra when the mean of its first band exceeds this factor times the
 #: :data:`CLOUD_PERCENTILE`-th percentile of those means over the chunk (clouds, haze, snow: bright
 #: dates that the others predict badly and that would predict the others badly).
-CLOUD_FACTOR, CLOUD_PERCENTILE = 2.0, 20
+CLOUD_FACTOR, CLOUD_PERCENTILE = 3.0, 20
+#: Distortion falls as bits ** -RATE_EXPONENT at tec-hx's rates: 4.5 dB per doubling of the bytes
+#: between 35 and 50 dB on the dense series (benchmarks/results/dense*.csv).
+RATE_EXPONENT = 1.5
 #: Quantiser step per unit of QP, as in HEVC: the step doubles every 6.
 QP_PER_OCTAVE = 6
 
@@ -140,6 +143,25 @@ class Grams:
             self.cache[key] = sum(int(np.einsum("i,i->", u[s: s + GRAM_CHUNK], v[s: s + GRAM_CHUNK], dtype=np.float64))
                                   for s in range(0, len(u), GRAM_CHUNK))
         return self.cache[key]
+
+
+class ChunkBands:
+    """The detail bands of the dates of a chunk's levels (K, T, H, W), each date's made once."""
+
+    def __init__(self, levels: np.ndarray):
+        self.levels = levels
+        self.cache: dict[int, np.ndarray] = {}
+
+    def __call__(self, t: int, previous: bool) -> np.ndarray:
+        """The bands of date ``t`` (K, 2, H, W), with ``previous`` then those of date ``t - 1``."""
+        own = self._date(t)
+        return np.concatenate([own, self._date(t - 1)]) if previous else own
+
+    def _date(self, t: int) -> np.ndarray:
+        if t not in self.cache:
+            self.cache = {s: b for s, b in self.cache.items() if s >= t - 1}  # dates go forward: keep two
+            self.cache[t] = detail_bands(self.levels[:, t])
+        return self.cache[t]
 
 
 #: Largest magnitude of a detail coefficient: products with detail bands stay below 2**38.
@@ -314,6 +336,10 @@ class HybridCodec(Model):
         self.transfer = True
         #: Rate control of a chunk's video: "cqp" (one QP), "ipb" (x265's I/B offsets) or "crf".
         self.time_rate = "cqp"
+        #: Exponent of the engine's distortion-rate curve at low rates (:meth:`rate_slope`; 0: high-rate slope).
+        self.rate_exponent = RATE_EXPONENT
+        #: Whether the intra dates of a chunk are one video too (each component starting intra).
+        self.cloudy_video = False
         #: Factor of :meth:`intra_dates` (inf: no date intra).
         self.cloud_factor = CLOUD_FACTOR
         # predictor weights of a component's own detail coefficients per (quality, band, feature)
@@ -423,11 +449,14 @@ class HybridCodec(Model):
         streams = [s for rows, cols in _tiles(h, w) for s in self._chunk_streams(levels[..., rows, cols], side)]
         decoded = _decode_chunk(streams, side, k, h, w).astype(np.int64)
         sides = [side] + [side.for_date([None] * k, self.cross_date) for _ in range(t - 1)]
+        slope = self.rate_slope(decoded, target, 8 * sum(map(len, streams)))
+        chunk_bands = ChunkBands(decoded)
         out = []
         for i, (date_side, seed) in enumerate(zip(sides, seeds)):
             previous = decoded[:, i - 1] if date_side.previous else None
             if self.transfer:
-                date_side.detail = self._choose_detail(decoded[:, i], target[:, i], side.qp, quality, previous)
+                date_side.detail = self._choose_detail(decoded[:, i], target[:, i], side.qp, quality, previous, slope,
+                                                       chunk_bands(i, date_side.previous))
             payload = {"side": date_side.pack(), "hevc": _join(streams, SIDE_VERSION) if i == 0 else b""}
             out.append(FramePayload(payload, _crc(payload, seed), seed))
         return out
@@ -436,7 +465,8 @@ class HybridCodec(Model):
         """The HEVC streams of one tile of a chunk's levels (K, T, H, W): its clear dates as one video
         (component after component, each starting intra), then its intra dates as intra frames."""
         out = []
-        for dates, keyint in _date_runs(side.intra):
+        for dates in _date_runs(side.intra):
+            keyint = 1 if side.intra[dates[0]] and not self.cloudy_video else len(dates)
             planes = np.ascontiguousarray(levels[:, dates].reshape(-1, *levels.shape[2:]))
             out.append(hevc.compact(hevc.encode(planes, side.qp, self.time_preset, keyint, self.time_rate != "ipb",
                                                 self.time_rate == "crf")))
@@ -499,23 +529,35 @@ class HybridCodec(Model):
     def _compress_frame(self, x: Tensor, quality: int, seed: int, fit: tuple) -> FramePayload:
         planes = self.code_planes(x, quality, fit)
         if self.transfer:
-            planes.side.detail = self._choose_detail(planes.decoded, planes.target, planes.side.qp, quality)
+            slope = self.rate_slope(planes.decoded, planes.target, 8 * sum(map(len, planes.streams)))
+            planes.side.detail = self._choose_detail(planes.decoded, planes.target, planes.side.qp, quality,
+                                                     slope=slope)
         payload = {"side": planes.side.pack(), "hevc": _join(planes.streams, SIDE_VERSION)}
         return FramePayload(payload, _crc(payload, seed), seed)
 
+    def rate_slope(self, decoded: np.ndarray, target: np.ndarray, bits: int) -> float:
+        """Squared levels one bit is worth at the engine's operating point: the slope of
+        distortion D ~ bits ** -:data:`RATE_EXPONENT` (low rates), or of D ~ 2 ** (-2 bits per
+        sample) (high rates), whichever is steeper, for the ``bits`` that coded ``decoded``."""
+        sse = float(((target - decoded) ** 2).sum())
+        high = 2 * math.log(2) * sse / decoded.size
+        return max(high, self.rate_exponent * sse / max(bits, 1), 1e-3)
+
     def _choose_detail(self, decoded: np.ndarray, target: np.ndarray, qp: int, quality: int,
-                       previous: np.ndarray | None = None) -> list[tuple[int, list[int]] | None]:
+                       previous: np.ndarray | None = None, slope: float | None = None,
+                       bands: np.ndarray | None = None) -> list[tuple[int, list[int]] | None]:
         """Per component, the coefficient grid and corrections that minimise squared error plus
         rate (at the engine's slope), or None where the transfer does not pay. Squared errors come
         from the Gram matrix of all detail bands (one pass over the pixels); ``previous``: the
         previous date's decoded levels, whose detail a component may borrow too."""
         k = len(decoded)
-        bands = detail_bands(decoded if previous is None else np.concatenate([decoded, previous]))
+        if bands is None:
+            bands = detail_bands(decoded if previous is None else np.concatenate([decoded, previous]))
         grams = Grams(bands)
         err = (target - decoded).reshape(k, -1)
         flat = bands.reshape(len(bands) * len(RADII), -1).astype(np.float64)
         gram_all, cross_all = flat @ flat.T, flat @ err.T
-        lam = 2 * math.log(2) * max(float((err**2).mean()), 1e-3)  # squared levels per bit
+        lam = slope if slope is not None else 2 * math.log(2) * max(float((err**2).mean()), 1e-3)
         out: list[tuple[int, list[int]] | None] = []
         for j in range(k):
             srcs = sources(j, k, previous is not None)
@@ -577,9 +619,11 @@ class HybridCodec(Model):
         runs = len(_date_runs(side.intra))
         levels = _decode_chunk(_unjoin(payloads[i].streams["hevc"], runs * len(_tiles(h, w)), SIDE_VERSION),
                                side, k, h, w)
+        chunk_bands = ChunkBands(levels)
         for t, date_side in enumerate(sides):
             previous = levels[:, t - 1] if date_side.previous else None
-            yield self._bands(self.enhance(levels[:, t], date_side, quality, previous), date_side, c)
+            bands = chunk_bands(t, date_side.previous) if any(d is not None for d in date_side.detail) else None
+            yield self._bands(self.enhance(levels[:, t], date_side, quality, previous, bands), date_side, c)
 
     @staticmethod
     def _bands(fine: np.ndarray, side: Side, c: int) -> Tensor:
@@ -593,15 +637,18 @@ class HybridCodec(Model):
         acc += side.mean.astype(np.float64)[:, None]
         return torch.from_numpy(acc.reshape(1, c, h, w))
 
-    def enhance(self, levels: np.ndarray, side: Side, quality: int, previous: np.ndarray | None = None) -> np.ndarray:
+    def enhance(self, levels: np.ndarray, side: Side, quality: int, previous: np.ndarray | None = None,
+                bands: np.ndarray | None = None) -> np.ndarray:
         """Decoded levels (K, H, W) with the detail transfer of ``side`` added, with
         :data:`OUT_FRAC` fractional bits (integers in float64, exact); ``previous``: the previous
-        date's decoded levels (later dates of a chunk)."""
+        date's decoded levels (later dates of a chunk); ``bands``: their :func:`detail_bands`
+        (of ``levels`` then ``previous``), when already made."""
         k = len(levels)
         out = levels.astype(np.float64) * 2.0**OUT_FRAC
         if not any(d is not None for d in side.detail):
             return out
-        bands = detail_bands(levels if previous is None else np.concatenate([levels, previous]))
+        if bands is None:
+            bands = detail_bands(levels if previous is None else np.concatenate([levels, previous]))
         grams = Grams(bands)
         pixels = levels[0].size
         down = 2.0 ** (COEF_FRAC - OUT_FRAC)
@@ -635,12 +682,10 @@ def _decode_tiles(parts: list[bytes], k: int, h: int, w: int, layout: int) -> np
     return levels
 
 
-def _date_runs(intra: list[bool]) -> list[tuple[np.ndarray, int]]:
-    """The runs of a chunk's dates its streams code, with their intra period: the clear dates (one
-    video, each component starting intra), then the intra dates."""
+def _date_runs(intra: list[bool]) -> list[np.ndarray]:
+    """The runs of a chunk's dates, one HEVC stream per tile each: its clear dates, then its intra dates."""
     flags = np.array(intra, bool)
-    clear, cloudy = np.flatnonzero(~flags), np.flatnonzero(flags)
-    return [(d, k) for d, k in ((clear, len(clear)), (cloudy, 1)) if len(d)]
+    return [d for d in (np.flatnonzero(~flags), np.flatnonzero(flags)) if len(d)]
 
 
 def _decode_chunk(parts: list[bytes], side: Side, k: int, h: int, w: int) -> np.ndarray:
@@ -650,7 +695,7 @@ def _decode_chunk(parts: list[bytes], side: Side, k: int, h: int, w: int) -> np.
     it = iter(parts)
     for rows, cols in _tiles(h, w):
         th, tw = rows.stop - rows.start, cols.stop - cols.start
-        for dates, _ in runs:
+        for dates in runs:
             planes = hevc.decode(hevc.expand(next(it)), k * len(dates), th, tw)
             levels[:, dates, rows, cols] = planes.reshape(k, len(dates), th, tw)
     return levels
