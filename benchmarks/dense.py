@@ -17,12 +17,16 @@ the BD-rate of each model against ``x265-video-pca`` over 35-50 dB (10k), and th
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from tcube.bench import BD_RANGE, codecs, curves, run, write
+import tcube
+from tcube.bench import BD_RANGE, QUALITIES, QUICK_QUALITIES, Codec, codecs, curves, run, write
 from tcube.metrics import bd_rate
+from tcube.models import load_model
 from tcube.train.corpus import read_netcdf
 
 #: Series: name -> file under DATA.
@@ -33,6 +37,42 @@ SERIES = {
 }
 BASELINES = ["jpeg2000-pca", "x265-video", "x265-video-pca"]
 REFERENCE = "x265-video-pca"
+#: Ablations of tec-hx (``--variants``): name -> the model attributes it changes.
+VARIANTS = {
+    "tec-hx/per-date": {"over_time": False},
+    "tec-hx/no-cross-date": {"cross_date": False},
+    "tec-hx/no-transfer": {"transfer": False},
+    "tec-hx/no-intra": {"cloud_factor": float("inf")},
+    "tec-hx/cqp": {"time_rate": "cqp"},
+    "tec-hx/ipb": {"time_rate": "ipb"},
+    "tec-hx/crf": {"time_rate": "crf"},
+    "tec-hx/ultrafast": {"time_preset": "ultrafast"},
+    "tec-hx/veryfast": {"time_preset": "veryfast"},
+    "tec-hx/slow": {"time_preset": "slow"},
+}
+
+
+@contextmanager
+def knobs(model: str, changes: dict):
+    """``model`` (the registry's cached instance) with ``changes`` to its attributes, restored after."""
+    instance = load_model(model)
+    before = {k: getattr(instance, k) for k in changes}
+    for k, v in changes.items():
+        setattr(instance, k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            setattr(instance, k, v)
+
+
+def variant(name: str, qualities: tuple) -> Codec:
+    """tec-hx with the changes of :data:`VARIANTS` ``name`` while it encodes (blobs decode as any)."""
+    def encode(cube: np.ndarray, q: float) -> bytes:
+        with knobs("tec-hx", VARIANTS[name]):
+            return tcube.encode(cube, model="tec-hx", quality=int(q))
+
+    return Codec(name, qualities, encode, lambda blob, shape: tcube.decode(blob))
 
 
 def chunked(name: str, cube: np.ndarray, size: int) -> list[tuple[str, np.ndarray]]:
@@ -69,15 +109,22 @@ def main() -> None:
     parser.add_argument("--dates", type=int, default=48)
     parser.add_argument("--chunks", type=int, nargs="+", default=[0, 8, 16])
     parser.add_argument("--models", nargs="+", default=["tec-hx", "tec-pc"])
+    parser.add_argument("--variants", nargs="*", default=[], choices=list(VARIANTS), help="ablations of tec-hx")
     parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
+    parser.add_argument("--baselines", nargs="+", default=BASELINES, help=f"always with {REFERENCE}")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--full", action="store_true", help="every quality and baseline setting")
+    parser.add_argument("--qualities", type=int, nargs="+", help="tcube's qualities (default: 4, every with --full)")
     args = parser.parse_args()
     out, results = Path(args.out), {}
     for key in args.series:
         [group] = read_netcdf(Path(args.data) / SERIES[key], key)
-        cube = group.frames[: args.dates]
-        suite = codecs(args.models, BASELINES, quick=not args.full)
+        cube = group.frames[: args.dates or None]
+        qualities = tuple(args.qualities or (QUALITIES if args.full else QUICK_QUALITIES))
+        suite = [replace(c, settings=qualities) if c.name in args.models else c
+                 for c in codecs(args.models, list(dict.fromkeys([REFERENCE, *args.baselines])),
+                                                                    quick=not args.full)]
+        suite += [variant(v, qualities) for v in args.variants]
         for size in sorted(set([0, *args.chunks])):
             label = f"{key}_{size or 'whole'}"
             rows = run(chunked(key, cube, size), suite,
@@ -85,9 +132,9 @@ def main() -> None:
             print()
             title = (f"dense series {key} {cube.shape} ({', '.join(group.bands)}), {len(cube)} consecutive dates, "
                      f"chunks of {size or len(cube)} dates")
-            write(rows, out, f"dense_{label}", args.models, title)
+            write(rows, out, f"dense_{label}", [*args.models, *args.variants], title)
             results[(key, size)] = rows
-    text = summary(results, args.models)
+    text = summary(results, [*args.models, *args.variants])
     (out / "dense.md").write_text(text)
     print(text)
 

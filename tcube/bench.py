@@ -120,11 +120,11 @@ def _mbps(rows: list[dict], key: str) -> float:
 
 @cache
 def training_data(model: str) -> str:
-    """What ``model`` (or a mode codec of :data:`MODE_CODECS`) was trained on, from its weights'
-    metadata (file names, folder shortened)."""
+    """What ``model`` (or a mode codec of :data:`MODE_CODECS`, or a variant ``<model>/<name>`` of a
+    benchmark) was trained on, from its weights' metadata (file names, folder shortened)."""
     from safetensors import safe_open
 
-    with safe_open(str(weights_path(MODE_CODECS.get(model, model))), "np") as f:
+    with safe_open(str(weights_path(MODE_CODECS.get(model, model.split("/")[0]))), "np") as f:
         meta = f.metadata() or {}
     files = json.loads(meta.get("train_files", "[]"))
     sets: dict[str, list[str]] = {}
