@@ -46,7 +46,7 @@ from tcube.models.hx import HybridCodec, HybridConfig, Side, _crc
 from tcube.models.pc import spectral_fit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_rows  # noqa: E402
+from common import mb_per_s, write_rows  # noqa: E402
 from heldout import held_out_sets  # noqa: E402
 
 BASELINE_NAMES = ["x265-intra-pca", "x265-intra-pca-veryslow", "jpeg2000-pca"]
@@ -187,24 +187,13 @@ def rd_run(name: str, cube: np.ndarray, quick: bool, out: Path) -> list[dict]:
     return rows
 
 
-def _mbps(cube: np.ndarray, fn, repeat: int = 3) -> float:
-    best = min(_seconds(fn) for _ in range(repeat))
-    return cube.size * 2 / 1e6 / best
-
-
-def _seconds(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def _preset_speed(model: HybridCodec, chunks: np.ndarray) -> tuple[float, float]:
     """Encode and decode MB/s of raw uint16 of ``model`` at quality 8 on ``chunks``."""
     x = torch.from_numpy(chunks.astype(np.float64))
     started = time.perf_counter()
     payloads = model.compress(x, 8)
     enc = chunks.size * 2 / 1e6 / (time.perf_counter() - started)
-    return enc, _mbps(chunks, lambda: model.decompress(payloads, 8, *chunks.shape[-2:], bands=chunks.shape[1]))
+    return enc, mb_per_s(chunks, lambda: model.decompress(payloads, 8, *chunks.shape[-2:], bands=chunks.shape[1]))
 
 
 def speed_run(chunks: np.ndarray, reference: np.ndarray, out: Path, quick: bool) -> None:
@@ -212,9 +201,9 @@ def speed_run(chunks: np.ndarray, reference: np.ndarray, out: Path, quick: bool)
     torch.set_num_threads(2)
     rows = []
     j2k = BASELINES["jpeg2000-pca"]
-    rows.append({"codec": "jpeg2000-pca", "preset": "", "encode_mb_s": round(_mbps(chunks, lambda: [
+    rows.append({"codec": "jpeg2000-pca", "preset": "", "encode_mb_s": round(mb_per_s(chunks, lambda: [
         j2k.encode(c[None], j2k.settings[len(j2k.settings) // 2]) for c in chunks]), 2),
-        "decode_mb_s": round(_mbps(chunks, lambda: [j2k.decode(b, (1, *c.shape)) for b, c in zip(
+        "decode_mb_s": round(mb_per_s(chunks, lambda: [j2k.decode(b, (1, *c.shape)) for b, c in zip(
             [j2k.encode(c[None], j2k.settings[len(j2k.settings) // 2]) for c in chunks], chunks)]), 2),
         "bd_rate_vs_x265_intra_pca_medium": ""})
     ref_rows = run([("reference", reference)], codecs([], ["x265-intra-pca"], quick))

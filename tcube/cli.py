@@ -386,8 +386,9 @@ def _add_coding_flags(p: argparse.ArgumentParser) -> None:
                                                                 "(smallest chunk that does)")
     p.add_argument("--metric", choices=("10k", "full"), default="10k", help="PSNR convention of --psnr")
     p.add_argument("--chunks", type=positive_int, nargs=3, metavar=("T", "Y", "X"),
-                   help="chunk sizes (default: 16 256 256 for models that code dates over time, tec-hx and "
-                        "tec-tt; else 1 256 256); the summary prints each array's chunks")
+                   help="chunk sizes (default: 16 256 256 for series of 16 dates or more coded by a model that "
+                        "codes dates over time, tec-hx and tec-tt; else 1 256 256); the summary prints each "
+                        "array's chunks")
     p.add_argument("--scale", type=float, help="band values are digital numbers x SCALE, e.g. 0.0001 for float "
                                                "reflectance 0..1 without a CF scale_factor (default: from the CF "
                                                "encoding, else 1)")

@@ -61,7 +61,8 @@ def xarray2tec(ds: xr.Dataset | xr.DataArray, store: Any, rules: Mapping[str, Ma
     rules : dict, optional
         Per variable name (``"*"`` for all): ``model``, ``quality``, ``max_error``, ``psnr`` and
         ``metric`` (as in :func:`tcube.encode`), ``chunks`` ((time, y, x); default
-        16 dates for models that code dates over time, one for the others, 256 x 256 pixels:
+        16 dates for series of 16 dates or more coded by a model that codes dates over time, else
+        one, and 256 x 256 pixels:
         :func:`tcube.stacks.default_chunks`; :func:`describe_store` lists what a store got),
         ``lossless`` (store as is), ``skip`` (leave out), ``band`` (the Sentinel-2 band of a
         variable with another name), ``scale``/``offset`` (value = digital number * scale +

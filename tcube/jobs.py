@@ -705,7 +705,8 @@ def _append_plan(ds: xr.Dataset, arrays: dict, grown: dict, lengths: dict, dim: 
         tchunk = arr.chunks[0]
         if lengths[name] % tchunk:
             raise InputError(f"{name}: its last time chunk holds {lengths[name] % tchunk} of {tchunk} dates; appending "
-                             "would code them again: append in a store chunked with one date per chunk, or rewrite it")
+                             "would code them again: append whole chunks of dates, append in a store chunked with "
+                             "one date per chunk (--chunks 1 256 256), or rewrite it")
         for var, info in meta.items():
             if var not in ds.data_vars:
                 raise InputError(f"the store codes {var!r}; the new data lacks it")

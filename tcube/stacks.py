@@ -55,9 +55,11 @@ JSON_VALUES_ATTR = "tcube:json_values"  # object arrays stored as JSON text: wha
 RULE_KEYS = frozenset({"model", "quality", "max_error", "psnr", "metric", "chunks", "lossless", "skip", "band",
                        "scale", "offset", "nodata", "native_grid"})
 DEFAULT_CHUNKS = {"time": 1, "y": 256, "x": 256}
-#: Dates per chunk of a model that codes a chunk's dates over time (``tec-hx``, ``tec-tt``): on the
-#: dense series of benchmarks/dense.py, tec-hx in chunks of 16 dates needed a few % more bits than the
-#: whole series in one call, in chunks of 8 more again; reading one date decodes its chunk.
+#: Dates per chunk of a dense series (at least this many dates) coded by a model that codes a chunk's
+#: dates over time (``tec-hx``, ``tec-tt``): on the dense series of benchmarks/dense.py, tec-hx in
+#: chunks of 16 dates needed a few % more bits than the whole series in one call, in chunks of 8 more
+#: again; reading one date decodes its chunk. Shorter datasets get one date per chunk, so that dates
+#: appended later fill whole chunks.
 TIME_CHUNK = 16
 _Y_NAMES = ("y", "lat", "latitude", "row", "rows", "northing")
 _X_NAMES = ("x", "lon", "longitude", "col", "cols", "easting")
@@ -186,20 +188,22 @@ def _layout(da: xr.DataArray, bdim: str | None) -> tuple[str | None, str, str] |
     return (rest[0] if rest else None), ydim, xdim
 
 
-def default_chunks(model: str) -> dict[str, int]:
-    """Chunk sizes of a stack coded by ``model`` when its rules name none: :data:`TIME_CHUNK` dates
-    for a model that codes dates over time, else one.
+def default_chunks(model: str, dates: int) -> dict[str, int]:
+    """Chunk sizes of a stack of ``dates`` dates coded by ``model`` when its rules name none:
+    :data:`TIME_CHUNK` dates for a dense series (at least that many dates) and a model that codes
+    dates over time, else one.
 
     Examples
     --------
-    >>> default_chunks("tec-hx"), default_chunks("tec-pc")["time"]
-    ({'time': 16, 'y': 256, 'x': 256}, 1)
+    >>> default_chunks("tec-hx", 140), default_chunks("tec-hx", 4)["time"], default_chunks("tec-pc", 140)["time"]
+    ({'time': 16, 'y': 256, 'x': 256}, 1, 1)
     """
-    return {**DEFAULT_CHUNKS, "time": TIME_CHUNK if codes_over_time(model) else DEFAULT_CHUNKS["time"]}
+    dense = dates >= TIME_CHUNK and codes_over_time(model)
+    return {**DEFAULT_CHUNKS, "time": TIME_CHUNK if dense else DEFAULT_CHUNKS["time"]}
 
 
 def _chunks(rule: Mapping, sizes: tuple[int, int, int], model: str) -> tuple[int, int, int]:
-    default = default_chunks(model)
+    default = default_chunks(model, sizes[0])
     chunks = rule.get("chunks", default)
     if isinstance(chunks, Mapping):
         chunks = tuple(chunks.get(d, default[d]) for d in ("time", "y", "x"))

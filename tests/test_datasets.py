@@ -260,5 +260,7 @@ def test_time_chunks_follow_the_model(s2_dir, tmp_path):
         chunks[model] = stack["chunks"]
         assert_same(ds, tec2xarray(_store(tmp_path, model)), min_psnr=25)
     assert chunks == {"tec-hx": [16, 4, 20, 24], "tec-pc": [1, 4, 20, 24]}
+    xarray2tec(ds.isel(time=slice(0, 15)), _store(tmp_path, "short"))  # not a dense series: one date a chunk
+    assert zarr.open_group(_store(tmp_path, "short"))["tcube_y_x"].chunks == (1, 4, 20, 24)
     xarray2tec(ds, _store(tmp_path, "rule"), rules={"*": {"chunks": {"time": 4}}})
     assert zarr.open_group(_store(tmp_path, "rule"))["tcube_y_x"].chunks == (4, 4, 20, 24)

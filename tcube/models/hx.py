@@ -16,6 +16,16 @@ smoothing, which carries over between scenes) from the decoded component, so tha
 correction of that prediction travels. Everything the decoder computes is integer arithmetic (the prediction is a
 fixed sequence of IEEE double operations on exact integers), so a blob decodes to the same bits
 on every machine, thread count and batch split.
+
+The dates of one call (a zarr chunk of several dates, a cube given to :func:`tcube.encode`) are
+coded over time: one KLT fitted on all of them, each tile's clear dates one HEVC video (each
+component's dates in a row, the first intra, the others predicted from earlier and later dates at
+x265's medium preset), and the dates much brighter than the chunk's clear ones (cloud, haze, snow)
+intra frames of their own, so that they neither predict the clear dates badly nor are predicted
+badly. Each date's detail transfer also borrows the previous date's decoded detail. The chunk's
+first frame holds the transform and every stream; the others hold their own detail transfer, so a
+chunk decodes only whole (side information layout 2). The encoder's choices were measured in
+``benchmarks/dense.py`` and ``benchmarks/hx_time_proxy.py``.
 """
 
 from __future__ import annotations
