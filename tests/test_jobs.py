@@ -83,7 +83,8 @@ def test_ctrl_c_during_compress(series, tmp_path):
     """SIGINT while `tcube compress` writes: one line, exit 130, a store marked unfinished that
     `info` and the readers refuse, and a rerun that completes it to the uninterrupted bytes."""
     store = tmp_path / "cut.zarr"
-    cmd = [sys.executable, "-m", "tcube.cli", "compress", str(series), str(store), "--quiet", "--batch", "1"]
+    cmd = [sys.executable, "-m", "tcube.cli", "compress", str(series), str(store), "--quiet", "--batch", "1",
+           "--chunks", "1", "256", "256"]  # one date a chunk: 140 chunks to be interrupted among
     # Ctrl-C as in a terminal, even when these tests run in the background (where a shell starts
     # them with SIGINT ignored, and children inherit that)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
