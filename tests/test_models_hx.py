@@ -228,3 +228,18 @@ def test_chunk_side_information_round_trips():
     assert again.previous and again.detail == later.detail and again.basis.tolist() == head.basis.tolist()
     with pytest.raises(CorruptBlobError, match="dates"):
         Side.unpack(dataclasses.replace(head, dates=1, intra=[False]).pack(), 2)
+
+
+def test_a_chunk_cut_into_tiles_round_trips(model, monkeypatch):
+    """Frames larger than a tile: each tile codes its own runs of dates (here 4 tiles of at most 24 x 32)."""
+    import tcube.models.hx as hx
+
+    x = _series(dates=4, h=40, w=48, cloudy=2)
+    whole = model.decompress(model.compress(x, 9), 9, 40, 48, bands=4)
+    monkeypatch.setattr(hx, "TILE", 32)
+    tiled = model.compress(x, 9)
+    out = model.decompress(tiled, 9, 40, 48, bands=4)
+    assert out.shape == x.shape and abs(psnr_10k(x.numpy(), out.numpy()) - psnr_10k(x.numpy(), whole.numpy())) < 1.5
+    monkeypatch.setattr(hx, "TILE", 2048)
+    with pytest.raises(CorruptBlobError):  # the tile count is the frame size's: other streams are refused
+        model.decompress(tiled, 9, 40, 48, bands=4)

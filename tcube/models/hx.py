@@ -508,7 +508,7 @@ class HybridCodec(Model):
             basis = np.floor(basis / 2.0 ** (BASIS_FRAC[1] - frac) + 0.5).astype(np.int64)
             # the components under the basis the decoder gets: x = mean + basis^T c / 2**frac
             flat = x[0].reshape(c, -1).to(torch.float64).numpy() - mean[:, None]
-            comps = np.linalg.solve(basis.T / 2.0**frac, flat).reshape(c, h, w)
+            comps = (np.linalg.inv(basis.T / 2.0**frac) @ flat).reshape(c, h, w)  # C x C, then one product
         std = comps.reshape(c, -1).std(1)
         k = max(1, int((std >= dn_step * 2.0**DROP_LOG2).sum()))
         comps = comps[:k]
