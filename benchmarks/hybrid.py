@@ -58,13 +58,15 @@ SVTAV1_CRFS = (60, 55, 50, 45, 40, 35, 30, 25, 20, 15, 10, 5)
 
 
 def variant(kind: str, preset: str = "medium") -> HybridCodec:
-    """tec-hx as shipped (``learned``), with its predictor zeroed (``ls``) or without the transfer (``off``)."""
+    """tec-hx as shipped (``learned``), with its predictor zeroed (``ls``) or without the transfer (``off``),
+    coding each date on its own (this benchmark measures the intra codec; dates over time: dense.py)."""
     shipped = load_model("tec-hx", "cpu")
     model = HybridCodec(HybridConfig(arch="hx", steps=list(shipped.config.steps)))
     if kind == "learned":
         model.predictor.copy_(shipped.predictor)
     model.transfer = kind != "off"
     model.preset = preset
+    model.over_time = False
     return model
 
 
