@@ -184,7 +184,8 @@ def test_a_chunk_codes_its_dates_over_time_and_decodes_exactly(model, monkeypatc
     chunk = model.compress(x, 10, list(range(6)))
     head = Side.unpack(chunk[0].streams["side"], 4)
     assert head.dates == 6 and head.intra == [False, False, False, True, False, False]
-    assert chunk[0].streams["hevc"] and not any(p.streams["hevc"] for p in chunk[1:])
+    assert chunk[0].streams["hevc"] and not any(chunk[t].streams["hevc"] for t in (1, 2, 4, 5))
+    assert Side.unpack(chunk[3].streams["side"], 4).layout == 1  # the cloudy date, with its own KLT and stream
     out = model.decompress(chunk, 10, 40, 48, bands=4)
     n = torch.get_num_threads()
     try:
@@ -214,6 +215,14 @@ def test_a_chunk_decodes_only_whole(model):
         model.decompress([*chunk[:2], forged(chunk[2].streams["side"], b"\x00"), *chunk[3:]], 8, 40, 48, bands=4)
     with pytest.raises(CorruptBlobError, match="not one"):
         model.decompress([*chunk[:2], forged(chunk[0].streams["side"], b""), *chunk[3:]], 8, 40, 48, bands=4)
+    with pytest.raises(CorruptBlobError, match="frame 3 should be coded alone"):
+        model.decompress([*chunk[:3], chunk[0], *chunk[4:]], 8, 40, 48, bands=4)
+    head = Side.unpack(chunk[0].streams["side"], 4)
+    head.intra[-1] = True
+    forged_head = FramePayload({**chunk[0].streams, "side": head.pack()}, 0, 0)
+    forged_head.symbol_crc = zlib.crc32(chunk[0].streams["hevc"], zlib.crc32(head.pack(), 0))
+    with pytest.raises(CorruptBlobError, match="chunk at frame 0: its first or last date"):
+        model.decompress([forged_head, *chunk[1:]], 8, 40, 48, bands=4)
     with pytest.raises(SymbolChecksumError):
         model.decompress([*chunk[:5], FramePayload(chunk[5].streams, chunk[5].symbol_crc ^ 1, 5)], 8, 40, 48, bands=4)
 

@@ -18,14 +18,15 @@ fixed sequence of IEEE double operations on exact integers), so a blob decodes t
 on every machine, thread count and batch split.
 
 The dates of one call (a zarr chunk of several dates, a cube given to :func:`tcube.encode`) are
-coded over time: one KLT fitted on all of them, each tile's clear dates one HEVC video (each
-component's dates in a row, the first intra, the others predicted from earlier and later dates at
-x265's medium preset), and the dates much brighter than the chunk's clear ones (cloud, haze, snow)
-intra frames of their own, so that they neither predict the clear dates badly nor are predicted
-badly. Each date's detail transfer also borrows the previous date's decoded detail. The chunk's
-first frame holds the transform and every stream; the others hold their own detail transfer, so a
-chunk decodes only whole (side information layout 2). The encoder's choices were measured in
-``benchmarks/dense.py`` and ``benchmarks/hx_time_proxy.py``.
+coded over time. Dates much brighter than the call's clear ones (cloud, haze, snow) are coded
+each on its own, with its own KLT (they neither predict the clear dates well nor are predicted
+well, and their spectra are not the clear dates'). The clear dates form a chunk: one KLT fitted
+on them, each tile's dates one HEVC video (each component's dates in a row, the first intra, the
+others predicted from earlier and later dates at x265's medium preset), and each date's detail
+transfer also borrows the previous clear date's decoded detail. The chunk's first frame holds the
+transform, every stream and which dates between its first and last are coded alone; the others
+hold their own detail transfer, so a chunk decodes only whole (side information layout 2). The
+encoder's choices were measured in ``benchmarks/dense.py`` and ``benchmarks/hx_time_proxy.py``.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ MAX_BASIS_COND = 1.25
 #: HEVC stream as x265 wrote it behind a tile count and lengths; layout 1 stores them compact
 #: (:func:`tcube.models.hevc.compact`) behind the lengths of all but the last.
 SIDE_VERSION = 1
-#: Layout 2: the dates of a chunk coded over time (:meth:`HybridCodec.compress` of a cube's dates). The first
-#: frame of the chunk holds the chunk's transform, which dates are intra and every HEVC stream; the others
-#: hold their own detail transfer, which also borrows the previous date's decoded detail.
+#: Layout 2: the clear dates of a call coded over time as one chunk (:meth:`HybridCodec.compress` of a cube's
+#: dates). The chunk's first frame holds its transform, which dates up to its last are coded alone (frames of
+#: layout 1 between its own) and every HEVC stream; the others hold their own detail transfer, which also
+#: borrows the previous clear date's decoded detail.
 TIME_LAYOUT = 2
 SIDE_LAYOUTS = (0, 1, 2)
 #: Most dates of one chunk coded over time.
@@ -86,8 +88,8 @@ MEAN_ORDER, BASIS_ORDER, LOW_ORDER = 10, 4, 6
 PRESET = "ultrafast"
 #: x265 preset of chunks coded over time (speed and size against the others: benchmarks/dense.py).
 TIME_PRESET = "medium"
-#: A date of a chunk is coded intra when the mean of its first band exceeds this factor times the
-#: :data:`CLOUD_PERCENTILE`-th percentile of those means over the chunk (clouds, haze, snow: bright
+#: A date of a call is coded alone when the mean of its first band exceeds this factor times the
+#: :data:`CLOUD_PERCENTILE`-th percentile of those means over the call (clouds, haze, snow: bright
 #: dates that the others predict badly and that would predict the others badly).
 CLOUD_FACTOR, CLOUD_PERCENTILE = 3.0, 20
 #: Distortion falls as bits ** -RATE_EXPONENT at tec-hx's rates: 4.5 dB per doubling of the bytes
@@ -208,7 +210,7 @@ class Side:
     detail: list[tuple[int, list[int]] | None]  # per component: (shift, residuals) or None
     layout: int = SIDE_VERSION  # of the side information and the HEVC streams behind it
     dates: int = 1  # layout 2: dates of the chunk in its first frame, 0 in the others
-    intra: list[bool] = field(default_factory=list)  # layout 2, first frame: the dates coded intra
+    intra: list[bool] = field(default_factory=list)  # layout 2, first frame: per date to its last, coded alone
     previous: bool = False  # layout 2, later dates: whether the detail transfer borrows the previous date's
 
     def pack(self) -> bytes:
@@ -336,7 +338,7 @@ class HybridCodec(Model):
     def __init__(self, config: HybridConfig):
         super().__init__(config)
         self.preset = PRESET
-        #: x265 preset of chunks coded over time (their video and their intra dates).
+        #: x265 preset of the dates of a call (the chunk's video and the dates coded alone).
         self.time_preset = TIME_PRESET
         #: Whether a cube's dates are coded over time (off: each date on its own, for ablations).
         self.over_time = True
@@ -348,9 +350,7 @@ class HybridCodec(Model):
         self.time_rate = "cqp"
         #: Exponent of the engine's distortion-rate curve at low rates (:meth:`rate_slope`; 0: high-rate slope).
         self.rate_exponent = RATE_EXPONENT
-        #: Whether the intra dates of a chunk are one video too (each component starting intra).
-        self.cloudy_video = False
-        #: Factor of :meth:`intra_dates` (inf: no date intra).
+        #: Factor of :meth:`intra_dates` (inf: every date in the chunk).
         self.cloud_factor = CLOUD_FACTOR
         # predictor weights of a component's own detail coefficients per (quality, band, feature)
         self.register_buffer("predictor", torch.zeros(N_QUALITIES, len(RADII), FEATURES, dtype=torch.float64))
@@ -430,14 +430,19 @@ class HybridCodec(Model):
         seeds = seeds or [0] * x.shape[0]
         x = x.to(torch.float64).cpu()
         if self.over_time and 2 <= len(x) <= MAX_DATES:
-            return self._compress_chunk(x, quality, seeds)
+            return self._compress_dates(x, quality, seeds)
+        return self._compress_alone(x, quality, seeds, self.preset)
+
+    def _compress_alone(self, x: Tensor, quality: int, seeds: list[int], preset: str) -> list[FramePayload]:
+        """Each frame of ``x`` (B, C, H, W) on its own (side information layout 1)."""
         fits = zip(*spectral_fit(x, BASIS_FRAC[1])[:3])  # one batched fit (each frame's as on its own)
-        return [self._compress_frame(frame[None], quality, seed, fit) for frame, seed, fit in zip(x, seeds, fits)]
+        return [self._compress_frame(frame[None], quality, seed, fit, preset)
+                for frame, seed, fit in zip(x, seeds, fits)]
 
     @staticmethod
     def intra_dates(x: Tensor, factor: float = CLOUD_FACTOR) -> list[bool]:
-        """Dates of a chunk ``x`` (T, C, H, W) coded intra: those much brighter than the chunk's
-        clear dates (:data:`CLOUD_FACTOR`).
+        """Dates of a call ``x`` (T, C, H, W) coded alone, not in its chunk: those much brighter than
+        its clear dates (:data:`CLOUD_FACTOR`).
 
         Examples
         --------
@@ -448,16 +453,39 @@ class HybridCodec(Model):
         means = x[:, 0].reshape(len(x), -1).mean(1).numpy()
         return (means > factor * max(float(np.percentile(means, CLOUD_PERCENTILE)), 1.0)).tolist()
 
-    def _compress_chunk(self, x: Tensor, quality: int, seeds: list[int]) -> list[FramePayload]:
-        """Code the dates ``x`` (T, C, H, W) of one chunk over time: one KLT for all, each component's
-        clear dates one video, the intra dates intra frames; payloads of the first date hold them."""
+    def _compress_dates(self, x: Tensor, quality: int, seeds: list[int]) -> list[FramePayload]:
+        """Code the dates ``x`` (T, C, H, W) of one call: the clear ones over time as one chunk
+        (:meth:`_compress_chunk`), the bright ones (:meth:`intra_dates`) each on its own with its own
+        KLT, at the preset of chunks."""
+        alone = self.intra_dates(x, self.cloud_factor)
+        clear = [t for t, a in enumerate(alone) if not a]
+        out: list[FramePayload | None] = [None] * len(x)
+        if len(clear) >= 2:
+            chunk = self._compress_chunk(x[clear], quality, [seeds[t] for t in clear], alone[clear[0]: clear[-1] + 1])
+            for t, payload in zip(clear, chunk):
+                out[t] = payload
+        rest = [t for t, p in enumerate(out) if p is None]
+        if rest:
+            for t, payload in zip(rest, self._compress_alone(x[rest], quality, [seeds[t] for t in rest],
+                                                             self.time_preset)):
+                out[t] = payload
+        return out
+
+    def _compress_chunk(self, x: Tensor, quality: int, seeds: list[int], alone: list[bool]) -> list[FramePayload]:
+        """Code clear dates ``x`` (T, C, H, W) over time: one KLT for all, each tile's dates one video
+        (component after component, each starting intra); the payload of the first holds the transform
+        and the streams. ``alone``: per date from the first to the last of them, whether it is coded
+        on its own (between them: not in ``x``)."""
         t, c, h, w = x.shape
         side, levels, target = self.transform(x.permute(1, 0, 2, 3).reshape(1, c, t * h, w), quality)
         k = len(levels)
         levels, target = levels.reshape(k, t, h, w), target.reshape(k, t, h, w)
-        side.layout, side.dates, side.intra = TIME_LAYOUT, t, self.intra_dates(x, self.cloud_factor)
-        streams = [s for rows, cols in _tiles(h, w) for s in self._chunk_streams(levels[..., rows, cols], side)]
-        decoded = _decode_chunk(streams, side, k, h, w).astype(np.int64)
+        side.layout, side.dates, side.intra = TIME_LAYOUT, len(alone), alone
+        streams = [hevc.compact(hevc.encode(np.ascontiguousarray(levels[..., rows, cols]).reshape(k * t, *tile),
+                                            side.qp, self.time_preset, t, self.time_rate != "ipb",
+                                            self.time_rate == "crf"))
+                   for rows, cols in _tiles(h, w) for tile in [(rows.stop - rows.start, cols.stop - cols.start)]]
+        decoded = _decode_chunk(streams, k, t, h, w).astype(np.int64)
         sides = [side] + [side.for_date([None] * k, self.cross_date) for _ in range(t - 1)]
         slope = self.rate_slope(decoded, target, 8 * sum(map(len, streams)))
         chunk_bands = ChunkBands(decoded)
@@ -471,23 +499,14 @@ class HybridCodec(Model):
             out.append(FramePayload(payload, _crc(payload, seed), seed))
         return out
 
-    def _chunk_streams(self, levels: np.ndarray, side: Side) -> list[bytes]:
-        """The HEVC streams of one tile of a chunk's levels (K, T, H, W): its clear dates as one video
-        (component after component, each starting intra), then its intra dates as intra frames."""
-        out = []
-        for dates in _date_runs(side.intra):
-            keyint = 1 if side.intra[dates[0]] and not self.cloudy_video else len(dates)
-            planes = np.ascontiguousarray(levels[:, dates].reshape(-1, *levels.shape[2:]))
-            out.append(hevc.compact(hevc.encode(planes, side.qp, self.time_preset, keyint, self.time_rate != "ipb",
-                                                self.time_rate == "crf")))
-        return out
-
-    def code_planes(self, x: Tensor, quality: int, fit: tuple[Tensor, Tensor, Tensor] | None = None) -> Planes:
+    def code_planes(self, x: Tensor, quality: int, fit: tuple[Tensor, Tensor, Tensor] | None = None,
+                    preset: str | None = None) -> Planes:
         """The spectral transform and the engine's pass over one frame ``x`` (1, C, H, W); ``fit``:
-        its :func:`~tcube.models.pc.spectral_fit` (mean, basis, components), when already made."""
+        its :func:`~tcube.models.pc.spectral_fit` (mean, basis, components), when already made;
+        ``preset``: x265's (default :attr:`preset`)."""
         h, w = x.shape[2:]
         side, levels, target = self.transform(x, quality, fit)
-        streams = [hevc.compact(hevc.encode(levels[:, rows, cols], side.qp, self.preset))
+        streams = [hevc.compact(hevc.encode(levels[:, rows, cols], side.qp, preset or self.preset))
                    for rows, cols in _tiles(h, w)]
         decoded = _decode_tiles(streams, len(levels), h, w, SIDE_VERSION).astype(np.int64)
         return Planes(side, streams, decoded, target)
@@ -536,8 +555,8 @@ class HybridCodec(Model):
             frac += 1  # rounded too coarsely to stay a rotation: the components would be amplified
         return frac
 
-    def _compress_frame(self, x: Tensor, quality: int, seed: int, fit: tuple) -> FramePayload:
-        planes = self.code_planes(x, quality, fit)
+    def _compress_frame(self, x: Tensor, quality: int, seed: int, fit: tuple, preset: str) -> FramePayload:
+        planes = self.code_planes(x, quality, fit, preset)
         if self.transfer:
             slope = self.rate_slope(planes.decoded, planes.target, 8 * sum(map(len, planes.streams)))
             planes.side.detail = self._choose_detail(planes.decoded, planes.target, planes.side.qp, quality,
@@ -612,28 +631,46 @@ class HybridCodec(Model):
         """The frames of payload ``i``: one, or the dates of the chunk it heads (payloads i, i + 1, ...)."""
         check_crc(_crc(payloads[i].streams, payloads[i].seed), payloads[i], i)
         side = Side.unpack(payloads[i].streams["side"], c)
-        k = len(side.basis)
         if side.layout < TIME_LAYOUT:
-            levels = _decode_tiles(_unjoin(payloads[i].streams["hevc"], len(_tiles(h, w)), side.layout), k, h, w,
-                                   side.layout)
-            yield self._bands(self.enhance(levels, side, quality), side, c)
+            yield self._decode_alone(payloads[i], side, quality, h, w, c)
             return
         if i + side.dates > len(payloads):
             raise CorruptBlobError(f"tec-hx chunk of {side.dates} dates starts at frame {i} of {len(payloads)}")
-        sides = [side]
-        for j in range(i + 1, i + side.dates):
-            check_crc(_crc(payloads[j].streams, payloads[j].seed), payloads[j], j)
-            if payloads[j].streams["hevc"]:
-                raise CorruptBlobError(f"tec-hx chunk: frame {j} is a later date but holds HEVC streams")
-            sides.append(side.later(payloads[j].streams["side"]))
-        runs = len(_date_runs(side.intra))
-        levels = _decode_chunk(_unjoin(payloads[i].streams["hevc"], runs * len(_tiles(h, w)), SIDE_VERSION),
-                               side, k, h, w)
+        if side.intra[0] or side.intra[-1]:
+            raise CorruptBlobError(f"tec-hx chunk at frame {i}: its first or last date is marked as coded alone")
+        sides: dict[int, Side] = {0: side}
+        for j in range(1, side.dates):
+            payload = payloads[i + j]
+            check_crc(_crc(payload.streams, payload.seed), payload, i + j)
+            if side.intra[j]:
+                sides[j] = Side.unpack(payload.streams["side"], c)
+                if sides[j].layout >= TIME_LAYOUT:
+                    raise CorruptBlobError(f"tec-hx chunk: frame {i + j} should be coded alone but is part of a chunk")
+            elif payload.streams["hevc"]:
+                raise CorruptBlobError(f"tec-hx chunk: frame {i + j} is a later date but holds HEVC streams")
+            else:
+                sides[j] = side.later(payload.streams["side"])
+        clear = [j for j in range(side.dates) if not side.intra[j]]
+        k = len(side.basis)
+        levels = _decode_chunk(_unjoin(payloads[i].streams["hevc"], len(_tiles(h, w)), SIDE_VERSION), k, len(clear),
+                               h, w)
         chunk_bands = ChunkBands(levels)
-        for t, date_side in enumerate(sides):
-            previous = levels[:, t - 1] if date_side.previous else None
-            bands = chunk_bands(t, date_side.previous) if any(d is not None for d in date_side.detail) else None
-            yield self._bands(self.enhance(levels[:, t], date_side, quality, previous, bands), date_side, c)
+        n = 0  # clear dates decoded
+        for j in range(side.dates):
+            date_side = sides[j]
+            if side.intra[j]:
+                yield self._decode_alone(payloads[i + j], date_side, quality, h, w, c)
+                continue
+            previous = levels[:, n - 1] if date_side.previous else None
+            bands = chunk_bands(n, date_side.previous) if any(d is not None for d in date_side.detail) else None
+            yield self._bands(self.enhance(levels[:, n], date_side, quality, previous, bands), date_side, c)
+            n += 1
+
+    def _decode_alone(self, payload: FramePayload, side: Side, quality: int, h: int, w: int, c: int) -> Tensor:
+        """A frame coded on its own (layouts 0 and 1), CRC checked, side information unpacked."""
+        levels = _decode_tiles(_unjoin(payload.streams["hevc"], len(_tiles(h, w)), side.layout), len(side.basis), h,
+                               w, side.layout)
+        return self._bands(self.enhance(levels, side, quality), side, c)
 
     @staticmethod
     def _bands(fine: np.ndarray, side: Side, c: int) -> Tensor:
@@ -692,22 +729,12 @@ def _decode_tiles(parts: list[bytes], k: int, h: int, w: int, layout: int) -> np
     return levels
 
 
-def _date_runs(intra: list[bool]) -> list[np.ndarray]:
-    """The runs of a chunk's dates, one HEVC stream per tile each: its clear dates, then its intra dates."""
-    flags = np.array(intra, bool)
-    return [d for d in (np.flatnonzero(~flags), np.flatnonzero(flags)) if len(d)]
-
-
-def _decode_chunk(parts: list[bytes], side: Side, k: int, h: int, w: int) -> np.ndarray:
-    """The (K, T, H, W) levels of a chunk's streams (per tile, per run of :func:`_date_runs`)."""
-    runs = _date_runs(side.intra)
-    levels = np.empty((k, side.dates, h, w), np.uint16)
-    it = iter(parts)
-    for rows, cols in _tiles(h, w):
+def _decode_chunk(parts: list[bytes], k: int, t: int, h: int, w: int) -> np.ndarray:
+    """The (K, T, H, W) levels of a chunk's streams (one per tile: the K x T planes of its dates)."""
+    levels = np.empty((k, t, h, w), np.uint16)
+    for (rows, cols), data in zip(_tiles(h, w), parts):
         th, tw = rows.stop - rows.start, cols.stop - cols.start
-        for dates in runs:
-            planes = hevc.decode(hevc.expand(next(it)), k * len(dates), th, tw)
-            levels[:, dates, rows, cols] = planes.reshape(k, len(dates), th, tw)
+        levels[:, :, rows, cols] = hevc.decode(hevc.expand(data), k * t, th, tw).reshape(k, t, th, tw)
     return levels
 
 
