@@ -114,9 +114,10 @@ def export_hx(model: HybridCodec, cfg: TrainConfig, frames: int, seconds: float,
     card = [
         f"# {cfg.name}", "",
         "Architecture `hx`: a per-date exact integer KLT, the components as the frames of one HEVC stream "
-        f"(x265 preset {model.preset}, constant QP, 12-bit gray; the dates of one call share one KLT and code "
-        f"each component's clear dates as one video at preset {model.time_preset}, bright dates intra, and each "
-        "date's transfer also borrows the previous date's decoded detail), and a cross-component detail transfer whose "
+        f"(x265 preset {model.preset}, constant QP, 12-bit gray; the clear dates of one call share one KLT and code "
+        f"each component's clear dates as one video at preset {model.time_preset}, bright dates each on its own "
+        "with its own KLT, and each date's transfer also borrows the previous date's decoded detail), and a "
+        "cross-component detail transfer whose "
         f"coefficients the encoder fits per frame; a regression predicts the coefficients of each component's own "
         f"detail from its decoded energy ({model.predictor.numel()} weights: {N_QUALITIES} qualities x {len(RADII)} "
         f"bands x {FEATURES} features), and only the correction of the prediction travels. Decoder exact "
