@@ -485,7 +485,7 @@ class HybridCodec(Model):
                                             side.qp, self.time_preset, t, self.time_rate != "ipb",
                                             self.time_rate == "crf"))
                    for rows, cols in _tiles(h, w) for tile in [(rows.stop - rows.start, cols.stop - cols.start)]]
-        decoded = _decode_chunk(streams, k, t, h, w).astype(np.int64)
+        decoded = _decode_chunk(streams, k, t, h, w).astype(np.int32)
         sides = [side] + [side.for_date([None] * k, self.cross_date) for _ in range(t - 1)]
         slope = self.rate_slope(decoded, target, 8 * sum(map(len, streams)))
         chunk_bands = ChunkBands(decoded)
@@ -508,41 +508,47 @@ class HybridCodec(Model):
         side, levels, target = self.transform(x, quality, fit)
         streams = [hevc.compact(hevc.encode(levels[:, rows, cols], side.qp, preset or self.preset))
                    for rows, cols in _tiles(h, w)]
-        decoded = _decode_tiles(streams, len(levels), h, w, SIDE_VERSION).astype(np.int64)
+        decoded = _decode_tiles(streams, len(levels), h, w, SIDE_VERSION).astype(np.int32)
         return Planes(side, streams, decoded, target)
 
     def transform(self, x: Tensor, quality: int, fit: tuple[Tensor, Tensor, Tensor] | None = None
                   ) -> tuple[Side, np.ndarray, np.ndarray]:
         """The side information (no detail transfer yet), the 12-bit levels (K, H, W) of the coded
-        components of ``x`` (1, C, H, W) and the exact levels they round (float64)."""
+        components of ``x`` (1, C, H, W) and the levels they round (float32: what the encoder aims at)."""
         c, h, w = x.shape[1:]
         dn_qp = self.step_qp(quality)
         dn_step = 2.0 ** ((dn_qp - 4) / QP_PER_OCTAVE)
         if fit is None:
             fit = tuple(part[0] for part in spectral_fit(x, BASIS_FRAC[1])[:3])  # coarser bases: its rounding
         mean, basis = fit[0].numpy().astype(np.int64), fit[1].numpy().astype(np.int64)
-        comps = fit[2].to(torch.float64).numpy()
-        frac = self.basis_precision(basis, float(comps[0].std()), dn_step)
+        comps = fit[2].to(torch.float32).numpy()
+        frac = self.basis_precision(basis, float(comps[0].std(dtype=np.float64)), dn_step)
         if frac < BASIS_FRAC[1]:
             basis = np.floor(basis / 2.0 ** (BASIS_FRAC[1] - frac) + 0.5).astype(np.int64)
             # the components under the basis the decoder gets: x = mean + basis^T c / 2**frac
             flat = x[0].reshape(c, -1).to(torch.float64).numpy() - mean[:, None]
-            comps = (np.linalg.inv(basis.T / 2.0**frac) @ flat).reshape(c, h, w)  # C x C, then one product
-        std = comps.reshape(c, -1).std(1)
+            inverse = np.linalg.inv(basis.T / 2.0**frac)  # C x C, then one product per component
+            comps = np.empty((c, h, w), np.float32)
+            for j in range(c):
+                comps[j] = (inverse[j] @ flat).reshape(h, w)
+            del flat
+        std = comps.reshape(c, -1).std(1, dtype=np.float64)
         k = max(1, int((std >= dn_step * 2.0**DROP_LOG2).sum()))
         comps = comps[:k]
         spread = float((comps.reshape(k, -1).max(1) - comps.reshape(k, -1).min(1)).max())
         n, qp = self.plane_setting(dn_qp, spread)
-        scaled = np.floor(comps / 2.0**n + 0.5).astype(np.int64)
+        scaled = np.floor(comps / np.float32(2.0**n) + np.float32(0.5)).astype(np.int32)
         # components have zero mean: put zero at mid-grey (where HEVC's prediction starts) as far as
         # the range allows, so that even a frame coded at the coarsest QP keeps its mean
         flat = scaled.reshape(k, -1)
         low = np.minimum(np.maximum(-hevc.MID_GREY, flat.max(1) - hevc.LEVELS), flat.min(1))
-        levels = scaled - low[:, None, None]
+        levels = scaled - low.astype(np.int32)[:, None, None]
         if levels.min() < 0 or levels.max() > hevc.LEVELS:  # the plane step holds every range: never clip
             raise InputError(f"tec-hx components span {spread:.0f} DN, beyond 12 bits at the coarsest plane step")
         side = Side(n, qp, frac, mean, basis[:k], low, [None] * k)
-        return side, levels.astype(np.uint16), comps / 2.0**n - low[:, None, None]
+        target = comps / np.float32(2.0**n)
+        target -= low.astype(np.float32)[:, None, None]
+        return side, levels.astype(np.uint16), target
 
     @staticmethod
     def basis_precision(basis: np.ndarray, lead: float, dn_step: float) -> int:
@@ -568,7 +574,7 @@ class HybridCodec(Model):
         """Squared levels one bit is worth at the engine's operating point: the slope of
         distortion D ~ bits ** -:data:`RATE_EXPONENT` (low rates), or of D ~ 2 ** (-2 bits per
         sample) (high rates), whichever is steeper, for the ``bits`` that coded ``decoded``."""
-        sse = float(((target - decoded) ** 2).sum())
+        sse = sum(float(np.square(t - d, dtype=np.float64).sum()) for t, d in zip(target, decoded))
         high = 2 * math.log(2) * sse / decoded.size
         return max(high, self.rate_exponent * sse / max(bits, 1), 1e-3)
 
