@@ -485,7 +485,7 @@ class HybridCodec(Model):
                                             side.qp, self.time_preset, t, self.time_rate != "ipb",
                                             self.time_rate == "crf"))
                    for rows, cols in _tiles(h, w) for tile in [(rows.stop - rows.start, cols.stop - cols.start)]]
-        decoded = _decode_chunk(streams, k, t, h, w).astype(np.int32)
+        decoded = _decode_tiles(streams, k * t, h, w, SIDE_VERSION).reshape(k, t, h, w).astype(np.int32)
         sides = [side] + [side.for_date([None] * k, self.cross_date) for _ in range(t - 1)]
         slope = self.rate_slope(decoded, target, 8 * sum(map(len, streams)))
         chunk_bands = ChunkBands(decoded)
@@ -658,8 +658,8 @@ class HybridCodec(Model):
                 sides[j] = side.later(payload.streams["side"])
         clear = [j for j in range(side.dates) if not side.intra[j]]
         k = len(side.basis)
-        levels = _decode_chunk(_unjoin(payloads[i].streams["hevc"], len(_tiles(h, w)), SIDE_VERSION), k, len(clear),
-                               h, w)
+        levels = _decode_tiles(_unjoin(payloads[i].streams["hevc"], len(_tiles(h, w)), SIDE_VERSION), k * len(clear),
+                               h, w, SIDE_VERSION).reshape(k, len(clear), h, w)  # per tile: K x T planes
         chunk_bands = ChunkBands(levels)
         n = 0  # clear dates decoded
         for j in range(side.dates):
@@ -732,15 +732,6 @@ def _decode_tiles(parts: list[bytes], k: int, h: int, w: int, layout: int) -> np
     for (rows, cols), data in zip(_tiles(h, w), parts):
         stream = hevc.expand(data) if layout >= 1 else data
         levels[:, rows, cols] = hevc.decode(stream, k, rows.stop - rows.start, cols.stop - cols.start)
-    return levels
-
-
-def _decode_chunk(parts: list[bytes], k: int, t: int, h: int, w: int) -> np.ndarray:
-    """The (K, T, H, W) levels of a chunk's streams (one per tile: the K x T planes of its dates)."""
-    levels = np.empty((k, t, h, w), np.uint16)
-    for (rows, cols), data in zip(_tiles(h, w), parts):
-        th, tw = rows.stop - rows.start, cols.stop - cols.start
-        levels[:, :, rows, cols] = hevc.decode(hevc.expand(data), k * t, th, tw).reshape(k, t, th, tw)
     return levels
 
 
