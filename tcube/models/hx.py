@@ -157,6 +157,11 @@ class Grams:
         return self.cache[key]
 
 
+def date_bands(levels: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """:func:`detail_bands` of a date's levels (K, H, W), then of the previous date's when given."""
+    return detail_bands(levels if previous is None else np.concatenate([levels, previous]))
+
+
 class ChunkBands:
     """The detail bands of the dates of a chunk's levels (K, T, H, W), each date's made once."""
 
@@ -586,8 +591,7 @@ class HybridCodec(Model):
         from the Gram matrix of all detail bands (one pass over the pixels); ``previous``: the
         previous date's decoded levels, whose detail a component may borrow too."""
         k = len(decoded)
-        if bands is None:
-            bands = detail_bands(decoded if previous is None else np.concatenate([decoded, previous]))
+        bands = bands if bands is not None else date_bands(decoded, previous)
         grams = Grams(bands)
         err = (target - decoded).reshape(k, -1)
         flat = bands.reshape(len(bands) * len(RADII), -1).astype(np.float64)
@@ -700,8 +704,7 @@ class HybridCodec(Model):
         out = levels.astype(np.float64) * 2.0**OUT_FRAC
         if not any(d is not None for d in side.detail):
             return out
-        if bands is None:
-            bands = detail_bands(levels if previous is None else np.concatenate([levels, previous]))
+        bands = bands if bands is not None else date_bands(levels, previous)
         grams = Grams(bands)
         pixels = levels[0].size
         down = 2.0 ** (COEF_FRAC - OUT_FRAC)
