@@ -56,7 +56,7 @@ VARIANTS = {
     "tec-hx/per-date": {"over_time": False},
     "tec-hx/no-cross-date": {"cross_date": False},
     "tec-hx/no-transfer": {"transfer": False},
-    "tec-hx/no-intra": {"cloud_factor": float("inf")},
+    "tec-hx/none-alone": {"cloud_factor": float("inf")},
     "tec-hx/cqp": {"time_rate": "cqp"},
     "tec-hx/ipb": {"time_rate": "ipb"},
     "tec-hx/crf": {"time_rate": "crf"},

@@ -183,7 +183,7 @@ def test_a_chunk_codes_its_dates_over_time_and_decodes_exactly(model, monkeypatc
     x = _series()
     chunk = model.compress(x, 10, list(range(6)))
     head = Side.unpack(chunk[0].streams["side"], 4)
-    assert head.dates == 6 and head.intra == [False, False, False, True, False, False]
+    assert head.dates == 6 and head.alone == [False, False, False, True, False, False]
     assert chunk[0].streams["hevc"] and not any(chunk[t].streams["hevc"] for t in (1, 2, 4, 5))
     assert Side.unpack(chunk[3].streams["side"], 4).layout == 1  # the cloudy date, with its own KLT and stream
     out = model.decompress(chunk, 10, 40, 48, bands=4)
@@ -218,7 +218,7 @@ def test_a_chunk_decodes_only_whole(model):
     with pytest.raises(CorruptBlobError, match="frame 3 should be coded alone"):
         model.decompress([*chunk[:3], chunk[0], *chunk[4:]], 8, 40, 48, bands=4)
     head = Side.unpack(chunk[0].streams["side"], 4)
-    head.intra[-1] = True
+    head.alone[-1] = True
     forged_head = FramePayload({**chunk[0].streams, "side": head.pack()}, 0, 0)
     forged_head.symbol_crc = zlib.crc32(chunk[0].streams["hevc"], zlib.crc32(head.pack(), 0))
     with pytest.raises(CorruptBlobError, match="chunk at frame 0: its first or last date"):
@@ -229,14 +229,14 @@ def test_a_chunk_decodes_only_whole(model):
 
 def test_chunk_side_information_round_trips():
     head = Side(1, 20, 12, np.array([900, 800]), np.array([[3000, 2000]]), np.array([-5]), [(2, [1, -1])],
-                layout=2, dates=3, intra=[False, True, False])
+                layout=2, dates=3, alone=[False, True, False])
     back = Side.unpack(head.pack(), 2)
-    assert (back.dates, back.intra, back.detail) == (3, [False, True, False], head.detail)
+    assert (back.dates, back.alone, back.detail) == (3, [False, True, False], head.detail)
     later = head.for_date([(1, [4, 0, -2, 7])], previous=True)
     again = back.later(later.pack())
     assert again.previous and again.detail == later.detail and again.basis.tolist() == head.basis.tolist()
     with pytest.raises(CorruptBlobError, match="dates"):
-        Side.unpack(dataclasses.replace(head, dates=1, intra=[False]).pack(), 2)
+        Side.unpack(dataclasses.replace(head, dates=1, alone=[False]).pack(), 2)
 
 
 def test_a_chunk_cut_into_tiles_round_trips(model, monkeypatch):

@@ -215,7 +215,7 @@ class Side:
     detail: list[tuple[int, list[int]] | None]  # per component: (shift, residuals) or None
     layout: int = SIDE_VERSION  # of the side information and the HEVC streams behind it
     dates: int = 1  # layout 2: dates of the chunk in its first frame, 0 in the others
-    intra: list[bool] = field(default_factory=list)  # layout 2, first frame: per date to its last, coded alone
+    alone: list[bool] = field(default_factory=list)  # layout 2, first frame: per date to its last, coded alone
     previous: bool = False  # layout 2, later dates: whether the detail transfer borrows the previous date's
 
     def pack(self) -> bytes:
@@ -227,7 +227,7 @@ class Side:
                 w.bits(self.previous, 1)
                 self._pack_detail(w, self.previous)
                 return w.getvalue()
-            for flag in self.intra:
+            for flag in self.alone:
                 w.bits(flag, 1)
         w.signed([self.plane_exp])
         w.bits(self.qp, 6)
@@ -280,13 +280,13 @@ class Side:
         if (layout := r.bits(4)) not in SIDE_LAYOUTS:
             raise CorruptBlobError(f"tec-hx side information has layout {layout}; this tcube reads "
                                    f"{', '.join(map(str, SIDE_LAYOUTS))}")
-        dates, intra = 1, []
+        dates, alone = 1, []
         if layout >= TIME_LAYOUT:
             (dates,) = r.unsigned(1)
             if not 2 <= dates <= MAX_DATES:
                 raise CorruptBlobError(f"tec-hx chunk side information announces {dates} dates "
                                        "(a later date without the chunk's first frame?)")
-            intra = [bool(r.bits(1)) for _ in range(dates)]
+            alone = [bool(r.bits(1)) for _ in range(dates)]
         (plane_exp,) = r.signed(1)
         qp, frac = r.bits(6), r.bits(4)
         (k,) = r.unsigned(1)
@@ -301,7 +301,7 @@ class Side:
         r.check_end()
         if np.abs(mean).max() > 1 << 16 or np.abs(basis).max() > 1 << 15:
             raise CorruptBlobError("tec-hx side information holds means or basis entries out of range")
-        return cls(plane_exp, qp, frac, mean, basis, low, detail, layout, dates, intra)
+        return cls(plane_exp, qp, frac, mean, basis, low, detail, layout, dates, alone)
 
 
 @dataclass
@@ -355,7 +355,7 @@ class HybridCodec(Model):
         self.time_rate = "cqp"
         #: Exponent of the engine's distortion-rate curve at low rates (:meth:`rate_slope`; 0: high-rate slope).
         self.rate_exponent = RATE_EXPONENT
-        #: Factor of :meth:`intra_dates` (inf: every date in the chunk).
+        #: Factor of :meth:`alone_dates` (inf: every date in the chunk).
         self.cloud_factor = CLOUD_FACTOR
         # predictor weights of a component's own detail coefficients per (quality, band, feature)
         self.register_buffer("predictor", torch.zeros(N_QUALITIES, len(RADII), FEATURES, dtype=torch.float64))
@@ -445,14 +445,14 @@ class HybridCodec(Model):
                 for frame, seed, fit in zip(x, seeds, fits)]
 
     @staticmethod
-    def intra_dates(x: Tensor, factor: float = CLOUD_FACTOR) -> list[bool]:
+    def alone_dates(x: Tensor, factor: float = CLOUD_FACTOR) -> list[bool]:
         """Dates of a call ``x`` (T, C, H, W) coded alone, not in its chunk: those much brighter than
         its clear dates (:data:`CLOUD_FACTOR`).
 
         Examples
         --------
         >>> x = torch.full((4, 2, 8, 8), 500.0); x[2] = 3000.0
-        >>> HybridCodec.intra_dates(x)
+        >>> HybridCodec.alone_dates(x)
         [False, False, True, False]
         """
         means = x[:, 0].reshape(len(x), -1).mean(1).numpy()
@@ -460,9 +460,9 @@ class HybridCodec(Model):
 
     def _compress_dates(self, x: Tensor, quality: int, seeds: list[int]) -> list[FramePayload]:
         """Code the dates ``x`` (T, C, H, W) of one call: the clear ones over time as one chunk
-        (:meth:`_compress_chunk`), the bright ones (:meth:`intra_dates`) each on its own with its own
+        (:meth:`_compress_chunk`), the bright ones (:meth:`alone_dates`) each on its own with its own
         KLT, at the preset of chunks."""
-        alone = self.intra_dates(x, self.cloud_factor)
+        alone = self.alone_dates(x, self.cloud_factor)
         clear = [t for t, a in enumerate(alone) if not a]
         out: list[FramePayload | None] = [None] * len(x)
         if len(clear) >= 2:
@@ -485,7 +485,7 @@ class HybridCodec(Model):
         side, levels, target = self.transform(x.permute(1, 0, 2, 3).reshape(1, c, t * h, w), quality)
         k = len(levels)
         levels, target = levels.reshape(k, t, h, w), target.reshape(k, t, h, w)
-        side.layout, side.dates, side.intra = TIME_LAYOUT, len(alone), alone
+        side.layout, side.dates, side.alone = TIME_LAYOUT, len(alone), alone
         streams = [hevc.compact(hevc.encode(np.ascontiguousarray(levels[..., rows, cols]).reshape(k * t, *tile),
                                             side.qp, self.time_preset, t, self.time_rate != "ipb",
                                             self.time_rate == "crf"))
@@ -646,13 +646,13 @@ class HybridCodec(Model):
             return
         if i + side.dates > len(payloads):
             raise CorruptBlobError(f"tec-hx chunk of {side.dates} dates starts at frame {i} of {len(payloads)}")
-        if side.intra[0] or side.intra[-1]:
+        if side.alone[0] or side.alone[-1]:
             raise CorruptBlobError(f"tec-hx chunk at frame {i}: its first or last date is marked as coded alone")
         sides: dict[int, Side] = {0: side}
         for j in range(1, side.dates):
             payload = payloads[i + j]
             check_crc(_crc(payload.streams, payload.seed), payload, i + j)
-            if side.intra[j]:
+            if side.alone[j]:
                 sides[j] = Side.unpack(payload.streams["side"], c)
                 if sides[j].layout >= TIME_LAYOUT:
                     raise CorruptBlobError(f"tec-hx chunk: frame {i + j} should be coded alone but is part of a chunk")
@@ -660,7 +660,7 @@ class HybridCodec(Model):
                 raise CorruptBlobError(f"tec-hx chunk: frame {i + j} is a later date but holds HEVC streams")
             else:
                 sides[j] = side.later(payload.streams["side"])
-        clear = [j for j in range(side.dates) if not side.intra[j]]
+        clear = [j for j in range(side.dates) if not side.alone[j]]
         k = len(side.basis)
         levels = _decode_tiles(_unjoin(payloads[i].streams["hevc"], len(_tiles(h, w)), SIDE_VERSION), k * len(clear),
                                h, w, SIDE_VERSION).reshape(k, len(clear), h, w)  # per tile: K x T planes
@@ -668,7 +668,7 @@ class HybridCodec(Model):
         n = 0  # clear dates decoded
         for j in range(side.dates):
             date_side = sides[j]
-            if side.intra[j]:
+            if side.alone[j]:
                 yield self._decode_alone(payloads[i + j], date_side, quality, h, w, c)
                 continue
             previous = levels[:, n - 1] if date_side.previous else None
