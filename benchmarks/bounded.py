@@ -1,9 +1,11 @@
-"""Error-bounded and lossless coding on the held-out sets: tcube ``max_error`` beside JPEG-LS, SZ3,
+"""Error-bounded and lossless coding on the benchmark sets: tcube ``max_error`` beside JPEG-LS, SZ3,
 JPEG-XL, JPEG2000 and zstd.
 
-    python benchmarks/bounded.py [DATA] [--out benchmarks/results] [--sets 0080717 worldcereal_4bands]
+    python benchmarks/bounded.py [DATA] [--out benchmarks/results] [--sets 0080717 dsen2_nearest] [--bounds 0 4]
 
-DATA: ``shared/data/s2`` or a corpus file of ``python -m tcube.train.corpus``. For every bound E
+DATA: ``shared/data/s2``. Sets (:data:`SETS`): the held-out places of :mod:`heldout` (0080717, the
+WorldCereal series at 10 and 20 m) and the scenes of :mod:`resampled` (reprojected onto a 10 m web-mercator
+grid with nearest, bilinear and cubic resampling, as STAC tools deliver them). For every bound E
 (digital numbers; 0 is lossless) every codec codes each set; rates are real byte lengths, the
 largest error is measured on the decoded cube (and must not exceed E), speeds are MB/s of raw
 uint16 on this machine in the same run. ``tcube`` is the default (the residual layer alone),
@@ -26,10 +28,26 @@ from tcube.baselines import get_baseline
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_rows  # noqa: E402
 from heldout import held_out_sets  # noqa: E402
+from resampled import resampled_sets  # noqa: E402
 
 BOUNDS = (0, 1, 2, 4, 8, 16, 32, 64)
 LOSSLESS_PEERS = ("jpegxl-lossless", "jpeg2000-lossless", "jpegls-lossless", "zstd-19")
 BOUNDED_PEERS = ("jpegls-near", "sz3")
+
+
+#: The benchmark sets: held-out places (:mod:`heldout`) and scenes reprojected as STAC tools deliver
+#: them (:mod:`resampled`).
+SETS = ("0080717", "worldcereal_4bands", "worldcereal_6bands", "dsen2_nearest", "dsen2_bilinear", "dsen2_cubic",
+        "l1c_18SVG_nearest")
+
+
+def benchmark_sets(data: str, names: list[str]) -> dict[str, np.ndarray]:
+    """(T, C, H, W) uint16 cubes by name, in the order of ``names``."""
+    found = {**held_out_sets(data), **resampled_sets(data)}
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise SystemExit(f"unknown sets {unknown}; choose from {sorted(found)}")
+    return {n: found[n] for n in names}
 
 
 def _row(codec: str, bound: int, name: str, cube: np.ndarray, encode, decode) -> dict:
@@ -110,13 +128,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", default="../shared/data/s2")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--sets", nargs="*", default=["0080717", "worldcereal_4bands"])
+    parser.add_argument("--sets", nargs="*", default=list(SETS))
     parser.add_argument("--bounds", nargs="*", type=int, default=list(BOUNDS))
     args = parser.parse_args()
     rows = []
-    for name, cube in held_out_sets(args.data).items():
-        if name in args.sets:
-            rows += measure(name, cube, tuple(args.bounds))
+    for name, cube in benchmark_sets(args.data, args.sets).items():
+        rows += measure(name, cube, tuple(args.bounds))
     out = Path(args.out)
     write_rows(rows, out / "bounded.csv")
     md = table(rows)
