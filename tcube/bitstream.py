@@ -1,8 +1,10 @@
 """The tcube container: a versioned, self-describing, checksummed blob.
 
-Version 9 (written now) is compact, for zarr chunks of a few hundred bytes (little endian)::
+Version 10 (written now) has the layout of version 9; its ``"residual"`` streams may code passes in
+copy mode (:mod:`tcube.residual_copies`). Version 9 is compact, for zarr chunks of a few hundred
+bytes (little endian)::
 
-    prefix     2 bytes   0x89, the version (9)
+    prefix     2 bytes   0x89, the version (9 or 10)
     flags      u8        bit 0: the shape has dates (T, C, H, W; else C, H, W), bit 1: decode to a
                          numpy masked array, bit 2: a no-data value that is a whole number
                          (zig-zag LEB128), bit 3: a no-data value that is not (f64), bit 4: units
@@ -82,10 +84,10 @@ from tcube.entropy import leb128
 from tcube.errors import CorruptBlobError, NotATcubeBlobError, TruncatedBlobError, UnsupportedVersionError
 
 MAGIC = b"\x89TCUBE\r\n"
-FORMAT_VERSION = 9
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+FORMAT_VERSION = 10
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 #: Format versions :func:`pack` writes (older ones for tests of compatibility).
-WRITABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9)
+WRITABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9, 10)
 #: Values any blob may announce whatever its length (a 12 x 512 x 512 chunk has 3.1 M).
 FREE_VALUES = 1 << 22
 #: Values a blob may announce per byte of its length beyond :data:`FREE_VALUES`: version 8
@@ -264,7 +266,7 @@ def pack(header: dict, frames: list[dict[str, bytes]], version: int = FORMAT_VER
         raise ValueError(f"cannot write format version {version}")
     header = {**header, "pad": 0}
     while True:  # pad until the blob may announce its values (a few rounds at most: the varint grows)
-        body = _compact_body(header, frames) if version >= 9 else _legacy_body(header, frames, version)
+        body = _compact_body(header, frames, version) if version >= 9 else _legacy_body(header, frames, version)
         short = _min_length(header["shape"], version) - len(body) - _CRC.size
         if short <= 0 or version < 8 or header["pad"] + short > MAX_PAD:
             break  # (a cube too large for any blob pads nothing: decoders refuse it on its size)
@@ -293,8 +295,8 @@ def _unzigzag(n: int) -> int:
     return n // 2 if n % 2 == 0 else -(n + 1) // 2
 
 
-def _compact_body(h: dict, frames: list[dict[str, bytes]]) -> bytes:
-    """Version 9: everything but the final CRC (see the module docstring)."""
+def _compact_body(h: dict, frames: list[dict[str, bytes]], version: int) -> bytes:
+    """Versions 9 and 10: everything but the final CRC (see the module docstring)."""
     shape, position, pad = list(h["shape"]), list(h.get("position") or []), h.get("pad", 0)
     nodata, bound, target = h.get("nodata"), h.get("max_error"), h.get("psnr")
     crcs = [f["crc"] for f in h["frames"]]
@@ -314,7 +316,7 @@ def _compact_body(h: dict, frames: list[dict[str, bytes]]) -> bytes:
              | (_BANDS if h.get("bands") else 0) | (_MODES if bound is not None or target is not None else 0)
              | (_EXTENDED if ext else 0))
     w = _Writer()
-    w.buf += bytes([MAGIC[0], 9, flags] + ([ext] if ext else []))
+    w.buf += bytes([MAGIC[0], version, flags] + ([ext] if ext else []))
     model = MODEL_CODES.index(h["model"]) if h["model"] in MODEL_CODES else _NAMED_MODEL
     w.fmt("BB", model, 4 * h["quality"] + DTYPE_CODES.index(h["dtype"]))
     if model == _NAMED_MODEL:

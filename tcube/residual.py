@@ -25,6 +25,7 @@ exactly in a short list. Pixels outside ``valid`` are neither coded nor changed.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import struct
 import zlib
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tcube import residual_copies as copies
 from tcube.entropy.coder import SymbolReader, SymbolWriter
 from tcube.entropy.geometric import geometric_costs, geometric_tables
 from tcube.errors import CorruptBlobError, SymbolChecksumError
@@ -57,7 +59,13 @@ WIDE_REACH = (5, 3)
 #: Least saving (bits per pixel of the band) that makes a band use its wide neighbourhoods.
 WIDE_MARGIN = 0.1
 #: The stream layout :func:`encode_frame` writes (the container format version that brought it).
-LAYOUT = 7
+LAYOUT = 10
+#: The first layout with passes in copy mode (:mod:`tcube.residual_copies`).
+COPY_LAYOUT = 10
+#: Bits the encoder counts for each context table a pass in copy mode needs (five quantised counts).
+_COPY_TABLE_BITS = 24
+#: Values of an even sample of a pass that first tells whether copy mode may pay.
+COPY_SAMPLE = 4096
 #: Largest lattice spacing a band can be coded in (larger ones are coded as they are).
 LATTICE_LIMIT = 1 << 15
 
@@ -160,6 +168,8 @@ def _reflect(index: np.ndarray, n: int) -> np.ndarray:
 
 #: Kinds of pass with their own contexts: the coarser levels, then the three passes of the finest.
 KINDS = 4
+#: Tables of copy symbols a band may have: per kind of pass and context.
+COPY_SLOTS = KINDS * copies.CONTEXTS
 
 
 def _kind(p: _Pass) -> int:
@@ -634,23 +644,33 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     orders = passes(*values.shape[1:]), wide_passes(*values.shape[1:])
     refs = references(values, valid)
     wide = wide_bands(values, valid, max_error)
+    copied = _Copies(values.shape[0])
     for c in range(values.shape[0]):
-        for p in orders[wide[c]]:
+        for i, p in enumerate(orders[wide[c]]):
             band = coding.band(c, refs[c], p)
             target = band.gather(units[c])
             coefs, shift = _fit(band.features, target, coding.s[c])
             pred = band.predict(coefs)
             q = _quantise(target - pred, coding.s[c])
             rec, hit = coding.reconstruct(c, pred, q)
+            ctx = coding.context(c, band, p, pred)
+            copy = _copy_choice(coding, c, band, target, q, ctx)
+            copied.flags[c].append(copy is not None)
+            if copy is not None:
+                sym, cands = copy
+                esc = sym == copies.ESCAPE
+                rec, hit, q, ctx = np.where(esc, rec, _chosen(cands, sym)), hit & esc, q[esc], ctx[esc]
+                copied.add(c, i, _kind(p), band.where, sym, copies.patterns(cands))
             if hit.any():
                 rec[hit] = target[hit]
                 kept.append(target[hit])
-            contexts.append((c, coding.context(c, band, p, pred).astype(np.uint8)))  # kept small: memory
+            contexts.append((c, ctx.astype(np.uint8)))  # kept small: memory
             coding.store(c, band, pred, rec)
             coefs_all.append(np.append(coefs[:-1] >> shift, coefs[-1]))
             shifts.append(shift)
             symbols.append(q.astype(np.int32))
     choice = _choose_tables(symbols, contexts, values.shape[0])
+    copied.finish()
     coefs = np.concatenate(coefs_all)
     steps = np.diff(choice, axis=1, prepend=0).ravel()
     side = (_best_table(coefs), _best_table(steps))
@@ -661,12 +681,121 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     writer.write(np.array(shifts, np.int64), np.full(len(shifts), _REF_TABLE), tables)
     writer.write(coefs, np.full(len(coefs), side[0]), tables)
     writer.write(steps, np.full(len(steps), side[1]), tables)
-    for q, (c, ctx) in zip(symbols, contexts):
+    if coding.layout >= COPY_LAYOUT:
+        copied.write_side(writer)
+    coded = iter(copied.coded)
+    for q, (c, ctx), copy in zip(symbols, contexts, itertools.chain.from_iterable(copied.flags)):
+        if copy:
+            writer.write(*next(coded), copied.tables)
         writer.write(q, choice[c][ctx], tables)
     kept_values = np.concatenate(kept) if kept else np.zeros(0, np.int64)
     decoded = coding.values()
     head = _HEAD.pack(_crc(decoded, valid, seed), len(kept_values), *side)
     return head + kept_values.astype("<i4").tobytes() + writer.finish(), decoded
+
+
+def _chosen(cands: np.ndarray, sym: np.ndarray) -> np.ndarray:
+    """The neighbour each symbol repeats (anything for an escape)."""
+    return cands[np.minimum(sym, copies.ESCAPE - 1), np.arange(cands.shape[1])]
+
+
+def _copy_choice(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np.ndarray,
+                 ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The copy symbols and candidates of a pass where copy mode codes it in fewer bits (the
+    encoder's estimate: ideal tables per context, each table paid for), else None."""
+    if coding.layout < COPY_LAYOUT or len(band.spatial) < copies.NEIGHBOURS or not len(target):
+        return None
+    every = max(1, len(target) // COPY_SAMPLE)
+    if len(target) > COPY_SAMPLE and _copy_bits(coding, c, band, target, q, ctx, every)[0] is None:
+        return None  # an even sample says it does not pay: spare the whole pass the work
+    return _copy_bits(coding, c, band, target, q, ctx, 1)[0]
+
+
+def _copy_bits(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np.ndarray, ctx: np.ndarray,
+               every: int) -> tuple[tuple[np.ndarray, np.ndarray] | None, float]:
+    """Copy mode on every ``every``-th value of a pass: its symbols and candidates where it codes them
+    in fewer bits (else None), and the bits it saves."""
+    cands = copies.candidates([f[::every] for f in band.spatial], coding.nodata[c])
+    sym = copies.symbols(target[::every], cands, coding.s[c] // 2)
+    esc = sym == copies.ESCAPE
+    if esc.all():
+        return None, 0.0
+    q, ctx, pattern = q[::every], ctx[::every], copies.patterns(cands)
+    copy_bits = (copies.entropy_bits(sym, pattern) + copies.entropy_bits(q[esc], ctx[esc])
+                 + _COPY_TABLE_BITS * len(np.unique(pattern)) / every)
+    saved = copies.entropy_bits(q, ctx) - copy_bits
+    return ((sym, cands) if saved > 0 else None), saved
+
+
+class _Copies:
+    """The passes a frame codes in copy mode: their symbols, each band's copy reference and the
+    tables of the symbols (see :mod:`tcube.residual_copies`)."""
+
+    def __init__(self, bands: int) -> None:
+        self.bands = bands
+        self.flags: list[list[bool]] = [[] for _ in range(bands)]  # per band, per pass: in copy mode
+        self.grids: dict[tuple[int, int], np.ndarray] = {}  # (band, pass): symbols on the pass's grid
+        self.passes: list[tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.references = [-1] * bands
+        self.coded: list[tuple[np.ndarray, np.ndarray]] = []  # per pass in copy mode: symbols, tables
+        self.codes = np.zeros((0, copies.SYMBOLS), np.int64)
+        self.slots: list[np.ndarray] = []
+        self.tables = copies.count_tables(np.ones((1, copies.SYMBOLS)))
+
+    def add(self, c: int, i: int, kind: int, where: np.ndarray, sym: np.ndarray, pattern: np.ndarray) -> None:
+        grid = np.full(where.size, copies.NONE, np.uint8)
+        grid[where] = sym
+        self.grids[c, i] = grid
+        self.passes.append((c, i, kind, where, sym, pattern))
+
+    def reference_symbols(self, b: int, i: int, where: np.ndarray) -> np.ndarray | None:
+        grid = self.grids.get((b, i)) if b >= 0 else None
+        return None if grid is None else grid[where]
+
+    def _contexts(self, b: int, i: int, where: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+        return copies.contexts(pattern, self.reference_symbols(b, i, where))
+
+    def finish(self) -> None:
+        """Choose each band's reference (the earlier band whose symbols say most of its own), count
+        the tables and give every symbol its table."""
+        for c in range(self.bands):
+            own = [r for r in self.passes if r[0] == c]
+            if not own:
+                continue
+            options = [-1] + [b for b in range(c) if any(self.flags[b])]
+            costs = [sum(copies.entropy_bits(sym, kind * copies.CONTEXTS + self._contexts(b, i, where, pattern))
+                         for _, i, kind, where, sym, pattern in own) for b in options]
+            self.references[c] = options[int(np.argmin(costs))]
+        slots = COPY_SLOTS
+        counts = np.zeros((self.bands, slots, copies.SYMBOLS), np.int64)
+        keys = []
+        for c, i, kind, where, sym, pattern in self.passes:
+            slot = kind * copies.CONTEXTS + self._contexts(self.references[c], i, where, pattern)
+            np.add.at(counts[c], (slot, sym), 1)
+            keys.append((c, slot, sym))
+        used = counts.sum(2) > 0
+        index = np.cumsum(used.ravel()).reshape(used.shape) - 1
+        self.slots = [np.flatnonzero(used[c]) for c in range(self.bands)]
+        self.codes = copies.quantised_counts(counts[used])
+        if len(self.codes):
+            self.tables = copies.count_tables(self.codes)
+        self.coded = [(sym, index[c][slot]) for c, slot, sym in keys]
+
+    def write_side(self, writer: SymbolWriter) -> None:
+        """Flags, references, used slots and their quantised counts (layout 10 on)."""
+        tables = geometric_tables()
+        flags = np.array([f for band in self.flags for f in band], np.int64)
+        writer.write(flags, np.full(len(flags), _REF_TABLE), tables)
+        refs = np.array(self.references, np.int64) + 1
+        writer.write(refs, np.full(len(refs), _REF_TABLE), tables)
+        for c in range(self.bands):
+            if any(self.flags[c]):
+                gaps = np.diff(self.slots[c], prepend=-1) - 1
+                writer.write(np.array([len(gaps)]), np.full(1, _REF_TABLE), tables)  # read in two calls
+                writer.write(gaps, np.full(len(gaps), _REF_TABLE), tables)
+        table = _best_table(self.codes.ravel()) if len(self.codes) else 0
+        writer.write(np.array([table]), np.full(1, _REF_TABLE), tables)
+        writer.write(self.codes.ravel(), np.full(self.codes.size, table), tables)
 
 
 def _write_lattice(writer: SymbolWriter, lattice: list[tuple[int, int]]) -> None:
@@ -742,14 +871,22 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     if (choice < 0).any() or (choice >= tables.n_tables).any() or any((np.abs(w) > _COEF_LIMIT).any() for w in weights):
         raise CorruptBlobError("residual stream names entropy tables or coefficients that cannot exist")
     coding = _Coding(base, valid, max_error, limits, nodata, band_lattice, layout)
+    copied = _Copies(bands)
+    if layout >= COPY_LAYOUT:
+        copy_slots = _read_copies(reader, copied, [[bool(p.neighbours) for p in orders[wide[c]]] for c in range(bands)])
+    else:
+        copied.flags = [[False] * len(orders[wide[c]]) for c in range(bands)]
     used, i = 0, 0
     for c in range(bands):
-        for p in orders[wide[c]]:
+        for j, p in enumerate(orders[wide[c]]):
             band = coding.band(c, refs[c], p)
             pred = band.predict(weights[i])
             i += 1
-            q = reader.read(choice[c][coding.context(c, band, p, pred)], tables)
-            rec, hit = coding.reconstruct(c, pred, q)
+            ctx = coding.context(c, band, p, pred)
+            if copied.flags[c][j]:
+                rec, hit = _read_copy_pass(reader, coding, copied, copy_slots[c], c, j, band, pred, ctx, choice[c])
+            else:
+                rec, hit = coding.reconstruct(c, pred, reader.read(choice[c][ctx], tables))
             n = int(hit.sum())
             if n:
                 if used + n > n_kept:
@@ -762,6 +899,66 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
         raise SymbolChecksumError(f"frame {frame}: residual layer decodes to values that fail its checksum "
                                   "(corrupt or forged stream, or an edited header)", frame=frame)
     return decoded
+
+
+def _read_copies(reader: SymbolReader, copied: _Copies, reach: list[list[bool]]) -> list[np.ndarray]:
+    """What :meth:`_Copies.write_side` wrote, checked, into ``copied`` (flags, references, tables);
+    per band, the table of each slot (-1: none). ``reach``: per band and pass, whether it has neighbours."""
+    tables = geometric_tables()
+    bands = len(reach)
+    flags = reader.read(np.full(sum(map(len, reach)), _REF_TABLE), tables)
+    if ((flags != 0) & (flags != 1)).any() or (flags.astype(bool) & ~np.concatenate([[], *reach]).astype(bool)).any():
+        raise CorruptBlobError("residual stream puts passes in copy mode that cannot be")
+    flags_per_band = np.split(flags.astype(bool), np.cumsum(list(map(len, reach)))[:-1])
+    copied.flags = [f.tolist() for f in flags_per_band]
+    references = reader.read(np.full(bands, _REF_TABLE), tables) - 1
+    if any(not -1 <= r < c for c, r in enumerate(references)):
+        raise CorruptBlobError("residual stream names copy references that are not earlier bands")
+    copied.references = references.tolist()
+    slot_tables, used = [np.full(COPY_SLOTS, -1, np.int64) for _ in range(bands)], 0
+    for c in range(bands):
+        if not any(copied.flags[c]):
+            continue
+        (n,) = reader.read(np.full(1, _REF_TABLE), tables)
+        gaps = reader.read(np.full(n, _REF_TABLE), tables) if 0 < n <= COPY_SLOTS else np.full(1, -1)
+        slots = np.cumsum(gaps + 1) - 1
+        if (gaps < 0).any() or slots[-1] >= COPY_SLOTS:
+            raise CorruptBlobError("residual stream names copy tables that do not exist")
+        slot_tables[c][slots] = used + np.arange(n)
+        used += int(n)
+    (table,) = reader.read(np.full(1, _REF_TABLE), tables)
+    if not 0 <= table < tables.n_tables:
+        raise CorruptBlobError("residual stream names an entropy table that does not exist")
+    codes = reader.read(np.full(used * copies.SYMBOLS, table), tables)
+    if ((codes < 0) | (codes > copies.MAX_COUNT_CODE)).any():
+        raise CorruptBlobError("residual stream holds copy counts that cannot be")
+    if used:
+        copied.tables = copies.count_tables(codes)
+    return slot_tables
+
+
+def _read_copy_pass(reader: SymbolReader, coding: _Coding, copied: _Copies, slot_table: np.ndarray, c: int, i: int,
+                    band: _Band, pred: np.ndarray, ctx: np.ndarray, choice: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The decoded values of a pass in copy mode, and where they are the no-data value."""
+    cands = copies.candidates(band.spatial, coding.nodata[c])
+    pattern = copies.patterns(cands)
+    slot = _kind(band.pass_) * copies.CONTEXTS + copies.contexts(
+        pattern, copied.reference_symbols(copied.references[c], i, band.where))
+    table = slot_table[slot]
+    if (table < 0).any():
+        raise CorruptBlobError("residual stream codes copy symbols without their table")
+    sym = reader.read(table, copied.tables)
+    esc = sym == copies.ESCAPE
+    rec = _chosen(cands, sym)
+    if ((sym < 0) | (sym > copies.ESCAPE)).any() or (rec[~esc] < coding.limits[c][0]).any():
+        raise CorruptBlobError("residual stream copies values that cannot be copied")
+    copied.add(c, i, _kind(band.pass_), band.where, sym.astype(np.uint8), pattern)
+    escaped, escaped_hit = coding.reconstruct(c, pred[esc], reader.read(choice[ctx[esc]], geometric_tables()))
+    rec[esc] = escaped
+    hit = np.zeros(len(rec), bool)
+    hit[esc] = escaped_hit
+    return rec, hit
 
 
 def _widen_weights(coefs: np.ndarray, shift: int) -> np.ndarray:

@@ -375,7 +375,9 @@ def test_compact_header_keeps_every_field(fields):
     frames = [{"hevc": b"h" * 300, "mask": b"", "side": b"s"} for _ in header["frames"]]
     blob = pack(header, frames)
     c = unpack(blob)
-    assert blob[:2] == b"\x89\x09" and c.header["version"] == 9 and c.frames == frames
+    assert blob[:2] == b"\x89\x0a" and c.header["version"] == 10 and c.frames == frames
+    older = unpack(pack(header, frames, version=9))  # version 9 has the same layout
+    assert older.header["version"] == 9 and older.frames == frames
     for key, value in header.items():
         if key == "weights":
             assert c.header[key] == value[:8]

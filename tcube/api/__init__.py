@@ -147,7 +147,7 @@ def info(blob: bytes) -> dict:
     >>> cube = np.full((4, 16, 16), 900, dtype=np.uint16)
     >>> d = tcube.info(tcube.encode(cube, model="tec-pc", band_names=["B02", "B03", "B04", "B08"]))
     >>> d["model"], d["shape"], d["bands"], d["format_version"], d["mode"]
-    ('tec-pc', [4, 16, 16], ['B02', 'B03', 'B04', 'B08'], 9, 'quality')
+    ('tec-pc', [4, 16, 16], ['B02', 'B03', 'B04', 'B08'], 10, 'quality')
     >>> d = tcube.info(tcube.encode(cube, max_error=0))
     >>> d["mode"], d["max_error"]
     ('lossless', 0.0)
