@@ -255,3 +255,14 @@ def test_float_predictions_are_exact():
         acc += int(a) * f.astype(object)
     expected = ((acc + (1 << (residual.FRAC - 1))) // (1 << residual.FRAC)).astype(np.int64)
     assert np.array_equal(residual._predict(features, coefs), expected)
+
+
+def test_a_swapped_residual_of_a_later_date_names_the_blob(crop):
+    """A stream that decodes but fails its date's checksum (the first date's, put in the second) is
+    refused as a checksum error naming the date's blob, never a crash of the error's own naming."""
+    c = unpack(tcube.encode(crop, max_error=4))
+    header = {k: v for k, v in c.header.items() if k != "version"}
+    frames = [dict(f) for f in c.frames]
+    frames[1]["residual"] = frames[0]["residual"]
+    with pytest.raises(SymbolChecksumError):
+        tcube.decode(pack(header, frames))

@@ -316,7 +316,8 @@ def decode_into(containers: list[Container], outputs: list[Output], settings: Se
             with _naming(label, run):
                 model.decompress([_payload(containers[i], t) for i, t in run], quality, height, width, sink,
                                  bands=bands)
-                for i, t in run:
+            for i, t in run:
+                with _naming(label, [(i, t)]):  # the residual layer names frame t of blob i
                     outputs[i].finish(t)
 
 
@@ -325,8 +326,8 @@ def _naming(label: Callable[[int], str | None], run: list[tuple[int, int]]) -> I
     """Errors of decoding the frames ``run`` ((blob, frame) pairs) name the blob they come from."""
     try:
         yield
-    except SymbolChecksumError as exc:
-        raise named(exc, label(run[exc.frame or 0][0])) from exc
+    except SymbolChecksumError as exc:  # a model's frame: its place in the run
+        raise named(exc, label(run[exc.frame if len(run) > 1 and 0 <= (exc.frame or 0) < len(run) else 0][0])) from exc
     except TcubeError as exc:
         raise named(exc, label(run[0][0])) from exc
 
