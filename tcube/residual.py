@@ -35,7 +35,7 @@ import numpy as np
 
 from tcube import residual_copies as copies
 from tcube.entropy.coder import SymbolReader, SymbolWriter
-from tcube.entropy.geometric import geometric_costs, geometric_tables
+from tcube.entropy.geometric import SCALES, geometric_costs, geometric_tables
 from tcube.errors import CorruptBlobError, SymbolChecksumError
 
 #: Most levels of the pyramid of passes, and the least size of its coarsest grid.
@@ -672,7 +672,8 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     choice = _choose_tables(symbols, contexts, values.shape[0])
     copied.finish()
     coefs = np.concatenate(coefs_all)
-    steps = np.diff(choice, axis=1, prepend=0).ravel()
+    # table choices as places in the order of their scales, from the place of table 0 (where format 9's started)
+    steps = np.diff(_scale_rank()[choice], axis=1, prepend=_scale_rank()[0]).ravel()
     side = (_best_table(coefs), _best_table(steps))
     writer, tables = SymbolWriter(), geometric_tables()
     writer.write([b for r in refs for b in r], np.full(sum(map(len, refs)), _REF_TABLE), tables)
@@ -868,8 +869,12 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     stored = reader.read(np.full(sum(n_coefs), coef_table), tables)
     weights = [_widen_weights(stored[a:b], int(k)) for a, b, k in zip(splits[:-1], splits[1:], shifts)]
     choice = np.cumsum(reader.read(np.full(bands * slots, step_table), tables).reshape(bands, slots), axis=1)
+    if layout >= COPY_LAYOUT:
+        choice += _scale_rank()[0]
     if (choice < 0).any() or (choice >= tables.n_tables).any() or any((np.abs(w) > _COEF_LIMIT).any() for w in weights):
         raise CorruptBlobError("residual stream names entropy tables or coefficients that cannot exist")
+    if layout >= COPY_LAYOUT:  # format 10 codes the choices as places in the order of the tables' scales
+        choice = _scale_order()[choice]
     coding = _Coding(base, valid, max_error, limits, nodata, band_lattice, layout)
     copied = _Copies(bands)
     if layout >= COPY_LAYOUT:
@@ -970,6 +975,21 @@ def _widen_weights(coefs: np.ndarray, shift: int) -> np.ndarray:
 
 def _crc(rec: np.ndarray, valid: np.ndarray, seed: int) -> int:
     return zlib.crc32(np.ascontiguousarray(rec[valid], dtype="<i4").tobytes(), seed & 0xFFFFFFFF)
+
+
+@functools.cache
+def _scale_order() -> np.ndarray:
+    """Geometric table indices from the steepest law to the widest (format 10 codes table choices as
+    places in this order: neighbouring contexts take neighbouring places)."""
+    return np.argsort(np.array(SCALES), kind="stable")
+
+
+@functools.cache
+def _scale_rank() -> np.ndarray:
+    """Each table's place in :func:`_scale_order`."""
+    rank = np.empty(len(SCALES), np.int64)
+    rank[_scale_order()] = np.arange(len(SCALES))
+    return rank
 
 
 def _choose_tables(symbols: list[np.ndarray], contexts: list[tuple[int, np.ndarray]], bands: int) -> np.ndarray:
