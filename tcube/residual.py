@@ -29,6 +29,7 @@ import itertools
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ import numpy as np
 from tcube import residual_copies as copies
 from tcube.entropy.coder import SymbolReader, SymbolWriter
 from tcube.entropy.geometric import SCALES, geometric_costs, geometric_tables
+from tcube.entropy.tables import TableSet
 from tcube.errors import CorruptBlobError, SymbolChecksumError
 
 #: Most levels of the pyramid of passes, and the least size of its coarsest grid.
@@ -198,6 +200,7 @@ class _Band:
         valid = coding.valid[c]
         h, w = valid.shape
         self.pass_ = p
+        self.columns = -(-(w - p.col0) // p.stride)  # of the pass's grid
         # passes of large frames read strided views (of planes mirrored at their borders); the others
         # gather by index (small frames share their cached indices)
         self.sliced = coding.sliced(p)
@@ -660,7 +663,7 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
                 sym, cands = copy
                 esc = sym == copies.ESCAPE
                 rec, hit, q, ctx = np.where(esc, rec, _chosen(cands, sym)), hit & esc, q[esc], ctx[esc]
-                copied.add(c, i, _kind(p), band.where, sym, copies.patterns(cands))
+                copied.add(c, i, _kind(p), band, sym, copies.patterns(cands))
             if hit.any():
                 rec[hit] = target[hit]
                 kept.append(target[hit])
@@ -672,8 +675,10 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     choice = _choose_tables(symbols, contexts, values.shape[0])
     copied.finish()
     coefs = np.concatenate(coefs_all)
-    # table choices as places in the order of their scales, from the place of table 0 (where format 9's started)
-    steps = np.diff(_scale_rank()[choice], axis=1, prepend=_scale_rank()[0]).ravel()
+    if coding.layout >= COPY_LAYOUT:  # table choices as places in the order of their scales, from table 0's
+        steps = np.diff(_scale_rank()[choice], axis=1, prepend=_scale_rank()[0]).ravel()
+    else:
+        steps = np.diff(choice, axis=1, prepend=0).ravel()
     side = (_best_table(coefs), _best_table(steps))
     writer, tables = SymbolWriter(), geometric_tables()
     writer.write([b for r in refs for b in r], np.full(sum(map(len, refs)), _REF_TABLE), tables)
@@ -687,7 +692,8 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
     coded = iter(copied.coded)
     for q, (c, ctx), copy in zip(symbols, contexts, itertools.chain.from_iterable(copied.flags)):
         if copy:
-            writer.write(*next(coded), copied.tables)
+            for values, table in next(coded):  # the halves, as the decoder reads them
+                writer.write(values, table, copied.tables)
         writer.write(q, choice[c][ctx], tables)
     kept_values = np.concatenate(kept) if kept else np.zeros(0, np.int64)
     decoded = coding.values()
@@ -736,25 +742,46 @@ class _Copies:
         self.bands = bands
         self.flags: list[list[bool]] = [[] for _ in range(bands)]  # per band, per pass: in copy mode
         self.grids: dict[tuple[int, int], np.ndarray] = {}  # (band, pass): symbols on the pass's grid
-        self.passes: list[tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.passes: list[tuple[int, int, int, np.ndarray, int, np.ndarray, np.ndarray]] = []
         self.references = [-1] * bands
-        self.coded: list[tuple[np.ndarray, np.ndarray]] = []  # per pass in copy mode: symbols, tables
+        self.coded: list[list[tuple[np.ndarray, np.ndarray]]] = []  # per pass: each half's symbols, tables
         self.codes = np.zeros((0, copies.SYMBOLS), np.int64)
         self.slots: list[np.ndarray] = []
         self.tables = copies.count_tables(np.ones((1, copies.SYMBOLS)))
 
-    def add(self, c: int, i: int, kind: int, where: np.ndarray, sym: np.ndarray, pattern: np.ndarray) -> None:
-        grid = np.full(where.size, copies.NONE, np.uint8)
-        grid[where] = sym
+    def add(self, c: int, i: int, kind: int, band: _Band, sym: np.ndarray, pattern: np.ndarray) -> None:
+        """A pass in copy mode: its symbols (at the band's values of the pass) and their patterns."""
+        grid = np.full(band.where.size, copies.NONE, np.uint8)
+        grid[band.where] = sym
         self.grids[c, i] = grid
-        self.passes.append((c, i, kind, where, sym, pattern))
+        self.passes.append((c, i, kind, band.where, band.columns, sym, pattern))
 
     def reference_symbols(self, b: int, i: int, where: np.ndarray) -> np.ndarray | None:
         grid = self.grids.get((b, i)) if b >= 0 else None
         return None if grid is None else grid[where]
 
-    def _contexts(self, b: int, i: int, where: np.ndarray, pattern: np.ndarray) -> np.ndarray:
-        return copies.contexts(pattern, self.reference_symbols(b, i, where))
+    def halves(self, b: int, i: int, where: np.ndarray, columns: int, pattern: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """Each half's values (indices) and the contexts of the first, and what gives the second's
+        contexts from the first half's symbols; ``b``: the copy reference."""
+        places, first, second = copies.halves(where, columns)
+        reference = self.reference_symbols(b, i, where)
+        pick = (lambda half: None) if reference is None else (lambda half: reference[half])  # noqa: E731
+
+        def second_contexts(first_symbols: np.ndarray) -> np.ndarray:
+            grid = np.full(where.size, copies.NONE, np.uint8)
+            grid[places[first]] = first_symbols
+            agree = copies.agreement(grid, columns, places[second])
+            return copies.contexts(pattern[second], pick(second), agree)
+
+        return places, first, second, copies.contexts(pattern[first], pick(first)), second_contexts
+
+    def _slots(self, b: int, i: int, kind: int, where: np.ndarray, columns: int, sym: np.ndarray,
+               pattern: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The encoder's view of :meth:`halves`: each half's values and their slots (kind and context)."""
+        _, first, second, ctx, second_contexts = self.halves(b, i, where, columns, pattern)
+        base = kind * copies.CONTEXTS
+        return first, second, base + ctx, base + second_contexts(sym[first])
 
     def finish(self) -> None:
         """Choose each band's reference (the earlier band whose symbols say most of its own), count
@@ -764,23 +791,30 @@ class _Copies:
             if not own:
                 continue
             options = [-1] + [b for b in range(c) if any(self.flags[b])]
-            costs = [sum(copies.entropy_bits(sym, kind * copies.CONTEXTS + self._contexts(b, i, where, pattern))
-                         for _, i, kind, where, sym, pattern in own) for b in options]
+            costs = []
+            for b in options:
+                cost = 0.0
+                for _, i, kind, where, columns, sym, pattern in own:
+                    first, second, slot1, slot2 = self._slots(b, i, kind, where, columns, sym, pattern)
+                    cost += copies.entropy_bits(np.concatenate([sym[first], sym[second]]),
+                                                np.concatenate([slot1, slot2]))
+                costs.append(cost)
             self.references[c] = options[int(np.argmin(costs))]
-        slots = COPY_SLOTS
-        counts = np.zeros((self.bands, slots, copies.SYMBOLS), np.int64)
+        counts = np.zeros((self.bands, COPY_SLOTS, copies.SYMBOLS), np.int64)
         keys = []
-        for c, i, kind, where, sym, pattern in self.passes:
-            slot = kind * copies.CONTEXTS + self._contexts(self.references[c], i, where, pattern)
-            np.add.at(counts[c], (slot, sym), 1)
-            keys.append((c, slot, sym))
+        for c, i, kind, where, columns, sym, pattern in self.passes:
+            first, second, slot1, slot2 = self._slots(self.references[c], i, kind, where, columns, sym, pattern)
+            halves = [(slot1, sym[first]), (slot2, sym[second])]
+            for slot, values in halves:
+                np.add.at(counts[c], (slot, values), 1)
+            keys.append((c, halves))
         used = counts.sum(2) > 0
         index = np.cumsum(used.ravel()).reshape(used.shape) - 1
         self.slots = [np.flatnonzero(used[c]) for c in range(self.bands)]
         self.codes = copies.quantised_counts(counts[used])
         if len(self.codes):
             self.tables = copies.count_tables(self.codes)
-        self.coded = [(sym, index[c][slot]) for c, slot, sym in keys]
+        self.coded = [[(values, index[c][slot]) for slot, values in halves] for c, halves in keys]
 
     def write_side(self, writer: SymbolWriter) -> None:
         """Flags, references, used slots and their quantised counts (layout 10 on)."""
@@ -948,22 +982,33 @@ def _read_copy_pass(reader: SymbolReader, coding: _Coding, copied: _Copies, slot
     """The decoded values of a pass in copy mode, and where they are the no-data value."""
     cands = copies.candidates(band.spatial, coding.nodata[c])
     pattern = copies.patterns(cands)
-    slot = _kind(band.pass_) * copies.CONTEXTS + copies.contexts(
-        pattern, copied.reference_symbols(copied.references[c], i, band.where))
-    table = slot_table[slot]
-    if (table < 0).any():
-        raise CorruptBlobError("residual stream codes copy symbols without their table")
-    sym = reader.read(table, copied.tables)
+    _, first, second, ctx_first, second_contexts = copied.halves(copied.references[c], i, band.where,
+                                                                 band.columns, pattern)
+    base = _kind(band.pass_) * copies.CONTEXTS
+    sym = np.empty(len(pattern), np.int64)
+    sym[first] = _read_copy_symbols(reader, slot_table[base + ctx_first], copied.tables)
+    sym[second] = _read_copy_symbols(reader, slot_table[base + second_contexts(sym[first].astype(np.uint8))],
+                                     copied.tables)
     esc = sym == copies.ESCAPE
     rec = _chosen(cands, sym)
-    if ((sym < 0) | (sym > copies.ESCAPE)).any() or (rec[~esc] < coding.limits[c][0]).any():
+    if (rec[~esc] < coding.limits[c][0]).any():
         raise CorruptBlobError("residual stream copies values that cannot be copied")
-    copied.add(c, i, _kind(band.pass_), band.where, sym.astype(np.uint8), pattern)
+    copied.add(c, i, _kind(band.pass_), band, sym.astype(np.uint8), pattern)
     escaped, escaped_hit = coding.reconstruct(c, pred[esc], reader.read(choice[ctx[esc]], geometric_tables()))
     rec[esc] = escaped
     hit = np.zeros(len(rec), bool)
     hit[esc] = escaped_hit
     return rec, hit
+
+
+def _read_copy_symbols(reader: SymbolReader, table: np.ndarray, tables: TableSet) -> np.ndarray:
+    """Copy symbols coded with ``table`` (per value; -1: a slot without a table), checked."""
+    if (table < 0).any():
+        raise CorruptBlobError("residual stream codes copy symbols without their table")
+    sym = reader.read(table, tables)
+    if ((sym < 0) | (sym > copies.ESCAPE)).any():
+        raise CorruptBlobError("residual stream copies values that cannot be copied")
+    return sym
 
 
 def _widen_weights(coefs: np.ndarray, shift: int) -> np.ndarray:

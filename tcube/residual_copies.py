@@ -7,11 +7,14 @@ any linear predictor can say. A pass of :mod:`tcube.residual` in copy mode codes
 symbol: which of its four nearest decoded neighbours (the pass's first four) it repeats, the first
 of them within the bound, or :data:`ESCAPE`, after which the value is coded as in any pass.
 
-The symbol's context is the pattern of equal values among the four neighbours (:data:`PATTERNS`
-of them), or, where the band's copy reference (an earlier band, the encoder's choice) coded the
-same pass in copy mode, that band's symbol at the same place: bands resampled from the same grid
-repeat the same neighbours. Probabilities are counted by the encoder and sent per band, kind of
-pass and context, in half-bit steps of their logarithm (:func:`quantised_counts`).
+A pass's symbols are coded in two halves (:func:`halves`): those on the even rows of its grid,
+then those on the odd rows. A symbol's context is the pattern of equal values among its four
+neighbours (:data:`PATTERNS` of them), in the second half the symbol the ones above and below it
+agree on where they do (:func:`agreement`: resampling repeats rows and columns, so neighbouring
+values repeat the same way), or, where the band's copy reference (an earlier band, the encoder's choice)
+coded the same pass in copy mode, that band's symbol at the same place: bands resampled from the
+same grid repeat the same neighbours. Probabilities are counted by the encoder and sent per band,
+kind of pass and context, in half-bit steps of their logarithm (:func:`quantised_counts`).
 
 Examples
 --------
@@ -36,8 +39,9 @@ ESCAPE = NEIGHBOURS
 SYMBOLS = NEIGHBOURS + 1
 #: Patterns of equal values among four neighbours (the partitions of four things).
 PATTERNS = 15
-#: Contexts of a symbol: the patterns, then the reference band's symbol.
-CONTEXTS = PATTERNS + SYMBOLS
+#: Contexts of a symbol: the patterns, the reference band's symbol, then (second half) the symbol
+#: that the ones above and below agree on.
+CONTEXTS = PATTERNS + SYMBOLS + SYMBOLS
 #: Where a band's symbol grid has no symbol (a pixel it does not code, or a pass not in copy mode).
 NONE = 255
 #: Largest quantised log-count (:func:`quantised_counts`): counts up to 2**31.
@@ -89,11 +93,45 @@ def patterns(cands: np.ndarray) -> np.ndarray:
     return _pattern_lut()[code]
 
 
-def contexts(pattern: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
-    """Context of each symbol: the reference band's symbol where it has one, else the pattern."""
+def contexts(pattern: np.ndarray, reference: np.ndarray | None, agree: np.ndarray | None = None) -> np.ndarray:
+    """Context of each symbol: the reference band's symbol where it has one, else (second half) the
+    symbol of ``agree`` (:func:`agreement`) where there is one, else the pattern."""
+    own = pattern.astype(np.int64)
+    if agree is not None:
+        own = np.where(agree == SYMBOLS, own, PATTERNS + SYMBOLS + agree)
     if reference is None:
-        return pattern.astype(np.int64)
-    return np.where(reference == NONE, pattern, PATTERNS + reference.astype(np.int64))
+        return own
+    return np.where(reference == NONE, own, PATTERNS + reference.astype(np.int64))
+
+
+def halves(where: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The places on a pass's grid (``columns`` wide) of its values (``where``: the grid's valid
+    places, row by row), and which of the values lie on its even rows (coded first) and odd rows.
+
+    Examples
+    --------
+    >>> [a.tolist() for a in halves(np.array([1, 1, 0, 1, 1, 1], bool), 2)]
+    [[0, 1, 3, 4, 5], [0, 1, 3, 4], [2]]
+    """
+    places = np.flatnonzero(where)
+    odd = (places // columns) % 2 == 1
+    return places, np.flatnonzero(~odd), np.flatnonzero(odd)
+
+
+def agreement(grid: np.ndarray, columns: int, places: np.ndarray) -> np.ndarray:
+    """For values at ``places`` on odd rows of a pass's grid: the symbol above them (in ``grid``, the
+    first half's symbols, :data:`NONE` elsewhere) where the one below is the same, else :data:`SYMBOLS`.
+
+    Examples
+    --------
+    >>> grid = np.array([2, 0, NONE, NONE, 2, 1], np.uint8)  # three rows of two
+    >>> agreement(grid, 2, np.array([2, 3])).tolist()
+    [2, 5]
+    """
+    above = grid[places - columns]
+    below_place = places + columns
+    below = np.where(below_place < grid.size, grid[np.minimum(below_place, grid.size - 1)], NONE)
+    return np.where((above == below) & (above != NONE), above, SYMBOLS).astype(np.int64)
 
 
 def quantised_counts(counts: np.ndarray) -> np.ndarray:

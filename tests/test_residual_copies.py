@@ -115,3 +115,15 @@ def test_count_tables_follow_the_counts():
     codes = residual_copies.quantised_counts(np.array([[1000, 10, 0, 0, 1]]))
     table = residual_copies.count_tables(codes).table(0)
     assert table[0] > 0.95 and table[2] < 1e-6 and table[4] > 0
+
+
+def test_second_half_sees_the_symbols_above_and_below():
+    """Values on odd rows of a pass's grid take the symbol the values above and below agree on as
+    their context (unless the reference band has one), else their pattern."""
+    pattern = np.array([3, 3, 3])
+    agree = np.array([1, residual_copies.SYMBOLS, 0])
+    own = residual_copies.PATTERNS + residual_copies.SYMBOLS
+    assert residual_copies.contexts(pattern, None, agree).tolist() == [own + 1, 3, own]
+    reference = np.array([residual_copies.NONE, 2, residual_copies.NONE], np.uint8)
+    assert residual_copies.contexts(pattern, reference, agree).tolist() == [own + 1, residual_copies.PATTERNS + 2, own]
+    assert residual_copies.CONTEXTS == own + residual_copies.SYMBOLS
