@@ -614,15 +614,35 @@ def _is_document(key: str) -> bool:
 def write_hidden(target: Any, build: Callable[[Store], None]) -> None:
     """Write the skeleton ``build`` makes (in memory) to ``target`` with every metadata document hidden.
 
-    Data keys (coordinates, small variables) go under their real names first; plain zarr and
-    xarray see no node there until :func:`publish`.
+    The order keeps a store killed at any write one that :func:`survey` knows as this job's and
+    that the job completes when rerun: the hidden root first (the job record), then the documents of
+    the arrays the skeleton holds data for (coordinates, small variables), their data under its real
+    names, and the documents of the arrays the job fills last (when they are all there, so is
+    everything before them). Plain zarr and xarray see no node there until :func:`publish`.
     """
     staging = zarr.storage.MemoryStore()
     build(staging)
     store = _store(target, writable=True)
-    items = sorted(staging._store_dict.items(), key=lambda kv: _is_document(kv[0]))
-    for key, buf in items:
-        sync(store.set(_hidden(key) if _is_document(key) else key, buf))
+    for key in skeleton_order(list(staging._store_dict)):
+        sync(store.set(_hidden(key) if _is_document(key) else key, staging._store_dict[key]))
+
+
+def skeleton_order(keys: list[str]) -> list[str]:
+    """The order :func:`write_hidden` writes a skeleton's keys in.
+
+    Examples
+    --------
+    >>> skeleton_order(["zarr.json", "time/zarr.json", "time/c/0", "B04/zarr.json"])
+    ['zarr.json', 'time/zarr.json', 'time/c/0', 'B04/zarr.json']
+    >>> skeleton_order(["B04/zarr.json", "time/c/0", "zarr.json", "time/zarr.json"])
+    ['zarr.json', 'time/zarr.json', 'time/c/0', 'B04/zarr.json']
+    """
+    docs = [k for k in keys if _is_document(k) and k != ROOT_KEY]
+    data = [k for k in keys if not _is_document(k)]
+    folders = {d: d.rpartition("/")[0] for d in docs}
+    holding = {max((f for f in folders.values() if key.startswith(f + "/")), key=len, default="") for key in data}
+    return ([ROOT_KEY] if ROOT_KEY in keys else []) + [d for d in docs if folders[d] in holding] + data + [
+        d for d in docs if folders[d] not in holding]
 
 
 def hide_root(target: Any, record: dict, attributes: dict | None = None) -> None:

@@ -208,6 +208,33 @@ def test_4_a_lock_left_by_a_killed_job_is_taken_over(victim, tmp_path):
     assert main(["compress", str(victim), str(store), "--quiet", "--chunks", "1", "16", "16"]) == 0
 
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("writes", [1, 2, 3, 5, 8])
+def test_4_a_job_killed_at_any_write_of_its_skeleton_is_taken_over(victim, tmp_path, monkeypatch, writes):
+    """Killed after any number of its skeleton's writes (the coordinates' data among them), the job's
+    store is still its own: the same command completes it, to what an uninterrupted run writes."""
+    store, whole = tmp_path / "k.zarr", tmp_path / "whole.zarr"
+    cmd = ["compress", str(victim), "--quiet", "--model", "tec-fp", "--chunks", "1", "64", "64"]
+    real_set, count = zarr.storage.LocalStore.set, []
+
+    async def killed(self, key, value):
+        if str(store) in str(self.root) and key != ".tcube-lock":
+            if len(count) == writes:
+                raise OSError("power cut")
+            count.append(key)
+        return await real_set(self, key, value)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", killed)
+    with pytest.raises(OSError, match="power cut"):
+        main([cmd[0], cmd[1], str(store), *cmd[2:]])
+    monkeypatch.undo()
+    assert main([cmd[0], cmd[1], str(store), *cmd[2:]]) == 0
+    assert main([cmd[0], cmd[1], str(whole), *cmd[2:]]) == 0
+    data = lambda path: {k: v for k, v in _tree(path).items() if not k.endswith("zarr.json")}  # noqa: E731
+    assert data(store) == data(whole) and any(k.startswith("time/") for k in data(store))
+    assert tcube.tec2xarray(store).load().identical(tcube.tec2xarray(whole).load())
+
 # 5. Swapped chunk files decode as valid
 def test_5_swapped_chunk_files_are_named_not_decoded(victim, tmp_path):
     store = tmp_path / "s.zarr"
