@@ -266,3 +266,17 @@ def test_a_swapped_residual_of_a_later_date_names_the_blob(crop):
     frames[1]["residual"] = frames[0]["residual"]
     with pytest.raises(SymbolChecksumError):
         tcube.decode(pack(header, frames))
+
+
+def test_reweighted_fit_leans_away_from_outliers():
+    """A few large errors (an edge, a cloud) pull least squares off the weights most values follow;
+    one reweighted step comes back towards them."""
+    rng = np.random.default_rng(3)
+    features = rng.normal(0, 100, (3, 4000))
+    target = np.array([0.5, -0.25, 0.75]) @ features + rng.normal(0, 1, 4000)
+    target[:40] += 3000  # 1 % outliers
+    w, d, t, _ = residual._centred_solve(features, target, 1e-6)
+    robust = residual._reweighted(w, d, t, 1e-6)
+    truth = np.array([0.5, -0.25, 0.75])
+    assert np.abs(robust - truth).max() < 0.7 * np.abs(w - truth).max()
+    assert np.median(np.abs(t - robust @ d)) < np.median(np.abs(t - w @ d))
