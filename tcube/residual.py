@@ -430,8 +430,14 @@ def _centred_solve(features: np.ndarray, target: np.ndarray, ridge: float) -> tu
     d = features - features.mean(1, keepdims=True)
     t = target - target.mean()
     gram = d @ d.T
-    gram += np.eye(len(d)) * (ridge * np.trace(gram) / len(d) + 1e-9)
-    return np.linalg.solve(gram, d @ t), d, t, gram
+    return _ridge_solve(gram, d @ t, ridge), d, t, gram
+
+
+def _ridge_solve(gram: np.ndarray, moment: np.ndarray, ridge: float) -> np.ndarray:
+    """The weights of the normal equations ``gram`` w = ``moment``, the Gram matrix's diagonal raised
+    (in place) by ``ridge`` x its mean."""
+    gram += np.eye(len(gram)) * (ridge * np.trace(gram) / len(gram) + 1e-9)
+    return np.linalg.solve(gram, moment)
 
 
 #: Largest frame (pixels) whose pass indices are kept while its bands are coded (up to 60 MB of them).
@@ -488,9 +494,7 @@ def _reweighted(w: np.ndarray, d: np.ndarray, t: np.ndarray, ridge: float) -> np
     error = np.abs(t - w @ d)
     weight = 1.0 / np.maximum(error, max(float(np.median(error)), 1.0))
     weighted = d * weight
-    gram = weighted @ d.T
-    gram += np.eye(len(d)) * (ridge * np.trace(gram) / len(d) + 1e-9)
-    return np.linalg.solve(gram, weighted @ t)
+    return _ridge_solve(weighted @ d.T, weighted @ t, ridge)
 
 
 def _precision(w: np.ndarray, moments: np.ndarray, spread: float, pixels: int, s: int) -> int:
@@ -729,25 +733,24 @@ def _copy_choice(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np
     if coding.layout < COPY_LAYOUT or len(band.spatial) < copies.NEIGHBOURS or not len(target):
         return None
     every = max(1, len(target) // COPY_SAMPLE)
-    if len(target) > COPY_SAMPLE and _copy_bits(coding, c, band, target, q, ctx, every)[0] is None:
+    if len(target) > COPY_SAMPLE and _copies_of(coding, c, band, target, q, ctx, every) is None:
         return None  # an even sample says it does not pay: spare the whole pass the work
-    return _copy_bits(coding, c, band, target, q, ctx, 1)[0]
+    return _copies_of(coding, c, band, target, q, ctx, 1)
 
 
-def _copy_bits(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np.ndarray, ctx: np.ndarray,
-               every: int) -> tuple[tuple[np.ndarray, np.ndarray] | None, float]:
+def _copies_of(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np.ndarray, ctx: np.ndarray,
+               every: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Copy mode on every ``every``-th value of a pass: its symbols and candidates where it codes them
-    in fewer bits (else None), and the bits it saves."""
+    in fewer bits, else None."""
     cands = copies.candidates([f[::every] for f in band.spatial], coding.nodata[c])
     sym = copies.symbols(target[::every], cands, coding.s[c] // 2)
     esc = sym == copies.ESCAPE
     if esc.all():
-        return None, 0.0
+        return None
     q, ctx, pattern = q[::every], ctx[::every], copies.patterns(cands)
     copy_bits = (copies.entropy_bits(sym, pattern) + copies.entropy_bits(q[esc], ctx[esc])
                  + _COPY_TABLE_BITS * len(np.unique(pattern)) / every)
-    saved = copies.entropy_bits(q, ctx) - copy_bits
-    return ((sym, cands) if saved > 0 else None), saved
+    return (sym, cands) if copy_bits < copies.entropy_bits(q, ctx) else None
 
 
 class _Copies:
@@ -766,11 +769,16 @@ class _Copies:
         self.tables = copies.count_tables(np.ones((1, copies.SYMBOLS)))
 
     def add(self, c: int, i: int, kind: int, band: _Band, sym: np.ndarray, pattern: np.ndarray) -> None:
-        """A pass in copy mode: its symbols (at the band's values of the pass) and their patterns."""
+        """A pass the encoder codes in copy mode: its symbols (at the band's values of the pass) and
+        their patterns."""
+        self.record(c, i, band, sym)
+        self.passes.append((c, i, kind, band.where, band.columns, sym, pattern))
+
+    def record(self, c: int, i: int, band: _Band, sym: np.ndarray) -> None:
+        """The symbols of a pass in copy mode on its grid (what later bands take as reference)."""
         grid = np.full(band.where.size, copies.NONE, np.uint8)
         grid[band.where] = sym
         self.grids[c, i] = grid
-        self.passes.append((c, i, kind, band.where, band.columns, sym, pattern))
 
     def reference_symbols(self, b: int, i: int, where: np.ndarray) -> np.ndarray | None:
         grid = self.grids.get((b, i)) if b >= 0 else None
@@ -1009,7 +1017,7 @@ def _read_copy_pass(reader: SymbolReader, coding: _Coding, copied: _Copies, slot
     rec = _chosen(cands, sym)
     if (rec[~esc] < coding.limits[c][0]).any():
         raise CorruptBlobError("residual stream copies values that cannot be copied")
-    copied.add(c, i, _kind(band.pass_), band, sym.astype(np.uint8), pattern)
+    copied.record(c, i, band, sym.astype(np.uint8))
     escaped, escaped_hit = coding.reconstruct(c, pred[esc], reader.read(choice[ctx[esc]], geometric_tables()))
     rec[esc] = escaped
     hit = np.zeros(len(rec), bool)

@@ -327,7 +327,8 @@ def _naming(label: Callable[[int], str | None], run: list[tuple[int, int]]) -> I
     try:
         yield
     except SymbolChecksumError as exc:  # a model's frame: its place in the run
-        raise named(exc, label(run[exc.frame if len(run) > 1 and 0 <= (exc.frame or 0) < len(run) else 0][0])) from exc
+        at = exc.frame or 0
+        raise named(exc, label(run[at if 0 <= at < len(run) else 0][0])) from exc
     except TcubeError as exc:
         raise named(exc, label(run[0][0])) from exc
 
