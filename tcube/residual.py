@@ -17,8 +17,9 @@ band, kind of pass and context and stores the choice.
 A band whose valid values all lie on a lattice ``offset + k x spacing`` (data stored at a
 coarser precision) is coded in lattice units with the bound ``E // spacing`` (:func:`lattices`).
 
-Everything is integer arithmetic in numpy, so the decoded values are the same on every machine,
-thread count and device. Values the reconstruction would turn into the no-data value are kept
+Everything is integer arithmetic (numpy, and the compiled per-pass kernels of
+:mod:`tcube.residual_kernels`), so the decoded values are the same on every machine, thread count
+and device. Values the reconstruction would turn into the no-data value are kept
 exactly in a short list. Pixels outside ``valid`` are neither coded nor changed.
 """
 
@@ -35,10 +36,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from tcube import residual_copies as copies
+from tcube import residual_kernels as kernels
 from tcube.entropy.coder import SymbolReader, SymbolWriter
 from tcube.entropy.geometric import SCALES, geometric_costs, geometric_tables
 from tcube.entropy.tables import TableSet
 from tcube.errors import CorruptBlobError, SymbolChecksumError
+from tcube.residual_kernels import FRAC
 
 #: Most levels of the pyramid of passes, and the least size of its coarsest grid.
 MAX_LEVELS = 4
@@ -48,8 +51,6 @@ MIN_COARSE = 8
 APART_PIXELS = 1024
 #: Previous bands a prediction looks at.
 SPECTRAL = 2
-#: Fractional bits of the predictor coefficients (int16: |coefficient| < 16).
-FRAC = 11
 #: Activity contexts per band and kind of pass (the finest level, the coarser ones).
 CONTEXTS = 20
 _COEF_LIMIT = (1 << 15) - 1
@@ -186,120 +187,95 @@ def _flat(p: _Pass, h: int, w: int, dy: int, dx: int) -> np.ndarray:
     return (_reflect(rows + dy, h)[:, None] * w + _reflect(cols + dx, w)[None, :]).ravel()
 
 
-#: Largest stride of a pass whose features are strided views of mirrored planes in frames above
-#: :data:`SHARED_INDEX_PIXELS` (coarser passes gather them by index: too few pixels to pay for
-#: mirroring whole planes).
-SLICED_STRIDE = 4
-
-
 class _Band:
-    """Features of one band and pass: what the predictor sees, as int32 vectors at the pass's pixels."""
+    """One band and pass: where its values lie and the taps of its predictor's features (read by
+    the kernels of :mod:`tcube.residual_kernels` straight from the decoded planes)."""
 
     def __init__(self, coding: _Coding, c: int, refs: tuple[int, ...], p: _Pass) -> None:
-        rec, base, errors, layout = coding.rec, coding.base, coding.errors, coding.layout
-        valid = coding.valid[c]
-        h, w = valid.shape
-        self.pass_ = p
-        self.columns = -(-(w - p.col0) // p.stride)  # of the pass's grid
-        # passes of large frames read strided views (of planes mirrored at their borders); the others
-        # gather by index (small frames share their cached indices)
-        self.sliced = coding.sliced(p)
-        self._at = functools.partial(coding.flat, p, h, w, 0, 0)
-        self.where = valid[p.row0:: p.stride, p.col0:: p.stride] if self.sliced else valid.ravel()[self._at()]
-        self.every = every = bool(self.where.all())
-        grid = self.where
-        self.where = self.where.reshape(-1)
-        current: dict[int, np.ndarray] = {}  # this band's decoded plane, mirrored as this pass finds it
-        own = rec[c]
+        self.coding, self.c, self.pass_ = coding, c, p
+        self.grid = coding.valid[c][p.row0:: p.stride, p.col0:: p.stride]  # the pass's valid places
+        self.columns = self.grid.shape[1]
+        self.where = self.grid.reshape(-1)
+        self.every = bool(self.where.all())
+        self.taps, self.count = _taps(c, refs, p, coding.base is not None, coding.layout)
 
-        def pick(a: np.ndarray, dy: int = 0, dx: int = 0) -> np.ndarray:
-            if not self.sliced:  # indices one at a time: memory
-                index = coding.flat(p, h, w, dy, dx)
-                return a.ravel()[index if every else index[self.where]]
-            if dy or dx:  # a strided view of the plane mirrored at its borders (what _reflect gives)
-                mirrored = coding.mirrored(a, current if a is own else None)
-                top, left = coding.margin + p.row0 + dy, coding.margin + p.col0 + dx
-                view = mirrored[top: top + h - p.row0: p.stride, left: left + w - p.col0: p.stride]
-            else:
-                view = a[p.row0:: p.stride, p.col0:: p.stride]
-            return view if every else view[grid]  # a view is copied once, into the features
+    def sample(self, every: int) -> np.ndarray:
+        """The features (int32, (count, m)) of every ``every``-th value of the pass."""
+        coding, p = self.coding, self.pass_
+        return kernels.features(coding.rec, coding.errors, coding.planes_base, coding.valid[self.c], p.row0, p.col0,
+                                p.stride, self.taps, self.count, every)
 
-        feats = [pick(base[c])] if base is not None else []
-        spatial = [pick(own, dy, dx) for dy, dx in p.neighbours]
-        if p.apart:
-            feats += spatial
-        elif spatial:
-            feats.append(sum(spatial))
-        self.spatial = [f.reshape(-1) for f in spatial[:4]]  # what the activity looks at
-        for b in refs:
-            if _error_feature(p, layout):
-                feats.append(pick(errors[b]))
-            feats.append(pick(rec[b]))
-            if base is not None:
-                feats.append(pick(base[b]))
-            if p.neighbours and p.apart and p.finest:
-                feats += [pick(rec[b], dy, dx) for dy, dx in p.neighbours[:4]]
-            elif p.neighbours:
-                feats.append(sum(pick(rec[b], dy, dx) for dy, dx in p.neighbours[:4]))
-        self.features = np.empty((len(feats), int(self.where.sum())), np.int32)  # |x| < 2**31
-        for row, f in zip(self.features, feats):
-            row.reshape(f.shape)[...] = f
-        self.texture = None
-        if base is not None and not p.neighbours:
-            around = sum(pick(base[c], dy, dx) for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0)))
-            self.texture = (np.abs(4 * pick(base[c]) - around) >> 2).reshape(-1)
-        self.previous = None  # the previous band's absolute errors, in this band's units
-        if c:
-            self.previous = np.abs(pick(errors[c - 1]).reshape(-1).astype(np.int64))
-            spacing, earlier = coding.lattice[c][0], coding.lattice[c - 1][0]
-            if earlier != spacing:
-                self.previous = self.previous * earlier // spacing
+    def neighbours(self, every: int = 1) -> np.ndarray:
+        """The band's own first four neighbours (int32, (k, m)) at every ``every``-th value of the pass."""
+        coding, p = self.coding, self.pass_
+        return kernels.features(coding.rec, coding.errors, coding.planes_base, coding.valid[self.c], p.row0, p.col0,
+                                p.stride, _own_taps(self.c, p), len(p.neighbours[:4]), every)
 
     def gather(self, a: np.ndarray) -> np.ndarray:
         """The values of plane ``a`` (H, W) at the pass's valid pixels."""
         p = self.pass_
-        if self.sliced and self.every:
-            return a[p.row0:: p.stride, p.col0:: p.stride].reshape(-1)
-        return a.reshape(-1)[self._index()]
+        view = a[p.row0:: p.stride, p.col0:: p.stride]
+        return view.reshape(-1) if self.every else view[self.grid]
 
     def put(self, a: np.ndarray, values: np.ndarray) -> None:
-        """Write ``values`` into plane ``a`` (H, W, contiguous) at the pass's valid pixels."""
+        """Write ``values`` into plane ``a`` (H, W) at the pass's valid pixels."""
         p = self.pass_
-        if self.sliced and self.every:
-            view = a[p.row0:: p.stride, p.col0:: p.stride]
+        view = a[p.row0:: p.stride, p.col0:: p.stride]
+        if self.every:
             view[...] = values.reshape(view.shape)
         else:
-            a.reshape(-1)[self._index()] = values
+            view[self.grid] = values
 
-    def _index(self) -> np.ndarray:
-        at = self._at()
-        return at if self.every else at[self.where]
 
-    def predict(self, coefs: np.ndarray) -> np.ndarray:
-        """The prediction of each value with ``coefs`` (see :func:`_predict`)."""
-        return _predict(self.features, coefs)
+@functools.lru_cache(maxsize=4096)
+def _own_taps(c: int, p: _Pass) -> np.ndarray:
+    """Taps of band ``c``'s first four neighbours in pass ``p``, each its own feature."""
+    taps = np.array([(kernels.REC, c, dy, dx, k) for k, (dy, dx) in enumerate(p.neighbours[:4])], np.int64)
+    taps = taps.reshape(-1, 5)
+    taps.flags.writeable = False
+    return taps
 
-    def activity(self, pred: np.ndarray) -> np.ndarray:
-        """Local activity around the prediction, in values."""
-        act = np.zeros(len(pred), dtype=np.int64)
-        if self.spatial:
-            act += sum(np.abs(f - pred) for f in self.spatial[:4]) >> 2
-        if self.texture is not None:
-            act += self.texture
-        if self.previous is not None:
-            act += self.previous
-        return act
+
+@functools.lru_cache(maxsize=4096)
+def _taps(c: int, refs: tuple[int, ...], p: _Pass, has_base: bool, layout: int) -> tuple[np.ndarray, int]:
+    """The taps (rows: plane, band, dy, dx, feature) of the features of band ``c`` in pass ``p``, in
+    the order of its coefficients, and their count: its base, its own neighbours (apart, or their
+    sum), then per reference band its error, value and base at the pixel and its nearest
+    neighbours (apart on the finest level of a pass with apart neighbours, else their sum)."""
+    rows: list[tuple[int, int, int, int, int]] = []
+    count = 0
+
+    def feature(plane: int, band: int, offsets: tuple[tuple[int, int], ...] = ((0, 0),)) -> None:
+        nonlocal count
+        rows.extend((plane, band, dy, dx, count) for dy, dx in offsets)
+        count += 1
+
+    if has_base:
+        feature(kernels.BASE, c)
+    if p.neighbours and p.apart:
+        for d in p.neighbours:
+            feature(kernels.REC, c, (d,))
+    elif p.neighbours:
+        feature(kernels.REC, c, p.neighbours)
+    for b in refs:
+        if _error_feature(p, layout):
+            feature(kernels.ERRORS, b)
+        feature(kernels.REC, b)
+        if has_base:
+            feature(kernels.BASE, b)
+        if p.neighbours and p.apart and p.finest:
+            for d in p.neighbours[:4]:
+                feature(kernels.REC, b, (d,))
+        elif p.neighbours:
+            feature(kernels.REC, b, p.neighbours[:4])
+    taps = np.array(rows, np.int64).reshape(-1, 5)
+    taps.flags.writeable = False  # shared by every frame
+    return taps, count
 
 
 def _error_feature(p: _Pass, layout: int) -> bool:
     """Whether a pass predicts from its reference bands' prediction errors at the same place."""
     return p.apart and layout >= 7
-
-
-def _feature_count(has_base: bool, refs: int, p: _Pass, layout: int) -> int:
-    spatial = (len(p.neighbours) if p.apart else 1) if p.neighbours else 0
-    per_band = 1 + _error_feature(p, layout) + has_base + ((4 if p.apart and p.finest else 1) if p.neighbours else 0)
-    return has_base + spatial + per_band * refs
 
 
 def _detail(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -440,8 +416,6 @@ def _ridge_solve(gram: np.ndarray, moment: np.ndarray, ridge: float) -> np.ndarr
     return np.linalg.solve(gram, moment)
 
 
-#: Largest frame (pixels) whose pass indices are kept while its bands are coded (up to 60 MB of them).
-INDEX_CACHE_PIXELS = 1 << 17
 #: Largest frame (pixels) whose pass indices stay cached between frames (a series of small dates
 #: shares them: at most 16 MB in all).
 SHARED_INDEX_PIXELS = 1 << 14
@@ -462,20 +436,20 @@ FIT_VALUES = 1 << 12
 MAX_SHIFT = 8
 
 
-def _fit(features: np.ndarray, target: np.ndarray, s: int) -> tuple[np.ndarray, int]:
-    """Fixed-point least-squares coefficients (int16, intercept last) predicting ``target`` at
-    quantiser step ``s``, and the shift: the weights are multiples of 2**shift (see :func:`_precision`)."""
-    n = features.shape[0]
+def _fit(sample: np.ndarray, values: np.ndarray, pixels: int, s: int) -> tuple[np.ndarray, int]:
+    """Fixed-point least-squares coefficients (int16, intercept last) predicting the ``pixels``
+    values of a pass at quantiser step ``s`` from features ``sample`` (n, m) of ``values`` (an even
+    subsample, :func:`_sample_step`), and the shift: the weights are multiples of 2**shift (see
+    :func:`_precision`)."""
+    n = sample.shape[0]
     coefs = np.zeros(n + 1, dtype=np.int64)
-    if len(target) == 0:
+    if pixels == 0:
         return coefs, 0
-    every = _sample_step(len(target))
-    sample, values = features[:, ::every], target[::every]
     shift = 0
     if n:
         w, d, t, gram = _centred_solve(sample.astype(np.float64), values.astype(np.float64), 1e-6)
         w = _reweighted(w, d, t, 1e-6)
-        shift = _precision(w, gram / len(t), float(np.mean(np.square(t - w @ d))), len(target), s)
+        shift = _precision(w, gram / len(t), float(np.mean(np.square(t - w @ d))), pixels, s)
         coefs[:-1] = np.clip(np.round(w * (1 << (FRAC - shift))), -(_COEF_LIMIT >> shift), _COEF_LIMIT >> shift)
         coefs[:-1] <<= shift
     # the intercept: what the rounded coefficients leave of the target's mean
@@ -529,23 +503,6 @@ def _sample_step(n: int) -> int:
     return every
 
 
-#: Values per piece of a prediction (bounds the float64 copy of the features).
-PREDICT_PIECE = 1 << 16
-
-
-def _predict(features: np.ndarray, coefs: np.ndarray) -> np.ndarray:
-    """Fixed point: (sum of coefficient x feature + intercept x 2**FRAC + half) >> FRAC.
-
-    The sum runs in float64 and is exact: fewer than 64 products of an int16 coefficient and an
-    int32 feature stay below 2**52, so every partial sum is a whole number float64 holds.
-    """
-    weights = coefs[:-1].astype(np.float64)
-    acc = np.empty(features.shape[1], dtype=np.int64)
-    for i in range(0, features.shape[1], PREDICT_PIECE):
-        acc[i: i + PREDICT_PIECE] = weights @ features[:, i: i + PREDICT_PIECE]
-    return (acc + ((int(coefs[-1]) << FRAC) + (1 << (FRAC - 1)))) >> FRAC
-
-
 def _quantise(error: np.ndarray, s: int) -> np.ndarray:
     """Index of the step that holds ``error`` (rounded to the nearest multiple of ``s``)."""
     return np.sign(error) * ((np.abs(error) + s // 2) // s)
@@ -569,38 +526,23 @@ class _Coding:
         self.errors = np.zeros(valid.shape, np.int16 if layout >= 7 else np.int32)
         luts = {s: _context_lut(s) for s in set(self.s)}
         self.context_of = [luts[s] for s in self.s]
-        # the frame's pass indices, shared by its bands: up to 450 bytes per pixel, so not for big frames
-        pixels = valid.shape[1] * valid.shape[2]
-        small = pixels <= INDEX_CACHE_PIXELS
-        self.flat = _shared_flat if pixels <= SHARED_INDEX_PIXELS else (
-            functools.lru_cache(maxsize=None)(_flat) if small else _flat)
-        self.large = pixels > SHARED_INDEX_PIXELS
-        self.margin = _margin(*valid.shape[1:])
-        self._mirrors: dict[int, np.ndarray] = {}
-        self._mirrors_of = -1
+        self.planes_base = np.zeros((1, 1, 1), np.int32) if base is None else self.base  # what the kernels read
 
     def band(self, c: int, refs: tuple[int, ...], p: _Pass) -> _Band:
-        if c != self._mirrors_of:  # the planes of earlier bands and the base stay as they are during a band
-            self._mirrors, self._mirrors_of = {}, c
         return _Band(self, c, refs, p)
 
-    def sliced(self, p: _Pass) -> bool:
-        """Whether the pass reads its features as strided views of mirrored planes (see :data:`SLICED_STRIDE`)."""
-        return p.stride <= SLICED_STRIDE and self.large and self.margin < min(self.valid.shape[1:])
-
-    def mirrored(self, a: np.ndarray, changing: dict[int, np.ndarray] | None) -> np.ndarray:
-        """Plane ``a`` mirrored :attr:`margin` pixels out (what :func:`_reflect` gives), kept while
-        the band is coded, or in ``changing`` (the pass's own) for the plane the band is writing."""
-        cache = self._mirrors if changing is None else changing
-        key = a.ctypes.data
-        if key not in cache:
-            cache[key] = np.pad(a, self.margin, mode="reflect")
-        return cache[key]
-
-    def context(self, c: int, band: _Band, p: _Pass, pred: np.ndarray) -> np.ndarray:
-        """Context of each value: the kind of pass, then its activity against the thresholds."""
-        lut = self.context_of[c]
-        return _kind(p) * CONTEXTS + lut[np.minimum(band.activity(pred), len(lut) - 1)]
+    def predict(self, band: _Band, coefs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Prediction of each value of a band's pass with ``coefs`` (fixed point: (sum of coefficient x
+        feature + intercept x 2**FRAC + half) >> FRAC) and its context: the kind of pass, then the
+        local activity (spread of the neighbours around the prediction, the base's detail, the
+        previous band's error there) against the thresholds."""
+        c, p = band.c, band.pass_
+        earlier, spacing = (self.lattice[c - 1][0], self.lattice[c][0]) if c else (1, 1)
+        return kernels.predict(self.rec, self.errors, self.planes_base, self.valid[c], p.row0, p.col0, p.stride,
+                               band.taps, np.ascontiguousarray(coefs[:-1], np.int64),
+                               (int(coefs[-1]) << FRAC) + (1 << (FRAC - 1)), c, _around(p),
+                               self.base is not None and not p.neighbours, c - 1, earlier, spacing,
+                               self.context_of[c], _kind(p) * CONTEXTS)
 
     def reconstruct(self, c: int, pred: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``pred + q x step`` within the dtype's range, and where that is the no-data value (those
@@ -629,11 +571,12 @@ class _Coding:
         return out
 
 
-@functools.lru_cache(maxsize=64)
-def _margin(height: int, width: int) -> int:
-    """Farthest neighbour of the passes that read strided views, in pixels."""
-    sliced = [p for p in passes(height, width) + wide_passes(height, width) if p.stride <= SLICED_STRIDE]
-    return max([1, *(max(abs(dy), abs(dx)) for p in sliced for dy, dx in p.neighbours)])
+@functools.lru_cache(maxsize=512)
+def _around(p: _Pass) -> np.ndarray:
+    """The offsets (k, 2) of the neighbours a pass's activity looks at: its first four."""
+    around = np.array(p.neighbours[:4], np.int64).reshape(-1, 2)
+    around.flags.writeable = False
+    return around
 
 
 def _context_lut(s: int) -> np.ndarray:
@@ -672,11 +615,11 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
         for i, p in enumerate(orders[wide[c]]):
             band = coding.band(c, refs[c], p)
             target = band.gather(units[c])
-            coefs, shift = _fit(band.features, target, coding.s[c])
-            pred = band.predict(coefs)
+            every = _sample_step(len(target))
+            coefs, shift = _fit(band.sample(every), target[::every], len(target), coding.s[c])
+            pred, ctx = coding.predict(band, coefs)
             q = _quantise(target - pred, coding.s[c])
             rec, hit = coding.reconstruct(c, pred, q)
-            ctx = coding.context(c, band, p, pred)
             copy = _copy_choice(coding, c, band, target, q, ctx)
             copied.flags[c].append(copy is not None)
             if copy is not None:
@@ -730,7 +673,7 @@ def _copy_choice(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np
                  ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The copy symbols and candidates of a pass where copy mode codes it in fewer bits (the
     encoder's estimate: ideal tables per context, each table paid for), else None."""
-    if coding.layout < COPY_LAYOUT or len(band.spatial) < copies.NEIGHBOURS or not len(target):
+    if coding.layout < COPY_LAYOUT or len(band.pass_.neighbours) < copies.NEIGHBOURS or not len(target):
         return None
     every = max(1, len(target) // COPY_SAMPLE)
     if len(target) > COPY_SAMPLE and _copies_of(coding, c, band, target, q, ctx, every) is None:
@@ -742,7 +685,7 @@ def _copies_of(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np.n
                every: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Copy mode on every ``every``-th value of a pass: its symbols and candidates where it codes them
     in fewer bits, else None."""
-    cands = copies.candidates([f[::every] for f in band.spatial], coding.nodata[c])
+    cands = copies.candidates(band.neighbours(every), coding.nodata[c])
     sym = copies.symbols(target[::every], cands, coding.s[c] // 2)
     esc = sym == copies.ESCAPE
     if esc.all():
@@ -918,8 +861,7 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     if ((wide != 0) & (wide != 1)).any():
         raise CorruptBlobError("residual stream names neighbourhoods that do not exist")
     band_lattice = _read_lattice(reader, bands) if layout >= 7 else [(1, 0)] * bands
-    n_coefs = [_feature_count(base is not None, n_refs[c], p, layout) + 1
-               for c in range(bands) for p in orders[wide[c]]]
+    n_coefs = [_taps(c, refs[c], p, base is not None, layout)[1] + 1 for c in range(bands) for p in orders[wide[c]]]
     shifts = reader.read(np.full(len(n_coefs), _REF_TABLE), tables) if layout >= 7 else np.zeros(len(n_coefs), int)
     if ((shifts < 0) | (shifts > MAX_SHIFT)).any():
         raise CorruptBlobError("residual stream names predictor precisions that do not exist")
@@ -943,9 +885,8 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
     for c in range(bands):
         for j, p in enumerate(orders[wide[c]]):
             band = coding.band(c, refs[c], p)
-            pred = band.predict(weights[i])
+            pred, ctx = coding.predict(band, weights[i])
             i += 1
-            ctx = coding.context(c, band, p, pred)
             if copied.flags[c][j]:
                 rec, hit = _read_copy_pass(reader, coding, copied, copy_slots[c], c, j, band, pred, ctx, choice[c])
             else:
@@ -1004,7 +945,7 @@ def _read_copy_pass(reader: SymbolReader, coding: _Coding, copied: _Copies, slot
                     band: _Band, pred: np.ndarray, ctx: np.ndarray, choice: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The decoded values of a pass in copy mode, and where they are the no-data value."""
-    cands = copies.candidates(band.spatial, coding.nodata[c])
+    cands = copies.candidates(band.neighbours(), coding.nodata[c])
     pattern = copies.patterns(cands)
     _, first, second, ctx_first, second_contexts = copied.halves(copied.references[c], i, band.where,
                                                                  band.columns, pattern)

@@ -235,28 +235,6 @@ def test_weights_are_stored_as_coarse_as_the_pass_affords():
     assert many < few <= residual.MAX_SHIFT
 
 
-def test_strided_features_give_the_streams_of_index_gathers(sample, monkeypatch):
-    """Frames above 128 x 128 take their features as strided views of mirrored planes: the very
-    streams that index gathers (what smaller frames and earlier releases use) give."""
-    cube = np.ascontiguousarray(np.tile(sample[0], (1, 1, 2))[:, :150, :170])  # 20 m bands take wide passes
-    valid = np.ones(cube.shape, bool)
-    valid[3, 40:60, 100:130] = False
-    sliced = [encode_frame(cube, None, valid, bound, (-32768, 32767), None)[0] for bound in (0, 4)]
-    monkeypatch.setattr(residual, "SLICED_STRIDE", 0)
-    assert [encode_frame(cube, None, valid, bound, (-32768, 32767), None)[0] for bound in (0, 4)] == sliced
-
-
-def test_float_predictions_are_exact():
-    rng = np.random.default_rng(5)
-    features = rng.integers(-(1 << 31), 1 << 31, (63, 70000)).astype(np.int32)  # the worst case: 63 features
-    coefs = rng.integers(-residual._COEF_LIMIT, residual._COEF_LIMIT + 1, 64)
-    acc = np.full(features.shape[1], int(coefs[-1]) << residual.FRAC, dtype=object)
-    for a, f in zip(coefs[:-1], features):
-        acc += int(a) * f.astype(object)
-    expected = ((acc + (1 << (residual.FRAC - 1))) // (1 << residual.FRAC)).astype(np.int64)
-    assert np.array_equal(residual._predict(features, coefs), expected)
-
-
 def test_a_swapped_residual_of_a_later_date_names_the_blob(crop):
     """A stream that decodes but fails its date's checksum (the first date's, put in the second) is
     refused as a checksum error naming the date's blob, never a crash of the error's own naming."""

@@ -9,7 +9,7 @@ PACKAGE = Path(tcube.__file__).parent
 #: Floors, lowest first: a module imports from its own floor or lower ones, never higher.
 FLOORS = (
     ("errors", "defaults", "bands", "metrics", "data", "entropy", "bitstream", "masks", "validate", "residual",
-     "residual_copies", "outputs", "geo", "readers"),
+     "residual_copies", "residual_kernels", "outputs", "geo", "readers"),
     ("models", "baselines"),
     ("settings",),
     ("api",),
