@@ -512,7 +512,8 @@ class _Coding:
     """State shared by the encoder and the decoder of one frame: the reconstruction so far."""
 
     def __init__(self, base: np.ndarray | None, valid: np.ndarray, max_error: int, limits: tuple[int, int],
-                 nodata: int | None, lattice: list[tuple[int, int]], layout: int = LAYOUT) -> None:
+                 nodata: int | None, lattice: list[tuple[int, int]], layout: int = LAYOUT, decoding: bool = False
+                 ) -> None:
         self.layout = layout
         self.lattice = lattice  # everything below is in the bands' lattice units
         self.given_base = base
@@ -527,6 +528,7 @@ class _Coding:
         luts = {s: _context_lut(s) for s in set(self.s)}
         self.context_of = [luts[s] for s in self.s]
         self.planes_base = np.zeros((1, 1, 1), np.int32) if base is None else self.base  # what the kernels read
+        self.decoding = decoding  # predicts on every thread
 
     def band(self, c: int, refs: tuple[int, ...], p: _Pass) -> _Band:
         return _Band(self, c, refs, p)
@@ -542,7 +544,7 @@ class _Coding:
                                band.taps, np.ascontiguousarray(coefs[:-1], np.int64),
                                (int(coefs[-1]) << FRAC) + (1 << (FRAC - 1)), c, _around(p),
                                self.base is not None and not p.neighbours, c - 1, earlier, spacing,
-                               self.context_of[c], _kind(p) * CONTEXTS)
+                               self.context_of[c], _kind(p) * CONTEXTS, self.decoding)
 
     def reconstruct(self, c: int, pred: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``pred + q x step`` within the dtype's range, and where that is the no-data value (those
@@ -875,7 +877,7 @@ def decode_frame(data: bytes, base: np.ndarray | None, valid: np.ndarray, max_er
         raise CorruptBlobError("residual stream names entropy tables or coefficients that cannot exist")
     if layout >= COPY_LAYOUT:  # format 10 codes the choices as places in the order of the tables' scales
         choice = _scale_order()[choice]
-    coding = _Coding(base, valid, max_error, limits, nodata, band_lattice, layout)
+    coding = _Coding(base, valid, max_error, limits, nodata, band_lattice, layout, decoding=True)
     copied = _Copies(bands)
     if layout >= COPY_LAYOUT:
         copy_slots = _read_copies(reader, copied, [[bool(p.neighbours) for p in orders[wide[c]]] for c in range(bands)])

@@ -19,6 +19,9 @@ Examples
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable
+
 import numba
 import numpy as np
 
@@ -141,19 +144,28 @@ def _predict(rec, errors, base, valid, row0, col0, stride, taps, weights, consta
     return pred, ctx
 
 
+def _named(f: Callable, name: str) -> Callable:
+    """``f`` under another name: numba caches compiled functions by name, and the serial and parallel
+    builds of one function must not share a cache entry."""
+    g = types.FunctionType(f.__code__, f.__globals__, name, f.__defaults__, f.__closure__)
+    g.__qualname__ = name
+    return g
+
+
 _predict_serial = _jit(_predict)
-_predict_parallel = numba.njit(cache=True, nogil=True, parallel=True)(_predict)
+_predict_parallel = numba.njit(cache=True, nogil=True, parallel=True)(_named(_predict, "_predict_parallel"))
 #: Least values of a pass predicted on every thread (fewer do not pay for starting them).
-PARALLEL_VALUES = 1 << 15
+PARALLEL_VALUES = 1 << 12
 
 
 def predict(rec: np.ndarray, errors: np.ndarray, base: np.ndarray, valid: np.ndarray, row0: int, col0: int,
             stride: int, taps: np.ndarray, weights: np.ndarray, constant: int, band: int, around: np.ndarray,
-            texture: bool, previous: int, earlier: int, spacing: int, lut: np.ndarray, first_context: int
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Prediction and context of every value of a pass (see :func:`_predict`), on every thread for
-    large passes."""
-    large = valid[row0::stride, col0::stride].size >= PARALLEL_VALUES
+            texture: bool, previous: int, earlier: int, spacing: int, lut: np.ndarray, first_context: int,
+            threads: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction and context of every value of a pass (see :func:`_predict`), with ``threads`` on
+    every thread for large passes (numba's threads wait for work a while after each pass: the
+    encoder, whose least squares run on BLAS's own threads between passes, stays on one)."""
+    large = threads and valid[row0::stride, col0::stride].size >= PARALLEL_VALUES
     kernel = _predict_parallel if large else _predict_serial
     return kernel(rec, errors, base, valid, row0, col0, stride, taps, weights, constant, band, around, texture,
                   previous, earlier, spacing, lut, first_context)

@@ -47,7 +47,7 @@ def test_features_are_the_taps_mirrored_at_the_border(row0, col0, stride):
 
 @pytest.mark.parametrize("parallel", [False, True])
 def test_predictions_and_contexts_are_exact_on_every_thread(monkeypatch, parallel):
-    monkeypatch.setattr(kernels, "PARALLEL_VALUES", 0 if parallel else 1 << 40)
+    monkeypatch.setattr(kernels, "PARALLEL_VALUES", 0)
     rng = np.random.default_rng(7)
     rec, errors, base, valid = _planes(rng, limit=1 << 30)
     count = 9
@@ -57,7 +57,7 @@ def test_predictions_and_contexts_are_exact_on_every_thread(monkeypatch, paralle
     around = np.array([(0, -1), (0, 1), (-1, 0), (1, 0)], np.int64)
     lut = np.arange(40, dtype=np.int64) // 2
     pred, ctx = kernels.predict(rec, errors, base, valid, 1, 0, 2, taps, weights, constant, 2, around, True, 1, 3, 2,
-                                lut, 100)
+                                lut, 100, parallel)
     f = _expected_features((rec, errors, base), valid, 1, 0, 2, taps, count)
     expected = (np.array([int(a) for a in weights], dtype=object) @ f + constant) // (1 << kernels.FRAC)
     assert np.array_equal(pred.astype(object), expected)
