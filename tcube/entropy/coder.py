@@ -85,17 +85,15 @@ class SymbolReader:
         shape = np.shape(table_idx)
         table_idx = np.asarray(table_idx, dtype=np.int32).ravel()
         try:
-            out = np.empty(len(table_idx), dtype=np.int64)
-            esc_pos = []
             order, used, bounds = _groups(table_idx)
-            for t, a, b in zip(used, bounds[:-1], bounds[1:]):
-                v = np.asarray(self.decoder.decode(tables.models[t], int(b - a)), dtype=np.int64)
-                esc = v == tables.length[t] - 1
-                out[order[a:b]] = v + tables.offset[t]
-                if esc.any():
-                    esc_pos.append(order[a:b][esc])
-            if esc_pos:
-                pos = np.concatenate(esc_pos)
+            sizes = np.diff(bounds)
+            parts = [np.atleast_1d(self.decoder.decode(tables.models[t], int(n))) for t, n in zip(used, sizes)]
+            v = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+            esc = v == np.repeat(tables.length[used] - 1, sizes)  # one scatter for every group
+            out = np.empty(len(table_idx), dtype=np.int64)
+            out[order] = v + np.repeat(tables.offset[used], sizes)
+            if esc.any():
+                pos = order[esc]
                 hi = np.asarray(self.decoder.decode(_RAW, len(pos)), dtype=np.uint64)
                 lo = np.asarray(self.decoder.decode(_RAW, len(pos)), dtype=np.uint64)
                 zig = (hi << 16) | lo
