@@ -686,16 +686,15 @@ def _copy_choice(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np
 def _copies_of(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np.ndarray, ctx: np.ndarray,
                every: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Copy mode on every ``every``-th value of a pass: its symbols and candidates where it codes them
-    in fewer bits, else None."""
-    cands = copies.candidates(band.neighbours(every), coding.nodata[c])
-    sym = copies.symbols(target[::every], cands, coding.s[c] // 2)
-    esc = sym == copies.ESCAPE
-    if esc.all():
+    in fewer bits (:func:`~tcube.residual_kernels.copy_estimate`, each table paid for), else None."""
+    neighbours, nodata = band.neighbours(every), coding.nodata[c]
+    plain, copy, patterns = kernels.copy_estimate(
+        neighbours, target[::every], q[::every], ctx[::every], coding.s[c] // 2, 0 if nodata is None else nodata,
+        nodata is not None, copies.pattern_lut(), copies.ESCAPE)
+    if copy + _COPY_TABLE_BITS * patterns / every >= plain:
         return None
-    q, ctx, pattern = q[::every], ctx[::every], copies.patterns(cands)
-    copy_bits = (copies.entropy_bits(sym, pattern) + copies.entropy_bits(q[esc], ctx[esc])
-                 + _COPY_TABLE_BITS * len(np.unique(pattern)) / every)
-    return (sym, cands) if copy_bits < copies.entropy_bits(q, ctx) else None
+    cands = copies.candidates(neighbours, nodata)
+    return copies.symbols(target[::every], cands, coding.s[c] // 2), cands
 
 
 class _Copies:

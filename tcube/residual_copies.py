@@ -50,7 +50,7 @@ _PAIRS = tuple(itertools.combinations(range(NEIGHBOURS), 2))
 
 
 @functools.cache
-def _pattern_lut() -> np.ndarray:
+def pattern_lut() -> np.ndarray:
     """Pattern index (0..14) of each 6-bit code of pairwise equalities (bit k: pair ``_PAIRS[k]``)."""
     lut = np.zeros(1 << len(_PAIRS), np.uint8)
     labels: list[tuple[int, ...]] = []
@@ -90,7 +90,7 @@ def patterns(cands: np.ndarray) -> np.ndarray:
     code = np.zeros(cands.shape[1], np.int64)
     for k, (a, b) in enumerate(_PAIRS):
         code |= (cands[a] == cands[b]).astype(np.int64) << k
-    return _pattern_lut()[code]
+    return pattern_lut()[code]
 
 
 def contexts(pattern: np.ndarray, reference: np.ndarray | None, agree: np.ndarray | None = None) -> np.ndarray:

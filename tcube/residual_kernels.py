@@ -209,3 +209,67 @@ def features(rec, errors, base, valid, row0, col0, stride, taps, count, every):
                     out[j, k // every] = f[j]
             k += 1
     return out
+
+
+@_jit
+def _entropy_bits(values, contexts):
+    """Bits of coding ``values`` with an ideal table per context (joint and per-context counts by sorting)."""
+    n = len(values)
+    if n == 0:
+        return 0.0
+    lo, hi = values.min(), values.max()
+    keys = np.sort(contexts.astype(np.int64) * (hi - lo + 1) + (values.astype(np.int64) - lo))
+    bits = 0.0
+    run, context_run = 1, 1
+    span = hi - lo + 1
+    for i in range(1, n + 1):
+        if i < n and keys[i] == keys[i - 1]:
+            run += 1
+        else:
+            bits -= run * np.log2(run)
+            run = 1
+        if i < n and keys[i] // span == keys[i - 1] // span:
+            context_run += 1
+        else:
+            bits += context_run * np.log2(context_run)
+            context_run = 1
+    return bits
+
+
+@_jit
+def copy_estimate(neighbours, target, q, contexts, bound, nodata, has_nodata, pattern_lut, escape):
+    """Bits of a pass (its values ``target``, quantised errors ``q`` in ``contexts``) coded plainly,
+    and in copy mode before its tables: each value repeats the first of its four ``neighbours``
+    (rows) within ``bound`` (a neighbour equal to ``nodata`` repeats nothing and equals nothing),
+    the symbol coded per pattern of equal neighbours (``pattern_lut`` of the six pairwise
+    equalities), the others (symbol ``escape``) coded plainly. Returns (plain bits, copy bits,
+    patterns seen): ideal tables per context, the encoder's estimate."""
+    m = len(target)
+    sym = np.empty(m, np.int64)
+    pattern = np.empty(m, np.int64)
+    seen = np.zeros(len(pattern_lut), np.bool_)
+    escaped = 0
+    for i in range(m):
+        s = escape
+        for k in range(neighbours.shape[0]):
+            v = np.int64(neighbours[k, i])
+            if not (has_nodata and v == nodata) and abs(v - np.int64(target[i])) <= bound:
+                s = k
+                break
+        sym[i] = s
+        escaped += s == escape
+        code, bit = 0, 0
+        for a in range(neighbours.shape[0]):
+            for b in range(a + 1, neighbours.shape[0]):
+                va = neighbours[a, i]
+                same = va == neighbours[b, i] and not (has_nodata and va == nodata)
+                code |= np.int64(same) << bit
+                bit += 1
+        pattern[i] = pattern_lut[code]
+        seen[pattern[i]] = True
+    plain = _entropy_bits(q, contexts)
+    if escaped == m:
+        return plain, np.inf, 0
+    esc = sym == escape
+    copy = _entropy_bits(sym, pattern) + _entropy_bits(q[esc], contexts[esc])
+    return plain, copy, int(seen.sum())

@@ -108,7 +108,7 @@ def test_symbols_patterns_and_contexts():
     reference = np.array([residual_copies.NONE, 1, 4], np.uint8)
     assert residual_copies.contexts(pattern, reference).tolist() == [
         pattern[0], residual_copies.PATTERNS + 1, residual_copies.PATTERNS + 4]
-    assert sorted(set(residual_copies._pattern_lut().tolist())) == list(range(residual_copies.PATTERNS))
+    assert sorted(set(residual_copies.pattern_lut().tolist())) == list(range(residual_copies.PATTERNS))
 
 
 def test_count_tables_follow_the_counts():

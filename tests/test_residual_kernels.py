@@ -67,3 +67,23 @@ def test_predictions_and_contexts_are_exact_on_every_thread(monkeypatch, paralle
     centre = _expected_features((base, errors, base), valid, 1, 0, 2, np.array([(0, 2, 0, 0, 0), (1, 1, 0, 0, 1)]), 2)
     activity = (np.abs(near - expected).sum(0) >> 2) + (np.abs(4 * centre[0] - cross) >> 2) + np.abs(centre[1]) * 3 // 2
     assert np.array_equal(ctx, 100 + lut[np.minimum(activity.astype(np.int64), 39)])
+
+
+@pytest.mark.parametrize("nodata", [None, 7])
+def test_the_copy_estimate_counts_what_copy_mode_codes(nodata):
+    from tcube import residual_copies as copies
+
+    rng = np.random.default_rng(3)
+    neighbours = rng.integers(0, 12, (4, 5000)).astype(np.int32)
+    target = np.where(rng.random(5000) < 0.6, neighbours[rng.integers(0, 4, 5000), np.arange(5000)],
+                      rng.integers(0, 12, 5000))
+    q = rng.integers(-40, 40, 5000)
+    ctx = rng.integers(0, 80, 5000)
+    plain, copy, patterns = kernels.copy_estimate(neighbours, target, q, ctx, 1, nodata or 0,
+                                                           nodata is not None, copies.pattern_lut(), copies.ESCAPE)
+    cands = copies.candidates(neighbours, nodata)
+    sym, pattern = copies.symbols(target, cands, 1), copies.patterns(cands)
+    esc = sym == copies.ESCAPE
+    assert plain == pytest.approx(copies.entropy_bits(q, ctx), rel=1e-12)
+    assert copy == pytest.approx(copies.entropy_bits(sym, pattern) + copies.entropy_bits(q[esc], ctx[esc]), rel=1e-12)
+    assert patterns == len(np.unique(pattern))
