@@ -201,15 +201,16 @@ class _Band:
 
     def sample(self, every: int) -> np.ndarray:
         """The features (int32, (count, m)) of every ``every``-th value of the pass."""
-        coding, p = self.coding, self.pass_
-        return kernels.features(coding.rec, coding.errors, coding.planes_base, coding.valid[self.c], p.row0, p.col0,
-                                p.stride, self.taps, self.count, every)
+        return self._read(self.taps, self.count, every)
 
     def neighbours(self, every: int = 1) -> np.ndarray:
         """The band's own first four neighbours (int32, (k, m)) at every ``every``-th value of the pass."""
+        return self._read(_own_taps(self.c, self.pass_), len(self.pass_.neighbours[:4]), every)
+
+    def _read(self, taps: np.ndarray, count: int, every: int) -> np.ndarray:
         coding, p = self.coding, self.pass_
         return kernels.features(coding.rec, coding.errors, coding.planes_base, coding.valid[self.c], p.row0, p.col0,
-                                p.stride, _own_taps(self.c, p), len(p.neighbours[:4]), every)
+                                p.stride, taps, count, every)
 
     def gather(self, a: np.ndarray) -> np.ndarray:
         """The values of plane ``a`` (H, W) at the pass's valid pixels."""
@@ -625,10 +626,10 @@ def encode_frame(values: np.ndarray, base: np.ndarray | None, valid: np.ndarray,
             copy = _copy_choice(coding, c, band, target, q, ctx)
             copied.flags[c].append(copy is not None)
             if copy is not None:
-                sym, cands = copy
+                sym, cands, pattern = copy
                 esc = sym == copies.ESCAPE
                 rec, hit, q, ctx = np.where(esc, rec, _chosen(cands, sym)), hit & esc, q[esc], ctx[esc]
-                copied.add(c, i, _kind(p), band, sym, copies.patterns(cands))
+                copied.add(c, i, _kind(p), band, sym, pattern)
             if hit.any():
                 rec[hit] = target[hit]
                 kept.append(target[hit])
@@ -672,8 +673,8 @@ def _chosen(cands: np.ndarray, sym: np.ndarray) -> np.ndarray:
 
 
 def _copy_choice(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np.ndarray,
-                 ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The copy symbols and candidates of a pass where copy mode codes it in fewer bits (the
+                 ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The copy symbols, candidates and patterns of a pass where copy mode codes it in fewer bits (the
     encoder's estimate: ideal tables per context, each table paid for), else None."""
     if coding.layout < COPY_LAYOUT or len(band.pass_.neighbours) < copies.NEIGHBOURS or not len(target):
         return None
@@ -684,17 +685,16 @@ def _copy_choice(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np
 
 
 def _copies_of(coding: _Coding, c: int, band: _Band, target: np.ndarray, q: np.ndarray, ctx: np.ndarray,
-               every: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Copy mode on every ``every``-th value of a pass: its symbols and candidates where it codes them
-    in fewer bits (:func:`~tcube.residual_kernels.copy_estimate`, each table paid for), else None."""
+               every: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Copy mode on every ``every``-th value of a pass: its symbols, candidates and patterns where it
+    codes them in fewer bits (:func:`~tcube.residual_kernels.copy_estimate`, each table paid for), else None."""
     neighbours, nodata = band.neighbours(every), coding.nodata[c]
-    plain, copy, patterns = kernels.copy_estimate(
+    plain, copy, patterns, sym, pattern = kernels.copy_estimate(
         neighbours, target[::every], q[::every], ctx[::every], coding.s[c] // 2, 0 if nodata is None else nodata,
         nodata is not None, copies.pattern_lut(), copies.ESCAPE)
     if copy + _COPY_TABLE_BITS * patterns / every >= plain:
         return None
-    cands = copies.candidates(neighbours, nodata)
-    return copies.symbols(target[::every], cands, coding.s[c] // 2), cands
+    return sym, copies.candidates(neighbours, nodata), pattern
 
 
 class _Copies:

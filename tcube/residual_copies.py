@@ -30,6 +30,7 @@ import itertools
 
 import numpy as np
 
+from tcube import residual_kernels as kernels
 from tcube.entropy.tables import TableSet
 
 #: Neighbours a value may repeat (a pass's first four: its nearest decoded ones).
@@ -167,10 +168,4 @@ def entropy_bits(values: np.ndarray, context: np.ndarray) -> float:
     values, context = np.asarray(values, np.int64).ravel(), np.asarray(context, np.int64).ravel()
     if values.size == 0:
         return 0.0
-    v, c = values - values.min(), context - context.min()
-    if (int(v.max()) + 1) * (int(c.max()) + 1) > 1 << 22:  # wide ranges: by rank (a sort)
-        v, c = np.unique(v, return_inverse=True)[1], np.unique(c, return_inverse=True)[1]
-    joint = np.bincount(c * (int(v.max()) + 1) + v).astype(np.float64)
-    per_context = np.bincount(c).astype(np.float64)
-    joint, per_context = joint[joint > 0], per_context[per_context > 0]
-    return float(-(joint * np.log2(joint)).sum() + (per_context * np.log2(per_context)).sum())
+    return float(kernels.entropy_bits(values, context - context.min()))

@@ -60,6 +60,18 @@ def _flat_taps(taps, weights, plane, h, w):
 
 
 @numba.njit(cache=True, nogil=True)
+def _reach(taps, around):
+    """Farthest offset (rows or columns) of the taps and of the ``around`` offsets ((k, 2)): pixels at
+    least this far inside the frame read every tap without mirroring."""
+    reach = 0
+    for t in range(taps.shape[0]):
+        reach = max(reach, abs(taps[t, 2]), abs(taps[t, 3]))
+    for t in range(around.shape[0]):
+        reach = max(reach, abs(around[t, 0]), abs(around[t, 1]))
+    return reach
+
+
+@numba.njit(cache=True, nogil=True)
 def _row_starts(valid, row0, col0, stride):
     """Where each row of a pass's grid starts among its values, and their count last."""
     h, w = valid.shape
@@ -93,11 +105,7 @@ def _predict(rec, errors, base, valid, row0, col0, stride, taps, weights, consta
     errors_at, errors_w = _flat_taps(taps, weights, ERRORS, h, w)
     base_at, base_w = _flat_taps(taps, weights, BASE, h, w)
     around_at = band * (h * w) + around[:, 0] * w + around[:, 1]
-    reach = 1
-    for t in range(taps.shape[0]):
-        reach = max(reach, abs(taps[t, 2]), abs(taps[t, 3]))
-    for t in range(around.shape[0]):
-        reach = max(reach, abs(around[t, 0]), abs(around[t, 1]))
+    reach = _reach(taps, around)
     top = len(lut) - 1
     for r in numba.prange(len(starts) - 1):
         y = row0 + r * stride
@@ -183,9 +191,7 @@ def features(rec, errors, base, valid, row0, col0, stride, taps, count, every):
     rec_at, rec_f = _flat_taps(taps, which, REC, h, w)
     errors_at, errors_f = _flat_taps(taps, which, ERRORS, h, w)
     base_at, base_f = _flat_taps(taps, which, BASE, h, w)
-    reach = 0
-    for t in range(taps.shape[0]):
-        reach = max(reach, abs(taps[t, 2]), abs(taps[t, 3]))
+    reach = _reach(taps, np.zeros((0, 2), np.int64))
     k = 0
     for y in range(row0, h, stride):
         for x in range(col0, w, stride):
@@ -212,12 +218,13 @@ def features(rec, errors, base, valid, row0, col0, stride, taps, count, every):
 
 
 @_jit
-def _entropy_bits(values, contexts):
-    """Bits of coding ``values`` with an ideal table per context (joint and per-context counts by sorting)."""
+def entropy_bits(values, contexts):
+    """Bits of coding ``values`` with an ideal table per context (``contexts`` >= 0; joint and
+    per-context counts by sorting)."""
     n = len(values)
     if n == 0:
         return 0.0
-    lo, hi = values.min(), values.max()
+    lo, hi = np.int64(values.min()), np.int64(values.max())
     keys = np.sort(contexts.astype(np.int64) * (hi - lo + 1) + (values.astype(np.int64) - lo))
     bits = 0.0
     run, context_run = 1, 1
@@ -243,10 +250,10 @@ def copy_estimate(neighbours, target, q, contexts, bound, nodata, has_nodata, pa
     (rows) within ``bound`` (a neighbour equal to ``nodata`` repeats nothing and equals nothing),
     the symbol coded per pattern of equal neighbours (``pattern_lut`` of the six pairwise
     equalities), the others (symbol ``escape``) coded plainly. Returns (plain bits, copy bits,
-    patterns seen): ideal tables per context, the encoder's estimate."""
+    patterns seen, symbols (uint8), patterns (uint8)): ideal tables per context, the encoder's estimate."""
     m = len(target)
-    sym = np.empty(m, np.int64)
-    pattern = np.empty(m, np.int64)
+    sym = np.empty(m, np.uint8)
+    pattern = np.empty(m, np.uint8)
     seen = np.zeros(len(pattern_lut), np.bool_)
     escaped = 0
     for i in range(m):
@@ -267,9 +274,9 @@ def copy_estimate(neighbours, target, q, contexts, bound, nodata, has_nodata, pa
                 bit += 1
         pattern[i] = pattern_lut[code]
         seen[pattern[i]] = True
-    plain = _entropy_bits(q, contexts)
+    plain = entropy_bits(q, contexts)
     if escaped == m:
-        return plain, np.inf, 0
+        return plain, np.inf, 0, sym, pattern
     esc = sym == escape
-    copy = _entropy_bits(sym, pattern) + _entropy_bits(q[esc], contexts[esc])
-    return plain, copy, int(seen.sum())
+    copy = entropy_bits(sym, pattern) + entropy_bits(q[esc], contexts[esc])
+    return plain, copy, int(seen.sum()), sym, pattern

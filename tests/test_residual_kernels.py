@@ -79,7 +79,7 @@ def test_the_copy_estimate_counts_what_copy_mode_codes(nodata):
                       rng.integers(0, 12, 5000))
     q = rng.integers(-40, 40, 5000)
     ctx = rng.integers(0, 80, 5000)
-    plain, copy, patterns = kernels.copy_estimate(neighbours, target, q, ctx, 1, nodata or 0,
+    plain, copy, patterns, got_sym, got_pattern = kernels.copy_estimate(neighbours, target, q, ctx, 1, nodata or 0,
                                                            nodata is not None, copies.pattern_lut(), copies.ESCAPE)
     cands = copies.candidates(neighbours, nodata)
     sym, pattern = copies.symbols(target, cands, 1), copies.patterns(cands)
@@ -87,3 +87,4 @@ def test_the_copy_estimate_counts_what_copy_mode_codes(nodata):
     assert plain == pytest.approx(copies.entropy_bits(q, ctx), rel=1e-12)
     assert copy == pytest.approx(copies.entropy_bits(sym, pattern) + copies.entropy_bits(q[esc], ctx[esc]), rel=1e-12)
     assert patterns == len(np.unique(pattern))
+    assert np.array_equal(got_sym, sym) and np.array_equal(got_pattern, pattern)
